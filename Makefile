@@ -1,0 +1,39 @@
+# The two commands of the README:
+#   make demo   - set up .venv if needed, then run the main job on the embedded dataset (offline)
+#   make test   - set up .venv if needed, then run the test suite (what CI runs through .ci/run)
+#
+# Everything installs into a project-local virtual environment (.venv). Override TORCH_SPEC to pick
+# another PyTorch build, e.g. `make TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cu124" demo`.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP      := $(VENV)/.oodml-installed
+DEMO_OUT   ?= figures
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_NO_INPUT=1
+
+.PHONY: demo test venv bench clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[test,parquet,tensorboard]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m oodml.demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

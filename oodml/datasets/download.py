@@ -1,0 +1,455 @@
+"""Fetching the official archives of the benchmark datasets — only ever when asked.
+
+Nothing here runs unless the user passed ``download=True`` (``--download``). Then:
+
+* :func:`download_url` streams one file with :mod:`urllib` into ``<dest>.part``. An existing
+  ``.part`` file is resumed with an HTTP ``Range`` request (if the server ignores it, the file is
+  downloaded again from the start). A progress bar is shown unless ``progress=False``,
+  ``--quiet`` or ``OODML_QUIET=1``. The MD5 is verified and only then is the file renamed to
+  ``dest``: the final name never holds an unverified or partial file. A truncated transfer keeps
+  the ``.part`` file (rerun to resume); a checksum mismatch deletes it. Both raise a one-line
+  :class:`~oodml.errors.DownloadError` naming the file, the checksums and what to do. Being
+  offline (no route, DNS failure, refused connection) is one line naming the URL and where to
+  put the file by hand.
+* :data:`SOURCES` lists the official files (URL and MD5) of every downloadable dataset.
+* :func:`fetch_dataset` downloads a dataset's files into ``<data root>/<folder>`` (``cub``,
+  ``cars``, ``sop``, ``omniglot``) and extracts archives there with
+  :func:`oodml.io.safe_extract` (members escaping the folder are refused). A small stamp file
+  records each finished extraction, after which the archive is deleted, so an interrupted
+  multi-file fetch does not repeat finished work.
+* :func:`find_dataset_dir` is the root resolution every loader shares: look in a few candidate
+  folders, fetch when asked, or raise one clear :class:`~oodml.errors.DatasetNotFoundError`.
+
+Mirrors: set ``OODML_DOWNLOAD_MIRROR=<base url>`` (or pass ``mirror=``) to fetch every file as
+``<base url>/<file name>`` instead of from its official URL (tests point it at a local server).
+Without network, download a file by hand and save it under the name the error message gives;
+``--download`` then verifies and uses it without connecting.
+
+Example::
+
+    from oodml.datasets.download import fetch_dataset
+    folder = fetch_dataset("cub", root="~/data")      # ~/data/cub/CUB_200_2011/...
+    print(sorted(p.name for p in folder.iterdir()))
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from oodml.errors import DatasetNotFoundError, DownloadError, OodmlError
+from oodml.io import file_digest, read_json, write_json
+from oodml.paths import data_root, data_root_source
+
+#: Environment variable naming a base URL that replaces every official URL's folder.
+MIRROR_ENV = "OODML_DOWNLOAD_MIRROR"
+
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Source:
+    """One official file: its name on disk, URL, MD5 (``None`` if unpublished), whether it is an
+    archive to extract, and whether :func:`fetch_dataset` takes it when no files are named."""
+
+    filename: str
+    url: str
+    md5: str | None = None
+    extract: bool = True
+    default: bool = True
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where a dataset comes from and which sub-folder of the data root it is fetched into."""
+
+    title: str
+    folder: str
+    files: tuple[Source, ...]
+    homepage: str
+
+
+_OMNIGLOT = "https://github.com/brendenlake/omniglot/raw/master/python/"
+
+#: Official sources of every downloadable dataset (registry name -> files).
+SOURCES: dict[str, DatasetSource] = {
+    "cub": DatasetSource(
+        "CUB-200-2011",
+        "cub",
+        (
+            Source(
+                "CUB_200_2011.tgz",
+                "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
+                "97eceeb196236b17998738112f37df78",
+            ),
+        ),
+        "https://www.vision.caltech.edu/datasets/cub_200_2011/",
+    ),
+    "cars": DatasetSource(
+        "Stanford Cars (CARS196)",
+        "cars",
+        (
+            Source(
+                "car_ims.tgz",
+                "http://ai.stanford.edu/~jkrause/car196/car_ims.tgz",
+                "d5c8f0aa497503f355e17dc7886c3f14",
+            ),
+            Source(
+                "cars_annos.mat",
+                "http://ai.stanford.edu/~jkrause/car196/cars_annos.mat",
+                "b407c6086d669747186bd1d764ff9dbc",
+                extract=False,
+            ),
+        ),
+        "https://ai.stanford.edu/~jkrause/cars/car_dataset.html",
+    ),
+    "sop": DatasetSource(
+        "Stanford Online Products",
+        "sop",
+        (
+            Source(
+                "Stanford_Online_Products.zip",
+                "ftp://cs.stanford.edu/cs/cvgl/Stanford_Online_Products.zip",
+                "7f73d41a2f44250d4779881525aea32e",
+            ),
+        ),
+        "https://cvgl.stanford.edu/projects/lifted_struct/",
+    ),
+    "omniglot": DatasetSource(
+        "Omniglot",
+        "omniglot",
+        (
+            Source("images_background.zip", _OMNIGLOT + "images_background.zip", "68d2efa1b9178cc56df9314c21c6e718"),
+            Source("images_evaluation.zip", _OMNIGLOT + "images_evaluation.zip", "6b91aef0f799c5bb55b94e3f2daec811"),
+            Source("images_background_small1.zip", _OMNIGLOT + "images_background_small1.zip", None, default=False),
+            Source("images_background_small2.zip", _OMNIGLOT + "images_background_small2.zip", None, default=False),
+        ),
+        "https://github.com/brendenlake/omniglot",
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# One file
+# --------------------------------------------------------------------------------------------
+def _hand_hint(url: str, dest: Path) -> str:
+    return (
+        f"if this machine cannot reach it, download {url} by hand (e.g. on another machine), save it as "
+        f"{dest} and rerun with --download (it is then verified and used without connecting)"
+    )
+
+
+def _connection_error(url: str, dest: Path, exc: BaseException) -> DownloadError:
+    if isinstance(exc, urllib.error.HTTPError):
+        reason = f"the server answered HTTP {exc.code} {exc.reason}"
+    elif isinstance(exc, urllib.error.URLError):
+        reason = f"no connection ({exc.reason})"
+    else:
+        reason = f"no connection ({type(exc).__name__}: {exc})"
+    reason = " ".join(str(reason).split())  # keep the message on one line
+    return DownloadError(f"cannot download {url}: {reason}; {_hand_hint(url, dest)}")
+
+
+def _parse_content_range_start(value: str | None) -> int | None:
+    """``bytes 100-199/200`` -> 100 (``None`` if absent or malformed)."""
+    if not value or not value.strip().lower().startswith("bytes"):
+        return None
+    try:
+        return int(value.strip()[5:].strip().split("-", 1)[0])
+    except ValueError:
+        return None
+
+
+def _open(url: str, offset: int, timeout: float):
+    headers = {"User-Agent": "oodml-downloader/1"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
+def download_url(
+    url: str,
+    dest: str | os.PathLike,
+    md5: str | None = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> Path:
+    """Download ``url`` to ``dest`` (resuming ``dest.part``), verify ``md5``, rename atomically.
+
+    If ``dest`` already exists it is verified and returned without connecting (a mismatch is an
+    error: it is not the expected file). Returns ``dest`` as a :class:`~pathlib.Path`.
+    """
+    from tqdm.auto import tqdm
+
+    from oodml.cli import progress_disabled
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    want = md5.lower() if md5 else None
+    if dest.exists():
+        if want is None:
+            return dest
+        actual = file_digest(dest)
+        if actual == want:
+            return dest
+        raise DownloadError(
+            f"{dest} exists but its MD5 is {actual}, expected {want}: it is not the file from {url} "
+            "(corrupt or a different version); delete it and rerun with --download"
+        )
+    part = Path(str(dest) + ".part")
+
+    for attempt in range(2):
+        offset = part.stat().st_size if part.exists() else 0
+        try:
+            resp = _open(url, offset, timeout)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 416 and offset and attempt == 0:
+                # Nothing left past our offset: the partial file may be complete already.
+                if want is not None and file_digest(part) == want:
+                    break
+                part.unlink()
+                continue
+            raise _connection_error(url, dest, exc) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise _connection_error(url, dest, exc) from None
+        except ValueError as exc:  # e.g. a mirror given without http://
+            raise DownloadError(f"cannot download {url!r}: not a valid URL ({exc}); check ${MIRROR_ENV}") from None
+
+        with resp:
+            status = resp.getcode()
+            resuming = False
+            if offset and status == 206:
+                start = _parse_content_range_start(resp.headers.get("Content-Range"))
+                if start != offset:  # an answer we cannot splice onto our bytes: start over
+                    part.unlink()
+                    if attempt == 0:
+                        continue
+                    raise DownloadError(
+                        f"cannot resume {url}: the server answered a range request with the wrong range; "
+                        f"delete {part} and rerun with --download"
+                    )
+                resuming = True
+            length = resp.headers.get("Content-Length") if resp.headers is not None else None
+            try:
+                length_i = int(length) if length is not None else None
+            except ValueError:
+                length_i = None
+            start_at = offset if resuming else 0
+            total = start_at + length_i if length_i is not None else None
+            broken: str | None = None
+            bar = tqdm(
+                total=total,
+                initial=start_at,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=dest.name,
+                disable=(not progress) or progress_disabled(),
+                leave=False,
+            )
+            try:
+                with open(part, "ab" if resuming else "wb") as fh:
+                    while True:
+                        try:
+                            block = resp.read(_CHUNK)
+                        except (OSError, http.client.HTTPException) as exc:
+                            broken = f"{type(exc).__name__}: {exc}"  # the connection broke mid-transfer
+                            break
+                        if not block:
+                            break
+                        fh.write(block)
+                        bar.update(len(block))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            finally:
+                bar.close()
+        size = part.stat().st_size
+        if broken is not None or (total is not None and size < total):
+            got = file_digest(part)
+            what = f"{size} of {total} bytes" if total is not None else f"{size} bytes"
+            why = " after " + " ".join(broken.split()) if broken else ""
+            raise DownloadError(
+                f"download of {url} was truncated{why}: {part} holds {what} "
+                f"(MD5 so far {got}, expected {want or 'unpublished'}); the partial file is kept: "
+                "rerun with --download to resume it"
+            )
+        if total is not None and size > total:
+            part.unlink()
+            raise DownloadError(
+                f"download of {url} is longer than announced ({size} > {total} bytes); the partial file "
+                "was deleted: rerun with --download"
+            )
+        break
+
+    if want is not None:
+        actual = file_digest(part)
+        if actual != want:
+            part.unlink()
+            raise DownloadError(
+                f"checksum mismatch for {dest.name} from {url}: MD5 {actual}, expected {want}; the corrupt "
+                f"download was deleted: rerun with --download, or {_hand_hint(url, dest)}"
+            )
+    os.replace(part, dest)
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# One dataset
+# --------------------------------------------------------------------------------------------
+def source_for(name: str) -> DatasetSource:
+    """The official sources of dataset ``name`` (registry name or alias)."""
+    from oodml.datasets import canonical_name
+
+    key = canonical_name(name)
+    if key not in SOURCES:
+        raise OodmlError(
+            f"dataset {key!r} has nothing to download (downloadable: {', '.join(SOURCES)}); "
+            "point --root at your files instead"
+        )
+    return SOURCES[key]
+
+
+def _mirror_url(src: Source, mirror: str | None) -> str:
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
+    if not mirror:
+        return src.url
+    return mirror.rstrip("/") + "/" + src.filename
+
+
+def fetch_dataset(
+    name: str,
+    root: str | os.PathLike | None = None,
+    files: Iterable[str] | None = None,
+    mirror: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download and safely extract dataset ``name`` into ``<data root>/<folder>``; return it.
+
+    ``files`` picks file names from the dataset's :data:`SOURCES` entry (default: its default
+    files, e.g. Omniglot's background and evaluation sets). Finished extractions are recorded in
+    ``.<archive>.extracted`` stamps and skipped on later calls.
+    """
+    from oodml.io import safe_extract
+
+    spec = source_for(name)
+    target = data_root(root) / spec.folder
+    if files is None:
+        chosen = [s for s in spec.files if s.default]
+    else:
+        wanted = list(files)
+        by_name = {s.filename: s for s in spec.files}
+        unknown = [f for f in wanted if f not in by_name]
+        if unknown:
+            raise OodmlError(
+                f"{spec.title} has no official file {unknown[0]!r}; files: {', '.join(by_name)}"
+            )
+        chosen = [by_name[f] for f in wanted]
+    target.mkdir(parents=True, exist_ok=True)
+    for src in chosen:
+        dest = target / src.filename
+        stamp = target / f".{src.filename}.extracted"
+        if src.extract and stamp.is_file():
+            try:
+                names = read_json(stamp, "extraction stamp").get("names", [])
+            except (OodmlError, AttributeError):
+                names = []
+            if names and all((target / n).exists() for n in names):
+                continue
+        download_url(_mirror_url(src, mirror), dest, src.md5, progress=progress)
+        if src.extract:
+            names = safe_extract(dest, target)
+            write_json(stamp, {"archive": src.filename, "md5": src.md5, "names": names})
+            dest.unlink()
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# Root resolution shared by the loaders
+# --------------------------------------------------------------------------------------------
+def candidate_dirs(base: Path, subdirs: Sequence[str]) -> list[Path]:
+    """``base`` joined with each relative sub-folder (``""`` is ``base`` itself), de-duplicated."""
+    out: list[Path] = []
+    for sub in subdirs:
+        p = base / sub if sub else base
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def not_found_message(
+    name: str,
+    root: str | os.PathLike | None,
+    searched: Sequence[Path],
+    layout: str,
+    files: Iterable[str] | None = None,
+) -> str:
+    """The one-line message of a missing dataset: what, where we looked, what we expect, how to get it."""
+    spec = SOURCES.get(name)
+    title = f"{spec.title} ({name})" if spec else name
+    where = ", ".join(str(p) for p in searched)
+    msg = (
+        f"{title} dataset not found: searched {where} (data root {data_root(root)} from "
+        f"{data_root_source(root)}); expected {layout}"
+    )
+    if spec is not None:
+        chosen = [s for s in spec.files if (s.default if files is None else s.filename in set(files))]
+        urls = " and ".join(s.url for s in chosen)
+        msg += (
+            f"; get it with --download (into {data_root(root) / spec.folder}), or download {urls} by hand, "
+            "unpack so that this layout is in one of the folders searched and pass the data root with --root"
+        )
+    else:
+        msg += "; pass the right folder with --root"
+    return msg
+
+
+def find_dataset_dir(
+    name: str,
+    root: str | os.PathLike | None,
+    subdirs: Sequence[str],
+    is_dataset: Callable[[Path], bool],
+    layout: str,
+    download: bool = False,
+    files: Iterable[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """The first of ``data_root(root) / subdir`` that ``is_dataset`` accepts.
+
+    When none does: with ``download=True`` fetch the dataset (then look again), otherwise raise
+    :class:`~oodml.errors.DatasetNotFoundError` with :func:`not_found_message`.
+    """
+    searched = candidate_dirs(data_root(root), subdirs)
+    for p in searched:
+        if is_dataset(p):
+            return p
+    if download:
+        files = list(files) if files is not None else None
+        fetch_dataset(name, root, files=files, progress=progress)
+        for p in searched:
+            if is_dataset(p):
+                return p
+        raise DatasetNotFoundError(
+            f"{name}: the downloaded files were extracted into {data_root(root) / SOURCES[name].folder} but "
+            f"do not have the expected layout ({layout}); delete that folder and retry, or report the problem"
+        )
+    raise DatasetNotFoundError(not_found_message(name, root, searched, layout, files))
+
+
+__all__ = [
+    "MIRROR_ENV",
+    "SOURCES",
+    "DatasetSource",
+    "Source",
+    "candidate_dirs",
+    "download_url",
+    "fetch_dataset",
+    "find_dataset_dir",
+    "not_found_message",
+    "source_for",
+]
