@@ -1,0 +1,618 @@
+"""The registry of deep-metric-learning objectives, built on pytorch-metric-learning (pml).
+
+An *objective* bundles a pml loss, an optional pml miner and the learning rates of the loss's
+own parameters (learnable margin β, proxies, class weights, SoftTriple centres)::
+
+    objective = make_objective("margin", num_classes=100, embed_dim=512, margin=0.1)
+    optimizer = torch.optim.Adam(param_groups(model, lr) + objective.param_groups(lr))
+    loss = objective(embeddings, labels)
+
+* ``num_classes`` is the number of *training* classes of the split; labels passed to an objective
+  must be contiguous integers ``0..num_classes-1`` (proxies, class weights and per-class β are
+  indexed by label).
+* Every hyperparameter can be overridden by keyword (``margin=0.1``, ``beta_lr=1e-3``) or, from a
+  command line, with :func:`parse_overrides` (``["margin=0.1", "miner.epsilon=0.2", "miner=none"]``).
+  Loss keywords are pml's constructor arguments; ``miner=<name>|none`` picks or removes the miner
+  and ``miner.<arg>=<value>`` sets its arguments; a few objective options (``beta_lr``,
+  ``per_class_beta``, ``lr``, ``lr_mult``) set the learning rates of the loss's own parameters.
+  An unknown key raises :class:`~oodml.errors.BadInputError` listing the valid keys.
+
+Decisions (see also :func:`format_objectives_table`):
+
+* Defaults follow the literature and the ooDML study (Milbich et al. 2021, building on Roth et al.
+  2020): margin loss margin 0.2, class-specific learnable β initialised at 1.2 trained at an
+  absolute learning rate of 5e-4 with distance-weighted sampling (cutoff 0.5, non-zero-loss
+  cutoff 1.4); Multi-Similarity α 2, β 40, threshold 0.5 with its miner (ε 0.1); ArcFace margin
+  0.5 rad, scale 16; Proxy-Anchor α 32, δ 0.1; ProxyNCA with scale 9 (ooDML's proxy sphere radius
+  3 on squared distances, the ProxyNCA++ temperature 1/9); contrastive pos 0 / neg 1 (ooDML).
+* **ArcFace margin units.** pml's ``ArcFaceLoss(margin=...)`` takes *degrees* (its default 28.6 ≈
+  0.5 rad) and stores radians in ``loss.margin``.  Here ``margin`` is given in **radians** like in
+  the paper and the ooDML configuration, and converted (0.5 rad → 28.65°) before it reaches pml,
+  so ``loss.margin`` ends up equal to the value given.
+* **Learning rates of the loss's parameters.** Proxies/centres/class weights learn much faster
+  than the backbone: by default ``lr_mult`` × the base learning rate (×100 for Proxy-Anchor and
+  SoftTriple as in their papers, ×50 for ProxyNCA, ArcFace, CosFace and normalised softmax, as in
+  the ooDML/Roth et al. setup where base 1e-5 gives 5e-4); ``lr=<value>`` sets an absolute rate
+  instead.  The margin loss's β uses the absolute ``beta_lr`` (5e-4).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from oodml.errors import BadInputError
+
+# pml constructor arguments we never expose as overrides (objects, or set from the split/model).
+_NOT_OVERRIDABLE = {"num_classes", "embedding_size", "self", "args", "kwargs"}
+_CHOICES = {"type_of_triplets": ("all", "hard", "semihard", "easy")}
+
+
+# --------------------------------------------------------------------------------------------
+# Miners
+# --------------------------------------------------------------------------------------------
+def _pml_miners() -> dict[str, type]:
+    from pytorch_metric_learning import miners as M
+
+    return {
+        "distance_weighted": M.DistanceWeightedMiner,
+        "multisimilarity": M.MultiSimilarityMiner,
+        "triplet_margin": M.TripletMarginMiner,
+        "pair_margin": M.PairMarginMiner,
+        "batch_hard": M.BatchHardMiner,
+        "batch_easy_hard": M.BatchEasyHardMiner,
+        "angular": M.AngularMiner,
+        "hdc": M.HDCMiner,
+        "uniform_histogram": M.UniformHistogramMiner,
+    }
+
+
+_MINER_ALIASES = {"distance": "distance_weighted", "ms": "multisimilarity", "triplet": "triplet_margin"}
+_NO_MINER = {"none", "null", "off", "no", "false", ""}
+
+
+def list_miners() -> list[str]:
+    return sorted(_pml_miners())
+
+
+def _scalar_args(cls: type, inherited: bool = True) -> dict[str, Any]:
+    """Constructor arguments with plain (scalar) defaults of a pml class (and, with ``inherited``,
+    of its specific parent classes, e.g. ProxyNCALoss -> NCALoss's ``softmax_scale``)."""
+    out: dict[str, Any] = {}
+    for klass in cls.__mro__ if inherited else (cls,):
+        cname = klass.__name__
+        if not klass.__module__.startswith("pytorch_metric_learning") or "__init__" not in vars(klass):
+            continue
+        if cname.startswith(("Base", "ModuleWithRecords", "Generic")) or cname.endswith("Mixin"):
+            continue  # generic machinery (reducer, distance, regularisers): objects, not hyperparameters
+        for p in inspect.signature(klass.__init__).parameters.values():
+            if p.name in _NOT_OVERRIDABLE or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in out:
+                continue
+            default = None if p.default is inspect.Parameter.empty else p.default
+            if default is None or isinstance(default, (bool, int, float, str)):
+                out[p.name] = default
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Specs
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """How to build one objective.  ``loss_defaults`` are in *our* units (see ``to_pml``)."""
+
+    name: str
+    loss_class: str  # attribute of pytorch_metric_learning.losses
+    kind: str  # "pair" (needs >= 2 samples per class in a batch), "proxy" or "classifier"
+    summary: str
+    loss_defaults: Mapping[str, Any] = field(default_factory=dict)
+    miner: str | None = None
+    miner_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # miner argument -> loss argument it follows unless set explicitly (e.g. the triplet margin)
+    miner_tied: Mapping[str, str] = field(default_factory=dict)
+    # objective-level options (learning rates of the loss's own parameters, ...)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    sized: bool = False  # pass num_classes / embedding_size to pml
+    # loss argument -> (converter to pml units, note for the table)
+    to_pml: Mapping[str, tuple[Callable[[Any], Any], str]] = field(default_factory=dict)
+    params: str = ""  # what the loss's own parameters are, for the table
+
+    @property
+    def pml_class(self) -> type:
+        from pytorch_metric_learning import losses as L
+
+        return getattr(L, self.loss_class)
+
+    def loss_keys(self) -> dict[str, Any]:
+        keys = _scalar_args(self.pml_class)
+        keys.update(self.loss_defaults)
+        return keys
+
+
+def _deg(x: Any) -> Any:
+    return math.degrees(float(x))
+
+
+_LR_MULT = {"lr": None, "lr_mult": 100.0}
+
+_SPECS: list[ObjectiveSpec] = [
+    ObjectiveSpec(
+        "margin", "MarginLoss", "pair",
+        "Margin loss (Wu et al. 2017) with learnable class-specific beta, distance-weighted sampling",
+        loss_defaults={"margin": 0.2, "beta": 1.2, "learn_beta": True, "nu": 0.0},
+        miner="distance_weighted", miner_defaults={"cutoff": 0.5, "nonzero_loss_cutoff": 1.4},
+        options={"beta_lr": 5e-4, "per_class_beta": True},
+        params="beta",
+    ),
+    ObjectiveSpec(
+        "multisimilarity", "MultiSimilarityLoss", "pair",
+        "Multi-Similarity loss (Wang et al. 2019) with its pair miner",
+        loss_defaults={"alpha": 2.0, "beta": 40.0, "base": 0.5},
+        miner="multisimilarity", miner_defaults={"epsilon": 0.1},
+    ),
+    ObjectiveSpec(
+        "triplet", "TripletMarginLoss", "pair",
+        "Triplet loss with semi-hard triplet mining (Schroff et al. 2015)",
+        loss_defaults={"margin": 0.2},
+        miner="triplet_margin", miner_defaults={"type_of_triplets": "semihard"},
+        miner_tied={"margin": "margin"},
+    ),
+    ObjectiveSpec(
+        "contrastive", "ContrastiveLoss", "pair",
+        "Contrastive loss (Hadsell et al. 2006) on all pairs of the batch",
+        loss_defaults={"pos_margin": 0.0, "neg_margin": 1.0},
+    ),
+    ObjectiveSpec(
+        "lifted", "GeneralizedLiftedStructureLoss", "pair",
+        "Generalized lifted structure loss (Oh Song et al. 2016; Hermans et al. 2017)",
+        loss_defaults={"neg_margin": 1.0, "pos_margin": 0.0},
+    ),
+    ObjectiveSpec(
+        "npairs", "NPairsLoss", "pair",
+        "N-pair loss (Sohn 2016): one positive per anchor, the other classes' positives as negatives",
+    ),
+    ObjectiveSpec(
+        "proxynca", "ProxyNCALoss", "proxy",
+        "ProxyNCA (Movshovitz-Attias et al. 2017), softmax scale 9 as in ProxyNCA++ / ooDML",
+        loss_defaults={"softmax_scale": 9.0},
+        options={"lr": None, "lr_mult": 50.0}, sized=True, params="proxies",
+    ),
+    ObjectiveSpec(
+        "proxyanchor", "ProxyAnchorLoss", "proxy",
+        "Proxy-Anchor loss (Kim et al. 2020)",
+        loss_defaults={"alpha": 32.0, "margin": 0.1},
+        options=dict(_LR_MULT), sized=True, params="proxies",
+    ),
+    ObjectiveSpec(
+        "softtriple", "SoftTripleLoss", "proxy",
+        "SoftTriple loss (Qian et al. 2019), 10 centres per class",
+        loss_defaults={"centers_per_class": 10, "la": 20.0, "gamma": 0.1, "margin": 0.01},
+        options=dict(_LR_MULT), sized=True, params="centres",
+    ),
+    ObjectiveSpec(
+        "arcface", "ArcFaceLoss", "classifier",
+        "ArcFace additive angular margin (Deng et al. 2019); margin in radians",
+        loss_defaults={"margin": 0.5, "scale": 16.0},
+        options={"lr": None, "lr_mult": 50.0}, sized=True,
+        to_pml={"margin": (_deg, "radians here, degrees in pml")}, params="class weights",
+    ),
+    ObjectiveSpec(
+        "cosface", "CosFaceLoss", "classifier",
+        "CosFace additive cosine margin (Wang et al. 2018)",
+        loss_defaults={"margin": 0.35, "scale": 64.0},
+        options={"lr": None, "lr_mult": 50.0}, sized=True, params="class weights",
+    ),
+    ObjectiveSpec(
+        "normsoftmax", "NormalizedSoftmaxLoss", "classifier",
+        "Normalized softmax / NormFace (Zhai & Wu 2019), temperature 0.05",
+        loss_defaults={"temperature": 0.05},
+        options={"lr": None, "lr_mult": 50.0}, sized=True, params="class weights",
+    ),
+    ObjectiveSpec(
+        "circle", "CircleLoss", "pair",
+        "Circle loss (Sun et al. 2020), m 0.4, gamma 80",
+        loss_defaults={"m": 0.4, "gamma": 80.0},
+    ),
+    ObjectiveSpec(
+        "supcon", "SupConLoss", "pair",
+        "Supervised contrastive loss (Khosla et al. 2020), temperature 0.1",
+        loss_defaults={"temperature": 0.1},
+    ),
+]
+OBJECTIVES: dict[str, ObjectiveSpec] = {s.name: s for s in _SPECS}
+_OBJECTIVE_ALIASES = {
+    "ms": "multisimilarity", "multi_similarity": "multisimilarity", "proxy_anchor": "proxyanchor",
+    "proxy_nca": "proxynca", "soft_triple": "softtriple", "norm_softmax": "normsoftmax",
+    "normalized_softmax": "normsoftmax", "n_pairs": "npairs", "npair": "npairs",
+}
+
+
+def get_spec(name: str) -> ObjectiveSpec:
+    key = str(name).strip().lower().replace("-", "_")
+    key = _OBJECTIVE_ALIASES.get(key, key)
+    if key not in OBJECTIVES:
+        raise BadInputError(
+            f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)} "
+            "(python -m oodml.train --list-losses shows them)"
+        )
+    return OBJECTIVES[key]
+
+
+# --------------------------------------------------------------------------------------------
+# Override parsing and checking
+# --------------------------------------------------------------------------------------------
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def parse_value(text: str) -> Any:
+    """A ``key=value`` value: YAML (``yaml.safe_load``), plus numbers YAML 1.1 leaves as text
+    (``5e-4``, ``1E3``)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return float(value)
+    return value
+
+
+def parse_overrides(items: Iterable[str] | None) -> dict[str, Any]:
+    """Parse command-line ``key=value`` strings into an overrides dict (later keys win).
+
+    ``parse_overrides(["margin=0.1", "miner.type_of_triplets=hard", "miner=none"])``.
+    """
+    out: dict[str, Any] = {}
+    for item in items or ():
+        text = str(item)
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise BadInputError(f"loss option {text!r} is not key=value (e.g. margin=0.1 or miner.epsilon=0.2)")
+        out[key] = parse_value(value.strip())
+    return out
+
+
+def _flatten(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Expand ``miner: {type: x, epsilon: 0.2}`` (as in a YAML study file) into flat keys."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        key = str(key).strip()
+        if key == "miner" and isinstance(value, Mapping):
+            value = dict(value)
+            kind = value.pop("type", value.pop("name", None))
+            if kind is not None:
+                flat["miner"] = kind
+            for k, v in value.items():
+                flat[f"miner.{k}"] = v
+        else:
+            flat[key] = value
+    return flat
+
+
+def _coerce(owner: str, key: str, value: Any, default: Any) -> Any:
+    """Check ``value`` against the kind of ``default``; numeric strings become numbers."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        value = float(value) if not isinstance(default, str) else value
+    base = key.rsplit(".", 1)[-1]
+    if base in _CHOICES and value not in _CHOICES[base]:
+        raise BadInputError(f"{owner}: {key} must be one of {', '.join(_CHOICES[base])} (got {value!r})")
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise BadInputError(f"{owner}: {key} must be true or false (got {value!r})")
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadInputError(f"{owner}: {key} must be a number (got {value!r})")
+        if not math.isfinite(float(value)):
+            raise BadInputError(f"{owner}: {key} must be finite (got {value!r})")
+        return value
+    if isinstance(default, str):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key == "triplets_per_anchor":
+            return int(value)
+        if not isinstance(value, str):
+            raise BadInputError(f"{owner}: {key} must be text (got {value!r})")
+    return value
+
+
+def _resolve_miner_name(name: Any, owner: str = "") -> str | None:
+    if name is None or name is False or (isinstance(name, str) and name.strip().lower() in _NO_MINER):
+        return None
+    key = str(name).strip().lower().replace("-", "_")
+    key = _MINER_ALIASES.get(key, key)
+    miners = _pml_miners()
+    if key not in miners:
+        prefix = f"{owner}: " if owner else ""
+        raise BadInputError(f"{prefix}unknown miner {name!r}; choose none or one of {', '.join(sorted(miners))}")
+    return key
+
+
+def valid_keys(name: str) -> list[str]:
+    """All override keys the objective ``name`` accepts (for its default miner)."""
+    spec = get_spec(name)
+    keys = list(spec.loss_keys()) + list(spec.options) + (["miner"] if spec.kind == "pair" else [])
+    if spec.miner:
+        keys += [f"miner.{k}" for k in _scalar_args(_pml_miners()[spec.miner], inherited=False)]
+    return keys
+
+
+# --------------------------------------------------------------------------------------------
+# The Objective module
+# --------------------------------------------------------------------------------------------
+class Objective(nn.Module):
+    """A pml loss with an optional pml miner and the learning rates of the loss's parameters.
+
+    Call it as ``objective(embeddings, labels)`` -> scalar loss (the miner, when present, picks
+    the tuples first).  Being an ``nn.Module``, ``.to(device)`` moves its parameters and
+    ``state_dict()`` carries them into checkpoints.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        loss: nn.Module,
+        miner: nn.Module | None,
+        kind: str,
+        num_classes: int,
+        embed_dim: int,
+        config: dict[str, Any],
+        lr_rule: dict[str, Any],
+        indexed_by_label: bool,
+    ):
+        super().__init__()
+        self.name = name
+        self.loss = loss
+        self.miner = miner
+        self.kind = kind
+        self.num_classes = int(num_classes)
+        self.embed_dim = int(embed_dim)
+        self.config = config
+        self._lr_rule = dict(lr_rule)
+        self._indexed_by_label = bool(indexed_by_label)
+
+    @property
+    def needs_pairs(self) -> bool:
+        """True when batches need at least two samples per class (pair/triplet-based objectives)."""
+        return self.kind == "pair"
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.embed_dim:
+            raise BadInputError(
+                f"objective {self.name} expects embeddings of shape (batch, {self.embed_dim}), "
+                f"got {tuple(embeddings.shape)}; build it with the model's embed_dim"
+            )
+        if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
+            raise BadInputError(
+                f"objective {self.name}: labels must be a 1-d tensor with one label per embedding "
+                f"(got labels {tuple(labels.shape)} for embeddings {tuple(embeddings.shape)})"
+            )
+        if self._indexed_by_label and labels.numel():
+            lo, hi = int(labels.min()), int(labels.max())
+            if lo < 0 or hi >= self.num_classes:
+                raise BadInputError(
+                    f"objective {self.name} was built for {self.num_classes} training classes but got "
+                    f"label {hi if hi >= self.num_classes else lo}; labels must be remapped to 0..{self.num_classes - 1}"
+                )
+        if self.miner is not None:
+            indices = self.miner(embeddings, labels)
+            return self.loss(embeddings, labels, indices)
+        return self.loss(embeddings, labels)
+
+    def param_lr(self, base_lr: float) -> float:
+        """The learning rate of the loss's own parameters for a base learning rate ``base_lr``."""
+        rule = self._lr_rule
+        if rule.get("lr") is not None:
+            return float(rule["lr"])
+        return float(base_lr) * float(rule.get("lr_mult", 1.0))
+
+    def param_groups(self, base_lr: float, weight_decay: float | None = None) -> list[dict[str, Any]]:
+        """Optimizer groups for the loss's trainable parameters (empty when it has none)."""
+        params = [p for p in self.loss.parameters() if p.requires_grad]
+        if not params:
+            return []
+        group: dict[str, Any] = {"params": params, "lr": self.param_lr(base_lr), "name": f"objective/{self.name}"}
+        if weight_decay is not None:
+            group["weight_decay"] = float(weight_decay)
+        return [group]
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, kind={self.kind!r}, num_classes={self.num_classes}, embed_dim={self.embed_dim}"
+
+
+def make_objective(name: str, num_classes: int, embed_dim: int, **overrides: Any) -> Objective:
+    """Build the objective ``name`` for ``num_classes`` training classes and ``embed_dim``-d
+    embeddings, with hyperparameter ``overrides`` (see the module docstring)."""
+    spec = get_spec(name)
+    for what, value in (("num_classes", num_classes), ("embed_dim", embed_dim)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadInputError(f"objective {spec.name}: {what} must be a positive integer (got {value!r})")
+    owner = f"objective {spec.name}"
+    flat = _flatten(overrides)
+
+    # -- miner choice first, so miner.* keys are checked against the right class
+    miner_name = spec.miner
+    if "miner" in flat:
+        miner_name = _resolve_miner_name(flat.pop("miner"), owner)
+        if miner_name is not None and spec.kind != "pair":
+            raise BadInputError(
+                f"{owner} is a {spec.kind}-based loss and takes no miner (pml ignores mined tuples for it); "
+                "remove the miner option"
+            )
+    miner_keys = _scalar_args(_pml_miners()[miner_name], inherited=False) if miner_name else {}
+
+    loss_keys = spec.loss_keys()
+    loss_kwargs = dict(spec.loss_defaults)
+    options = dict(spec.options)
+    miner_kwargs: dict[str, Any] = dict(spec.miner_defaults) if miner_name == spec.miner else {}
+    explicit_miner: set[str] = set()
+    for key, value in flat.items():
+        if key.startswith("miner."):
+            sub = key[len("miner."):]
+            if miner_name is None:
+                raise BadInputError(
+                    f"{owner} has no miner, so {key} does not apply; pick one first with miner=<name> "
+                    f"({', '.join(list_miners())})"
+                )
+            if sub not in miner_keys:
+                raise BadInputError(
+                    f"{owner}: unknown miner option {key!r} for miner {miner_name}; valid: "
+                    f"{', '.join('miner.' + k for k in miner_keys) or '(none)'}"
+                )
+            miner_kwargs[sub] = _coerce(owner, key, value, miner_keys[sub])
+            explicit_miner.add(sub)
+        elif key in options:
+            default = spec.options[key]
+            if key in ("lr", "beta_lr", "lr_mult") and value is not None:
+                value = _coerce(owner, key, value, 1.0)
+                if value <= 0:
+                    raise BadInputError(f"{owner}: {key} must be positive (got {value})")
+            else:
+                value = _coerce(owner, key, value, default)
+            options[key] = value
+        elif key in loss_keys:
+            loss_kwargs[key] = _coerce(owner, key, value, loss_keys[key])
+        else:
+            valid = list(loss_keys) + list(options) + (["miner"] if spec.kind == "pair" else [])
+            valid += [f"miner.{k}" for k in miner_keys]
+            raise BadInputError(f"{owner}: unknown option {key!r}; valid keys: {', '.join(valid)}")
+    for sub, loss_key in spec.miner_tied.items():
+        if miner_name == spec.miner and sub not in explicit_miner and loss_key in loss_kwargs:
+            miner_kwargs[sub] = loss_kwargs[loss_key]
+
+    # -- the pml loss
+    pml_kwargs = dict(loss_kwargs)
+    for key, (conv, _) in spec.to_pml.items():
+        if key in pml_kwargs and pml_kwargs[key] is not None:
+            pml_kwargs[key] = conv(pml_kwargs[key])
+    indexed = spec.sized
+    if spec.name == "margin":
+        if options.get("per_class_beta") and pml_kwargs.get("learn_beta"):
+            pml_kwargs["num_classes"] = num_classes
+            indexed = True
+    if spec.sized:
+        pml_kwargs.update(num_classes=num_classes, embedding_size=embed_dim)
+    try:
+        loss = spec.pml_class(**pml_kwargs)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise BadInputError(f"{owner}: pml {spec.loss_class} rejected {loss_kwargs} ({exc})") from None
+    miner = None
+    if miner_name:
+        try:
+            miner = _pml_miners()[miner_name](**miner_kwargs)
+        except (TypeError, ValueError, AssertionError) as exc:
+            raise BadInputError(f"{owner}: pml miner {miner_name} rejected {miner_kwargs} ({exc})") from None
+
+    lr_rule = {"lr": options.get("beta_lr")} if spec.name == "margin" else {
+        "lr": options.get("lr"), "lr_mult": options.get("lr_mult", 1.0)
+    }
+    config = {
+        "name": spec.name,
+        "loss": spec.loss_class,
+        "num_classes": num_classes,
+        "embed_dim": embed_dim,
+        "loss_kwargs": loss_kwargs,
+        "miner": miner_name,
+        "miner_kwargs": miner_kwargs if miner_name else {},
+        "options": options,
+    }
+    return Objective(spec.name, loss, miner, spec.kind, num_classes, embed_dim, config, lr_rule, indexed)
+
+
+# --------------------------------------------------------------------------------------------
+# Listing
+# --------------------------------------------------------------------------------------------
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _lr_text(spec: ObjectiveSpec) -> str:
+    if not spec.params:
+        return "-"
+    if spec.name == "margin":
+        return f"{spec.params}: {_fmt(spec.options['beta_lr'])} (beta_lr)"
+    if spec.options.get("lr") is not None:
+        return f"{spec.params}: {_fmt(spec.options['lr'])}"
+    return f"{spec.params}: x{_fmt(spec.options['lr_mult'])} base lr"
+
+
+def list_objectives() -> list[dict[str, Any]]:
+    """One dict per objective: ``name``, ``loss`` (pml class), ``kind``, ``miner`` (name or None),
+    ``defaults`` (every overridable key with its default, loss keys in our units), ``param_lr``
+    (how the loss's own parameters are trained), ``notes`` and ``summary``."""
+    rows = []
+    for spec in _SPECS:
+        defaults: dict[str, Any] = dict(spec.loss_keys())
+        defaults.update(spec.options)
+        if spec.miner:
+            mk = _scalar_args(_pml_miners()[spec.miner], inherited=False)
+            mk.update(spec.miner_defaults)
+            for sub, loss_key in spec.miner_tied.items():
+                mk[sub] = spec.loss_defaults.get(loss_key, mk.get(sub))
+            defaults.update({f"miner.{k}": v for k, v in mk.items()})
+        notes = "; ".join(f"{k}: {note}" for k, (_, note) in spec.to_pml.items())
+        rows.append(
+            {
+                "name": spec.name,
+                "loss": spec.loss_class,
+                "kind": spec.kind,
+                "miner": spec.miner,
+                "defaults": defaults,
+                "param_lr": _lr_text(spec),
+                "notes": notes,
+                "summary": spec.summary,
+            }
+        )
+    return rows
+
+
+def format_objectives_table() -> str:
+    """A plain-text table of the objectives (used by ``python -m oodml.train --list-losses``)."""
+    header = ("name", "kind", "pml loss", "miner", "own params lr", "defaults")
+    lines = []
+    for r in list_objectives():
+        spec = OBJECTIVES[r["name"]]
+        shown = [f"{k}={_fmt(v)}" for k, v in spec.loss_defaults.items()]
+        shown += [f"{k}={_fmt(v)}" for k, v in spec.options.items() if k not in ("lr", "lr_mult", "beta_lr")]
+        shown += [f"miner.{k}={_fmt(r['defaults'][f'miner.{k}'])}" for k in (*spec.miner_defaults, *spec.miner_tied)]
+        text = " ".join(shown) or "-"
+        if r["notes"]:
+            text += f"  [{r['notes']}]"
+        lines.append((r["name"], r["kind"], r["loss"], r["miner"] or "-", r["param_lr"], text))
+    widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header) - 1)]
+
+    def join(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells[:-1], widths)) + "  " + cells[-1]
+
+    out = [join(header), join(tuple("-" * w for w in widths) + ("-" * len(header[-1]),))]
+    out += [join(line) for line in lines]
+    out.append(
+        "override with key=value (e.g. margin=0.1, beta_lr=1e-3, miner.epsilon=0.2, miner=none); "
+        "kind 'pair' needs >= 2 samples per class in a batch; labels must be 0..num_classes-1"
+    )
+    return "\n".join(out)
+
+
+__all__ = [
+    "OBJECTIVES",
+    "Objective",
+    "ObjectiveSpec",
+    "format_objectives_table",
+    "get_spec",
+    "list_miners",
+    "list_objectives",
+    "make_objective",
+    "parse_overrides",
+    "parse_value",
+    "valid_keys",
+]

@@ -1,0 +1,291 @@
+"""The objectives registry (oodml.losses) on top of pytorch-metric-learning."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses as L
+from pytorch_metric_learning import miners as M
+
+from oodml.errors import BadInputError
+from oodml.losses import (
+    OBJECTIVES,
+    Objective,
+    format_objectives_table,
+    list_objectives,
+    make_objective,
+    parse_overrides,
+    parse_value,
+    valid_keys,
+)
+
+NUM_CLASSES, PER_CLASS, IN_DIM, EMB_DIM = 6, 4, 24, 16
+NAMES = list(OBJECTIVES)
+
+REQUIRED = [
+    "margin", "multisimilarity", "triplet", "contrastive", "lifted", "npairs", "proxynca",
+    "proxyanchor", "softtriple", "arcface", "cosface", "normsoftmax", "circle", "supcon",
+]
+
+# objective -> (override key, value, attribute of the built Objective, expected attribute value)
+OVERRIDES = {
+    "margin": ("margin", 0.1, "loss.margin", 0.1),
+    "multisimilarity": ("alpha", 3, "loss.alpha", 3),
+    "triplet": ("margin", 0.3, "loss.margin", 0.3),
+    "contrastive": ("neg_margin", 0.7, "loss.neg_margin", 0.7),
+    "lifted": ("neg_margin", 0.8, "loss.neg_margin", 0.8),
+    "npairs": ("miner", "multisimilarity", "miner.__class__.__name__", "MultiSimilarityMiner"),
+    "proxynca": ("softmax_scale", 3.0, "loss.softmax_scale", 3.0),
+    "proxyanchor": ("alpha", 16, "loss.alpha", 16),
+    "softtriple": ("la", 10.0, "loss.la", 10.0),
+    "arcface": ("margin", 0.3, "loss.margin", 0.3),  # radians in, radians stored by pml
+    "cosface": ("scale", 30.0, "loss.scale", 30.0),
+    "normsoftmax": ("temperature", 0.1, "loss.temperature", 0.1),
+    "circle": ("gamma", 64.0, "loss.gamma", 64.0),
+    "supcon": ("temperature", 0.2, "loss.temperature", 0.2),
+}
+
+
+def _getattr_path(obj, path):
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _clustered_batch(seed=0, spread=1.0):
+    """A class-balanced batch: inputs around per-class centres (linearly separable)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(NUM_CLASSES, IN_DIM, generator=g) * 2
+    labels = torch.arange(NUM_CLASSES).repeat_interleave(PER_CLASS)
+    x = centres[labels] + spread * torch.randn(len(labels), IN_DIM, generator=g)
+    return x, labels
+
+
+class _TinyEmbedder(torch.nn.Module):
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.fc = torch.nn.Linear(IN_DIM, EMB_DIM)
+
+    def forward(self, x):
+        return F.normalize(self.fc(x), dim=1)
+
+
+def test_registry_has_required_objectives():
+    assert set(REQUIRED) <= set(OBJECTIVES)
+    assert set(OVERRIDES) == set(OBJECTIVES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_objective_builds_loss_is_finite_and_gradients_flow(name):
+    torch.manual_seed(0)
+    obj = make_objective(name, NUM_CLASSES, EMB_DIM)
+    assert isinstance(obj, Objective) and isinstance(obj, torch.nn.Module)
+    model = _TinyEmbedder()
+    x, labels = _clustered_batch()
+    loss = obj(model(x), labels)
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert model.fc.weight.grad is not None and model.fc.weight.grad.abs().sum() > 0
+    own = [p for p in obj.parameters() if p.requires_grad]
+    for p in own:
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    # proxy / classifier objectives and the margin loss own trainable parameters
+    assert bool(own) == (obj.kind != "pair" or name == "margin")
+    assert obj.needs_pairs == (obj.kind == "pair")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_override_changes_pml_attribute(name):
+    key, value, attr, expected = OVERRIDES[name]
+    default = make_objective(name, NUM_CLASSES, EMB_DIM)
+    changed = make_objective(name, NUM_CLASSES, EMB_DIM, **{key: value})
+    got = _getattr_path(changed, attr)
+    assert got == pytest.approx(expected) if isinstance(expected, float) else got == expected
+    try:
+        assert _getattr_path(default, attr) != got
+    except AttributeError:  # e.g. npairs has no miner by default
+        pass
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unknown_key_fails_clearly(name):
+    with pytest.raises(BadInputError) as err:
+        make_objective(name, NUM_CLASSES, EMB_DIM, bogus_key=1)
+    msg = str(err.value)
+    assert "'bogus_key'" in msg and name in msg and "valid keys" in msg
+    for key in valid_keys(name):
+        assert key in msg
+
+
+def test_literature_defaults_reach_pml():
+    m = make_objective("margin", 10, 32)
+    assert isinstance(m.loss, L.MarginLoss) and m.loss.margin == pytest.approx(0.2)
+    assert m.loss.learn_beta and m.loss.beta.shape == (10,) and torch.allclose(m.loss.beta, torch.full((10,), 1.2))
+    assert isinstance(m.miner, M.DistanceWeightedMiner)
+    assert (m.miner.cutoff, m.miner.nonzero_loss_cutoff) == (0.5, 1.4)
+
+    ms = make_objective("multisimilarity", 10, 32)
+    assert (ms.loss.alpha, ms.loss.beta, ms.loss.base) == (2, 40, 0.5) and ms.miner.epsilon == pytest.approx(0.1)
+
+    t = make_objective("triplet", 10, 32)
+    assert t.loss.margin == pytest.approx(0.2) and t.miner.type_of_triplets == "semihard"
+    assert t.miner.margin == pytest.approx(0.2)
+    # the miner's margin follows the loss margin unless set on its own
+    assert make_objective("triplet", 10, 32, margin=0.1).miner.margin == pytest.approx(0.1)
+    assert make_objective("triplet", 10, 32, margin=0.1, **{"miner.margin": 0.3}).miner.margin == pytest.approx(0.3)
+
+    pa = make_objective("proxyanchor", 10, 32)
+    assert (pa.loss.alpha, pa.loss.margin) == (32, pytest.approx(0.1)) and pa.loss.proxies.shape == (10, 32)
+
+    arc = make_objective("arcface", 10, 32)
+    # pml takes degrees and stores radians: 0.5 rad must arrive as 0.5 rad (28.65 deg), not 0.5 deg
+    assert arc.loss.margin == pytest.approx(0.5) and arc.loss.scale == 16
+    assert arc.loss.W.shape == (32, 10)
+
+    assert make_objective("cosface", 10, 32).loss.margin == pytest.approx(0.35)
+    assert make_objective("normsoftmax", 10, 32).loss.temperature == pytest.approx(0.05)
+    assert make_objective("softtriple", 10, 32).loss.fc.shape == (32, 100)
+
+
+def test_param_groups_learning_rates():
+    base = 1e-5
+    margin = make_objective("margin", 10, 32)
+    (g,) = margin.param_groups(base)
+    assert g["lr"] == pytest.approx(5e-4) and g["params"][0] is margin.loss.beta
+    (g,) = make_objective("margin", 10, 32, beta_lr=1e-3).param_groups(base)
+    assert g["lr"] == pytest.approx(1e-3)
+
+    pa = make_objective("proxyanchor", 10, 32)
+    (g,) = pa.param_groups(base)
+    assert g["lr"] == pytest.approx(100 * base) and g["params"][0] is pa.loss.proxies
+    assert make_objective("proxyanchor", 10, 32, lr=0.02).param_groups(base)[0]["lr"] == pytest.approx(0.02)
+    assert make_objective("proxyanchor", 10, 32, lr_mult=10).param_groups(base)[0]["lr"] == pytest.approx(10 * base)
+
+    assert make_objective("proxynca", 10, 32).param_groups(base)[0]["lr"] == pytest.approx(50 * base)
+    assert make_objective("softtriple", 10, 32).param_groups(base)[0]["lr"] == pytest.approx(100 * base)
+    for name in ("arcface", "cosface", "normsoftmax"):
+        (g,) = make_objective(name, 10, 32).param_groups(base, weight_decay=0.0)
+        assert g["lr"] == pytest.approx(50 * base) and g["weight_decay"] == 0.0
+    for name in ("multisimilarity", "triplet", "contrastive", "lifted", "npairs", "circle", "supcon"):
+        assert make_objective(name, 10, 32).param_groups(base) == []
+    # a constant (non-learnable) beta has nothing to train
+    assert make_objective("margin", 10, 32, learn_beta=False).param_groups(base) == []
+
+
+def test_objective_is_a_module_for_checkpoints():
+    obj = make_objective("proxyanchor", 5, 8)
+    state = obj.state_dict()
+    assert set(state) == {"loss.proxies"}
+    other = make_objective("proxyanchor", 5, 8)
+    other.load_state_dict(state)
+    assert torch.equal(other.loss.proxies, obj.loss.proxies)
+    obj.to(torch.float64)
+    assert obj.loss.proxies.dtype == torch.float64
+    assert "loss.beta" in make_objective("margin", 5, 8).state_dict()
+
+
+def test_miner_overrides():
+    assert make_objective("margin", 5, 8, miner="none").miner is None
+    assert make_objective("margin", 5, 8, **parse_overrides(["miner=none"])).miner is None
+    eps = make_objective("multisimilarity", 5, 8, **parse_overrides(["miner.epsilon=0.2"]))
+    assert eps.miner.epsilon == pytest.approx(0.2)
+    hard = make_objective("triplet", 5, 8, **parse_overrides(["miner.type_of_triplets=hard"]))
+    assert hard.miner.type_of_triplets == "hard"
+    swapped = make_objective("contrastive", 5, 8, miner={"type": "pair_margin", "neg_margin": 0.6})
+    assert isinstance(swapped.miner, M.PairMarginMiner) and swapped.miner.neg_margin == pytest.approx(0.6)
+    with pytest.raises(BadInputError, match="has no miner"):
+        make_objective("contrastive", 5, 8, **{"miner.epsilon": 0.2})
+    with pytest.raises(BadInputError, match=r"miner\.epsilon.*valid: miner\.cutoff"):
+        make_objective("margin", 5, 8, **{"miner.epsilon": 0.2})
+    with pytest.raises(BadInputError, match="unknown miner 'bogus'"):
+        make_objective("margin", 5, 8, miner="bogus")
+    with pytest.raises(BadInputError, match="semihard"):
+        make_objective("triplet", 5, 8, **{"miner.type_of_triplets": "semi"})
+    with pytest.raises(BadInputError, match="takes no miner"):
+        make_objective("proxyanchor", 5, 8, miner="multisimilarity")
+
+
+def test_value_checks_and_bad_sizes():
+    with pytest.raises(BadInputError, match="margin must be a number"):
+        make_objective("margin", 5, 8, margin="wide")
+    with pytest.raises(BadInputError, match="learn_beta must be true or false"):
+        make_objective("margin", 5, 8, learn_beta=3)
+    with pytest.raises(BadInputError, match="beta_lr must be positive"):
+        make_objective("margin", 5, 8, beta_lr=-1)
+    with pytest.raises(BadInputError, match="num_classes must be a positive integer"):
+        make_objective("proxyanchor", 0, 8)
+    with pytest.raises(BadInputError, match="unknown objective 'nope'.*margin"):
+        make_objective("nope", 5, 8)
+    # numbers YAML 1.1 leaves as text are accepted (e.g. from a study file)
+    assert make_objective("margin", 5, 8, beta_lr="5e-3").param_groups(1.0)[0]["lr"] == pytest.approx(5e-3)
+    assert make_objective("proxy_anchor", 5, 8).name == "proxyanchor"
+
+
+def test_call_checks_labels_and_shapes():
+    obj = make_objective("proxyanchor", 4, 8)
+    emb = F.normalize(torch.randn(3, 8), dim=1)
+    with pytest.raises(BadInputError, match=r"4 training classes but got label 7.*0\.\.3"):
+        obj(emb, torch.tensor([0, 1, 7]))
+    with pytest.raises(BadInputError, match=r"shape \(batch, 8\)"):
+        obj(torch.randn(3, 5), torch.tensor([0, 1, 2]))
+    with pytest.raises(BadInputError, match="one label per embedding"):
+        obj(emb, torch.tensor([0, 1]))
+
+
+def test_parse_overrides():
+    got = parse_overrides(["margin=0.1", "miner.type_of_triplets=hard", "beta_lr=5e-4", "learn_beta=false",
+                           "miner=none", "margin=0.15"])
+    assert got == {"margin": 0.15, "miner.type_of_triplets": "hard", "beta_lr": 5e-4, "learn_beta": False,
+                   "miner": "none"}
+    assert parse_value("1E3") == 1000.0 and parse_value("[1, 2]") == [1, 2] and parse_value("null") is None
+    for bad in (["margin"], ["=0.1"]):
+        with pytest.raises(BadInputError, match="key=value"):
+            parse_overrides(bad)
+    assert parse_overrides(None) == {}
+
+
+def test_listing_and_table():
+    rows = list_objectives()
+    assert [r["name"] for r in rows] == NAMES
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["margin"]["loss"] == "MarginLoss" and by_name["margin"]["miner"] == "distance_weighted"
+    assert by_name["margin"]["defaults"]["beta_lr"] == pytest.approx(5e-4)
+    assert by_name["arcface"]["defaults"]["margin"] == pytest.approx(0.5)
+    assert "radians" in by_name["arcface"]["notes"]
+    assert by_name["proxyanchor"]["defaults"]["lr_mult"] == 100
+    for r in rows:
+        assert set(valid_keys(r["name"])) == set(r["defaults"]) | ({"miner"} if r["kind"] == "pair" else set())
+    table = format_objectives_table()
+    lines = table.splitlines()
+    assert lines[0].split()[:4] == ["name", "kind", "pml", "loss"]
+    for r in rows:
+        assert any(line.startswith(r["name"] + " ") and r["loss"] in line for line in lines)
+    assert "ProxyAnchorLoss" in table and "x100" in table and "semihard" in table
+
+
+def _train(name, steps=40, base_lr=1e-2, **overrides):
+    torch.manual_seed(0)
+    model = _TinyEmbedder(seed=1)
+    obj = make_objective(name, NUM_CLASSES, EMB_DIM, **overrides)
+    opt = torch.optim.Adam([{"params": model.parameters(), "lr": base_lr}, *obj.param_groups(base_lr)])
+    x, labels = _clustered_batch(seed=2, spread=1.0)
+    losses = []
+    for _ in range(steps):
+        loss = obj(model(x), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("name", ["margin", "multisimilarity", "proxyanchor", "arcface"])
+def test_optimisation_reduces_loss(name):
+    losses = _train(name, base_lr=1e-2 if name in ("margin", "multisimilarity") else 1e-3)
+    assert all(math.isfinite(v) for v in losses)
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.7 * first, (name, first, last)
