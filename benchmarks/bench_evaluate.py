@@ -1,0 +1,125 @@
+"""Benchmark: oodml.evaluate vs pytorch-metric-learning's AccuracyCalculator at SOP scale.
+
+    python -m benchmarks.bench_evaluate            # 60,502 x 512, 11,318 classes (minutes)
+    python -m benchmarks.bench_evaluate --quick    # 10x smaller
+
+Both get the same L2-normalised, structured embeddings (class centres + noise in a space with a
+decaying spectrum, grouped under 12 super-classes like SOP's; class sizes 2..12, mean 5.35):
+
+(a) ``AccuracyCalculator(include=("precision_at_1", "r_precision",
+    "mean_average_precision_at_r", "NMI"), k="max_bin_count")`` with the query set as the
+    reference (``ref_includes_query=True``): faiss k-NN + faiss k-means (20 iterations);
+(b) ``evaluate_embeddings(x, y, ks="sop")``: Recall@1/10/100/1000, precision@1, R-precision,
+    MAP@R and NMI (20 iterations at most).
+
+Prints both wall times, their ratio and the metrics side by side (P@1, R-precision and MAP@R
+must agree; NMI comes from different k-means initialisations, so it is only close).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def sop_like(n: int = 60502, n_classes: int = 11318, d: int = 512, seed: int = 0,
+             noise: float = 0.9, decay: float = 1.0, n_super: int = 12, super_weight: float = 0.6):
+    """SOP-shaped synthetic embeddings ``(n, d)`` float32 (L2-normalised) and labels ``(n,)``.
+
+    Class sizes are 2 + Binomial(10, p) (mean n / n_classes), adjusted to sum to ``n``; class
+    centres mix a super-class direction and a class direction; per-dimension scales decay like
+    ``i ** (-decay / 2)`` so the data has a low effective dimension, as learned embeddings do.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = 2 + rng.binomial(10, (n / n_classes - 2) / 10, size=n_classes)
+    diff = n - int(sizes.sum())
+    while diff:
+        i = rng.integers(n_classes)
+        if diff > 0 and sizes[i] < 12:
+            sizes[i] += 1
+            diff -= 1
+        elif diff < 0 and sizes[i] > 2:
+            sizes[i] -= 1
+            diff += 1
+    labels = np.repeat(np.arange(n_classes), sizes)[rng.permutation(n)]
+    scale = np.arange(1, d + 1, dtype=np.float32) ** (-decay / 2)
+    scale /= np.linalg.norm(scale)
+    sup = rng.standard_normal((n_super, d), dtype=np.float32) * scale
+    centres = rng.standard_normal((n_classes, d), dtype=np.float32) * scale
+    centres = super_weight * sup[rng.integers(n_super, size=n_classes)] + np.sqrt(1 - super_weight**2) * centres
+    x = centres[labels] + noise * rng.standard_normal((n, d), dtype=np.float32) * scale
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x, np.float32), labels
+
+
+def run_pml(x: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], float]:
+    import torch
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r", "NMI"),
+        k="max_bin_count",
+        device=torch.device("cpu"),
+    )
+    start = time.perf_counter()
+    res = calc.get_accuracy(x, y, x, y, ref_includes_query=True)
+    elapsed = time.perf_counter() - start
+    return {
+        "precision@1": res["precision_at_1"],
+        "r_precision": res["r_precision"],
+        "map@r": res["mean_average_precision_at_r"],
+        "nmi": res["NMI"],
+    }, elapsed
+
+
+def run_ours(x: np.ndarray, y: np.ndarray, progress: bool) -> tuple[dict[str, float], float]:
+    from oodml.evaluate import evaluate_embeddings
+
+    start = time.perf_counter()
+    res = evaluate_embeddings(x, y, ks="sop", progress=progress)
+    return res, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="10x smaller problem (6,050 x 512, 1,132 classes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-pml", action="store_true", help="time only oodml.evaluate")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+
+    n, n_classes = (6050, 1132) if args.quick else (60502, 11318)
+    x, y = sop_like(n, n_classes, seed=args.seed)
+    import torch
+
+    print(
+        f"data: {n} x {x.shape[1]} float32, {len(np.unique(y))} classes (sizes {np.bincount(y).min()}-"
+        f"{np.bincount(y).max()}); {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+        f"torch {torch.__version__} threads={torch.get_num_threads()}",
+        flush=True,
+    )
+    ours, t_ours = run_ours(x, y, progress=not args.quiet)
+    print(f"oodml.evaluate   : {t_ours:8.1f} s", flush=True)
+    if args.skip_pml:
+        theirs, t_pml = {}, float("nan")
+    else:
+        theirs, t_pml = run_pml(x, y)
+        print(f"pml AccuracyCalc : {t_pml:8.1f} s", flush=True)
+        print(f"ratio ours / pml : {t_ours / t_pml:8.3f}  (goal <= 0.5)")
+    print()
+    print(f"{'metric':<12} {'oodml':>10} {'pml':>10}")
+    for key, val in ours.items():
+        other = theirs.get(key)
+        print(f"{key:<12} {val:10.6f} {'' if other is None else f'{other:10.6f}'}")
+    for key in ("precision@1", "r_precision", "map@r"):
+        if key in theirs and abs(theirs[key] - ours[key]) > 1e-6:
+            print(f"MISMATCH: {key} differs by {abs(theirs[key] - ours[key]):.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
