@@ -1,0 +1,204 @@
+"""``python -m oodml.make_splits``: build, check or import a dataset's FID-graded split series.
+
+Build (the search documented in :mod:`oodml.splits`)::
+
+    python -m oodml.make_splits                                  # embedded glyphs, offline
+    python -m oodml.make_splits --dataset cub --root ~/data      # resnet50 features (cached)
+    python -m oodml.make_splits --features-file feats.npz --dataset mydata
+
+writes ``splits/<dataset>.json`` (``--out``) and the trajectory figure
+``figures/splits_<dataset>.png/.pdf`` (``--figure STEM``; ``--figure none`` to skip), then prints
+a summary table (id, FID, phase, train/test classes, train/test images).
+
+Check a file (validate it, replay its trajectory, recompute its FIDs from features of the same
+extractor and level; exit status 2 with one line on any mismatch)::
+
+    python -m oodml.make_splits --check splits/cub.json --root ~/data
+    python -m oodml.make_splits --check splits/mine.json --features-file feats.npz
+
+Import the published ooDML splits (the reference's ``datasplits/<dataset>_splits.pkl``, read
+without executing anything)::
+
+    python -m oodml.make_splits --import-oodml cub200_splits.pkl --dataset cub --root ~/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from oodml.cli import add_quiet, progress_disabled, run_cli
+from oodml.errors import BadInputError, OodmlError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m oodml.make_splits",
+        description="Build (or --check, or --import-oodml) a series of FID-graded train/test class splits.",
+    )
+    ap.add_argument("--dataset", help="dataset name (default: the embedded 'glyphs')")
+    ap.add_argument("--root", help="data root (or the folder/CSV for 'folder'/'csv')")
+    ap.add_argument("--download", action="store_true", help="download the dataset if missing")
+    ap.add_argument("--features", metavar="NAME", help="feature extractor (default: the dataset's default)")
+    ap.add_argument("--weights", metavar="PATH", help="local weights file for the extractor")
+    ap.add_argument("--features-file", metavar="FILE", help="use a feature table (.npz) instead of extracting")
+    ap.add_argument("--level", choices=("class", "image"), default="class",
+                    help="FID over class means (reference) or over all images (default: class)")
+    ap.add_argument("--num-splits", type=int, default=9, metavar="K", help="splits to select (default 9)")
+    ap.add_argument("--swaps-per-iter", type=int, default=2, metavar="N", help="class swaps per iteration (default 2)")
+    ap.add_argument("--history", type=int, default=5, metavar="H",
+                    help="skip classes moved in the last H swaps (default 5; 0 = no history)")
+    ap.add_argument("--patience", type=int, default=5, metavar="P",
+                    help="end a phase after P iterations without a new best FID (default 5; 0 = never)")
+    ap.add_argument("--max-iters", type=int, default=None, metavar="N",
+                    help="iterations per swap phase (default: ceil(smaller side / swaps-per-iter))")
+    ap.add_argument("--min-classes", type=int, default=None, metavar="M",
+                    help="removal floor per side (default: max(10, 25%% of the side's standard size))")
+    ap.add_argument("--episodes", type=int, default=10, metavar="E", help="few-shot episodes per shot (default 10)")
+    ap.add_argument("--val-fraction", type=float, default=0.15, help="validation classes per split (default 0.15)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of validation classes and episodes (default 0)")
+    ap.add_argument("--out", metavar="FILE", help="split file to write (default splits/<dataset>.json)")
+    ap.add_argument("--figure", metavar="STEM",
+                    help="figure stem, writes STEM.png and STEM.pdf (default figures/splits_<dataset>; 'none' to skip)")
+    ap.add_argument("--check", metavar="FILE", help="verify a split file instead of building one")
+    ap.add_argument("--import-oodml", metavar="FILE", help="convert the ooDML reference's <dataset>_splits.pkl")
+    add_quiet(ap)
+    return ap
+
+
+def _params(args):
+    from oodml.splits import SearchParams
+
+    return SearchParams(
+        level=args.level, num_splits=args.num_splits, swaps_per_iter=args.swaps_per_iter, history=args.history,
+        patience=None if args.patience == 0 else args.patience, max_iters=args.max_iters,
+        min_classes=args.min_classes, episodes=args.episodes, val_fraction=args.val_fraction,
+    )
+
+
+def format_summary(sf) -> str:
+    """The summary table of a split file's series."""
+    head = ("id", "FID", "phase", "train cls", "test cls", "val cls", "train img", "test img")
+    rows = [(str(s.id), f"{s.fid:.4g}", s.phase + (" (std)" if s.standard else ""), str(len(s.train)),
+             str(len(s.test)), str(len(s.val)), str(s.n_train_images), str(s.n_test_images)) for s in sf.series]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.rjust(w) if i != 2 else c.ljust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _figure(args, name: str, sf, quiet: bool) -> None:
+    stem = args.figure or f"figures/splits_{name}"
+    if stem.lower() == "none":
+        return
+    from oodml.splits_figure import plot_split_series
+
+    plot_split_series(sf, stem)
+    if not quiet:
+        print(f"wrote {stem}.png and {stem}.pdf")
+
+
+def _dataset_name(args, default: str | None = None) -> str:
+    from oodml.datasets import canonical_name
+
+    if args.dataset:
+        return canonical_name(args.dataset)
+    return default or canonical_name(None)
+
+
+def _check(args, progress: bool) -> int:
+    from oodml import features as feats
+    from oodml.datasets import load_dataset
+    from oodml.splits import _table_from_featureset, check_split_file, load_splits
+
+    path = Path(args.check)
+    sf = load_splits(path)  # structure first, without a dataset
+    prov = sf.provenance
+    source = prov.get("source")
+    if args.features_file:
+        fs = feats.load_features_file(args.features_file)
+        if source == "features-file" and prov.get("fingerprint") and prov["fingerprint"] != fs.fingerprint:
+            raise BadInputError(
+                f"split file {path} was made from other features (fingerprint {str(prov['fingerprint'])[:12]}…, "
+                f"{args.features_file} has {fs.fingerprint[:12]}…)")
+        if len(fs) != sf.num_images:
+            raise BadInputError(
+                f"split file {path} counts {sf.num_images} images but {args.features_file} has {len(fs)} rows")
+    elif source == "features-file":
+        raise BadInputError(f"split file {path} was made from a features file ({prov.get('features_file')}); "
+                            "pass it with --features-file to check it")
+    else:
+        ds = load_dataset(prov.get("dataset") or None, root=args.root, download=args.download)
+        sf = load_splits(path, dataset=ds)
+        if source == "oodml-import":
+            print(f"{path}: valid ({len(sf.series)} imported ooDML splits on {ds.name}); their FIDs come from "
+                  "the reference's features and are not recomputed")
+            return 0
+        extractor = args.features or prov.get("extractor") or None
+        fs = feats.extract_features(ds, extractor, weights=args.weights, progress=progress)
+    x, lab, classes = _table_from_featureset(fs)
+    report = check_split_file(sf, x, lab, classes, progress=progress)
+    n_split = sum(r["what"] == "split" for r in report.rows)
+    n_step = sum(r["what"] == "step" for r in report.rows)
+    worst = max((abs(r["stored"] - r["recomputed"]) / max(abs(r["stored"]), 1e-12) for r in report.rows),
+                default=0.0)
+    print(f"{path}: recomputed {n_split} split FIDs and {n_step} trajectory FIDs "
+          f"({prov.get('extractor')} features, {prov.get('level')} level); largest relative difference {worst:.2e}")
+    for r in report.rows:
+        if not r["ok"]:
+            print(f"  MISMATCH {r['what']} {r['id']}: stored {r['stored']!r}, recomputed {r['recomputed']!r}")
+    if not report.ok:
+        raise BadInputError(f"split file {path} does not match its features: {len(report.mismatches)} mismatch(es), "
+                            f"first: {report.mismatches[0]}; regenerate it with python -m oodml.make_splits")
+    print("OK")
+    return 0
+
+
+def _import(args, progress: bool) -> int:
+    from oodml.datasets import load_dataset
+    from oodml.splits import import_oodml, load_splits, write_split_document
+
+    ds = load_dataset(args.dataset, root=args.root, download=args.download)
+    name = _dataset_name(args)
+    doc = import_oodml(args.import_oodml, ds, _params(args), seed=args.seed)
+    out = Path(args.out or f"splits/{name}.json")
+    write_split_document(out, doc)
+    sf = load_splits(out, dataset=ds)
+    print(f"imported {len(sf.series)} ooDML splits from {args.import_oodml} -> {out}")
+    print(format_summary(sf))
+    _figure(args, name, sf, args.quiet)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    progress = not progress_disabled(args.quiet)
+    if args.check and args.import_oodml:
+        raise OodmlError("--check and --import-oodml are separate tasks; give one of them")
+    if args.check:
+        return _check(args, progress)
+    if args.import_oodml:
+        return _import(args, progress)
+    from oodml.splits import make_splits
+
+    if args.features_file:
+        name = args.dataset or Path(args.features_file).stem
+    else:
+        name = _dataset_name(args)
+    out = Path(args.out or f"splits/{name}.json")
+    sf = make_splits(args.dataset if not args.features_file else name, root=args.root, download=args.download,
+                     extractor=args.features, weights=args.weights, features_file=args.features_file,
+                     params=_params(args), seed=args.seed, out=out, progress=progress)
+    n_steps = len(sf.trajectory)
+    print(f"wrote {out}: {len(sf.series)} splits selected from {n_steps} search steps "
+          f"({sf.provenance.get('extractor')} features, {sf.provenance.get('level')} level)")
+    print(format_summary(sf))
+    _figure(args, name, sf, args.quiet)
+    return 0
+
+
+cli = run_cli(main)
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(cli())

@@ -1,0 +1,1345 @@
+r"""FID-graded class splits: the search, the selection, and the split file.
+
+A *split* divides a dataset's classes into train and test sides.  The further apart the two
+sides' feature distributions are (measured by the FID of :mod:`oodml.fid`, computed on frozen
+features from :mod:`oodml.features`), the more out-of-distribution the test side is.  This module
+builds a *series* of splits with evenly graded FIDs, from an easier-than-standard mix to a
+much harder separation, as the ooDML benchmark does, and writes it to ``splits/<dataset>.json``.
+
+The search (deterministic; no randomness at all)
+------------------------------------------------
+Notation: ``f_c`` is the mean feature of train class ``c``, ``g_c`` that of test class ``c``;
+``μ_train`` / ``μ_test`` is the mean of one side's class means.  The rule always works on class
+means (cheap, no FID needed); the FID that is *recorded* uses the chosen ``level`` (``"class"``:
+the sides' sets of class means, as in the reference; ``"image"``: all images of each side).
+
+**Ranking.**  Train classes are ranked by ``‖f_c − μ_test‖ − ‖f_c − μ_train‖`` ascending (the train
+class that looks most like the test side comes first), test classes by
+``‖g_c − μ_train‖ − ‖g_c − μ_test‖`` ascending.  Ties keep the side's slot order (stable sort).
+
+**Swap iteration** (``swaps_per_iter = S``, ``history = H``).  The rankings are computed once per
+iteration.  For ``k = 0 … S−1``: walk the two rankings jointly from rank ``k`` (up to the length of
+the shorter side) and take the first train class and the first test class that were not moved in
+the last ``H`` swaps; exchange them (the train class takes the test class's *slot* and vice
+versa, so slot order is that of the reference code).  This is exactly the harder-phase rule of the
+ooDML reference ``split_maker`` (its position history is equivalent to "classes moved in the last
+``H`` swaps"); ``H = 0`` disables the history (in the reference ``H = 0`` would mean *infinite*
+history through Python's ``[-0:]``).  If no admissible pair exists the phase ends.
+
+**Phases** (each recorded in the trajectory, step by step, with its FID):
+
+1. ``start`` (step 0): the dataset's standard split.
+2. ``easier``: from the standard split, swap iterations with both rankings *reversed* (the train
+   class that looks most like the train side leaves, i.e. the sides mix) — the FID falls.
+   Stops when the FID has not gone below its best (lowest) value for ``patience`` iterations,
+   after ``max_iters`` iterations, or when no admissible swap is left.
+3. ``harder``: again from the standard split, swap iterations with the rankings as above — the
+   FID rises.  Stops when the FID has not exceeded its best (highest) value for ``patience``
+   iterations, after ``max_iters`` iterations, or when no admissible swap is left.
+4. ``removal``: from the hardest state of the harder phase (highest FID, earliest on ties), each
+   iteration removes the ``S`` top-ranked classes of each side (those that look most like the
+   other side), never taking a side below its floor (``min_classes``; default
+   ``max(10, ceil(25 % of the side's standard size))``, and never below 2).  Stops when the FID has
+   not exceeded the phase's best (starting with the hardest swap state's FID) for ``patience``
+   iterations, or when both sides are at their floor.
+
+``max_iters`` defaults to ``ceil(min(n_train, n_test) / S)`` (enough iterations to move every class
+of the smaller side once); ``patience=None`` disables the patience rule (fixed-length phases, as
+in the reference, which runs a fixed number of iterations).
+
+Selection
+---------
+All distinct states of the trajectory are candidates (a revisited state counts once, at its first
+step).  From them :func:`select_series` picks ``K`` (``num_splits``) states whose FIDs best match
+``K`` evenly spaced targets from the lowest to the highest FID (least squares over an
+order-preserving assignment, solved exactly by dynamic programming), always including the easiest
+and hardest states (when ``K ≥ 3``) and the standard split.  Series ids run ``1 … K`` in order of
+increasing FID.
+
+What each split carries
+-----------------------
+* ``val``: a class-disjoint validation subset of its train classes: ``round(val_fraction · n)``
+  classes, at least 2, leaving at least 2 to fit on (none if the side has fewer than 4 classes),
+  drawn from ``seed`` and the split's train classes (the same split gets the same ``val`` in any
+  series).  Training fits on ``train − val`` (:attr:`Split.fit_classes`).
+* ``episodes``: for each ``k`` in ``shots`` (default 1, 2, 5, 10), ``episodes`` few-shot episodes,
+  each mapping every test class to ``k`` support image ids (sorted; the query set is the class's
+  other images).  **A class with fewer than ``k + 1`` images is left out of the ``k``-shot episodes**
+  (it would have no query image).  Drawn from ``seed``, ``k`` and the split's test classes.
+
+The file
+--------
+``schema`` (``oodml.splits/1``), ``provenance`` (dataset, fingerprint, extractor, level, every
+parameter, seed, oodml version, source), ``classes`` (all class names, dataset order),
+``num_images``, ``trajectory`` (one record per step: ``step``, ``phase``, ``fid``, ``to_test``,
+``to_train``, ``removed``, ``n_train``, ``n_test`` and ``parent``, the step whose state the record's
+moves apply to), and ``series``.  Written canonically and atomically: identical inputs give a
+byte-identical file.  Lists of numbers and of class names are written on one line each (a few MB
+instead of tens of MB for large datasets).  :func:`load_splits` validates a file and names it in
+every error; :func:`check_split_file` recomputes its FIDs.
+
+Python API::
+
+    from oodml.splits import make_splits, load_splits
+    sf = make_splits("glyphs", out="splits/glyphs.json")         # search, select, write
+    sf = load_splits("splits/glyphs.json", dataset=ds)           # validate + read
+    split = sf.get(3); split.train, split.test, split.val, split.episodes[5][0]
+
+Lower-level pieces: :func:`search_trajectory` (the search on a feature table),
+:func:`select_series`, :func:`validation_classes`, :func:`make_episodes`,
+:func:`build_split_document`, :func:`write_split_document`, :func:`import_oodml`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections import OrderedDict, deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from oodml.errors import BadInputError, OodmlError
+
+__all__ = [
+    "SCHEMA",
+    "DEFAULT_SHOTS",
+    "PHASES",
+    "SearchParams",
+    "Split",
+    "SplitFile",
+    "CheckReport",
+    "Trajectory",
+    "assemble_document",
+    "build_split_document",
+    "check_split_file",
+    "class_means",
+    "default_floor",
+    "dumps_split_document",
+    "import_oodml",
+    "load_splits",
+    "make_episodes",
+    "make_splits",
+    "replay_from",
+    "side_scores",
+    "search_trajectory",
+    "select_series",
+    "validate_split_document",
+    "validation_classes",
+    "write_split_document",
+]
+
+#: Schema tag of the split file; bump on incompatible changes.
+SCHEMA = "oodml.splits/1"
+KNOWN_SCHEMAS = (SCHEMA,)
+#: Shots of the few-shot episodes.
+DEFAULT_SHOTS = (1, 2, 5, 10)
+#: Phase names in trajectory records.
+PHASES = ("start", "easier", "harder", "removal")
+#: Relative tolerance of :func:`check_split_file` when comparing recomputed FIDs.
+FID_RTOL = 1e-5
+
+
+# ============================================================================================
+# Parameters
+# ============================================================================================
+@dataclass
+class SearchParams:
+    """Every parameter of the search, selection, validation classes and episodes.
+
+    ``max_iters=None``: ``ceil(min(n_train, n_test) / swaps_per_iter)``.  ``min_classes=None``:
+    per side ``max(10, ceil(0.25 · standard size))`` (see :func:`default_floor`).
+    ``patience=None``: phases run ``max_iters`` iterations (no patience rule).
+    """
+
+    level: str = "class"
+    num_splits: int = 9
+    swaps_per_iter: int = 2
+    history: int = 5
+    patience: int | None = 5
+    max_iters: int | None = None
+    min_classes: int | None = None
+    phases: tuple[str, ...] = ("easier", "harder", "removal")
+    episodes: int = 10
+    shots: tuple[int, ...] = DEFAULT_SHOTS
+    val_fraction: float = 0.15
+
+    def __post_init__(self) -> None:
+        self.phases = tuple(self.phases)
+        self.shots = tuple(int(k) for k in self.shots)
+        if self.level not in ("class", "image"):
+            raise OodmlError(f"level must be 'class' or 'image', got {self.level!r}")
+        for name in ("num_splits", "swaps_per_iter"):
+            if int(getattr(self, name)) < 1:
+                raise OodmlError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("history", "episodes"):
+            if int(getattr(self, name)) < 0:
+                raise OodmlError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if self.patience is not None and int(self.patience) < 1:
+            raise OodmlError(f"patience must be at least 1 (or None), got {self.patience}")
+        if self.max_iters is not None and int(self.max_iters) < 0:
+            raise OodmlError(f"max-iters must be at least 0, got {self.max_iters}")
+        if self.min_classes is not None and int(self.min_classes) < 2:
+            raise OodmlError(
+                f"min-classes must be at least 2 (an FID needs two points per side), got {self.min_classes}")
+        bad = [p for p in self.phases if p not in ("easier", "harder", "removal")]
+        if bad:
+            raise OodmlError(f"unknown phase {bad[0]!r}; choose from easier, harder, removal")
+        if any(k < 1 for k in self.shots):
+            raise OodmlError(f"shots must be positive, got {list(self.shots)}")
+        if not 0.0 <= float(self.val_fraction) < 1.0:
+            raise OodmlError(f"val-fraction must be in [0, 1), got {self.val_fraction}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["phases"] = list(self.phases)
+        d["shots"] = list(self.shots)
+        return d
+
+
+def default_floor(side_size: int) -> int:
+    """Default removal floor of a side: ``max(10, ceil(0.25 · side_size))``, at most the side."""
+    return max(2, min(side_size, max(10, math.ceil(0.25 * side_size))))
+
+
+# ============================================================================================
+# Core search on a feature table
+# ============================================================================================
+def class_means(features: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+    """(C, d) float64 mean feature of every class id (rows of absent classes are 0)."""
+    x = np.asarray(features)
+    lab = np.asarray(labels, dtype=np.int64)
+    C = int(lab.max()) + 1 if num_classes is None else int(num_classes)
+    counts = np.bincount(lab, minlength=C)
+    means = np.zeros((C, x.shape[1]), dtype=np.float64)
+    if lab.size > 1 and np.all(lab[1:] >= lab[:-1]):
+        xs = x  # already grouped by class: no copy
+    else:
+        order = np.argsort(lab, kind="stable")
+        xs = x[order]
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    for c in np.flatnonzero(counts):
+        means[c] = xs[offsets[c]:offsets[c + 1]].sum(axis=0, dtype=np.float64) / counts[c]
+    return means
+
+
+def side_scores(train_means: np.ndarray, test_means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ranking scores of the two sides (lower = looks more like the other side).
+
+    ``train: ‖f_c − μ_test‖ − ‖f_c − μ_train‖``, ``test: ‖g_c − μ_train‖ − ‖g_c − μ_test‖``, with
+    ``μ`` the mean of a side's class means.  Inputs (n, d) float64 class means.
+    """
+    mu_tr = train_means.mean(axis=0)
+    mu_te = test_means.mean(axis=0)
+    s_tr = np.linalg.norm(train_means - mu_te, axis=1) - np.linalg.norm(train_means - mu_tr, axis=1)
+    s_te = np.linalg.norm(test_means - mu_tr, axis=1) - np.linalg.norm(test_means - mu_te, axis=1)
+    return s_tr, s_te
+
+
+@dataclass
+class Trajectory:
+    """Result of :func:`search_trajectory` (class *ids*, not names).
+
+    ``records[i]`` is the file record of step ``i`` (ids in ``to_test``/``to_train``/``removed``);
+    ``states[i] = (train_ids, test_ids)`` in slot order.
+    """
+
+    records: list[dict]
+    states: list[tuple[tuple[int, ...], tuple[int, ...]]]
+    floors: tuple[int, int]
+    max_iters: int
+    fid_calls: int = 0
+    seconds: dict = field(default_factory=dict)
+
+
+def _pick_pairs(order_tr, order_te, slots_tr, slots_te, k_count, blocked: deque, history: int):
+    """Apply one swap iteration in place; returns [(train_class, test_class), ...] moved."""
+    moved = []
+    limit = min(len(order_tr), len(order_te))
+    for k in range(k_count):
+        recent = set()
+        if history > 0:
+            for a, b in list(blocked)[-history:]:
+                recent.add(a)
+                recent.add(b)
+        pick_tr = pick_te = None
+        for r in range(k, limit):
+            ct, cs = slots_tr[order_tr[r]], slots_te[order_te[r]]
+            if pick_tr is None and ct not in recent:
+                pick_tr = order_tr[r]
+            if pick_te is None and cs not in recent:
+                pick_te = order_te[r]
+            if pick_tr is not None and pick_te is not None:
+                break
+        if pick_tr is None or pick_te is None:
+            break
+        a, b = slots_tr[pick_tr], slots_te[pick_te]
+        slots_tr[pick_tr], slots_te[pick_te] = b, a
+        blocked.append((a, b))
+        moved.append((a, b))
+    return moved
+
+
+def search_trajectory(
+    features,
+    labels,
+    train: Sequence[int],
+    test: Sequence[int],
+    params: SearchParams | None = None,
+    *,
+    fid=None,
+    blas_threads: int | None = None,
+    progress: bool = False,
+) -> Trajectory:
+    """Run the documented search (module docstring) on a feature table.
+
+    Parameters
+    ----------
+    features : (n, d) float array, one row per image.
+    labels : (n,) int class ids ``0 … C−1``.
+    train, test : the standard split as class ids (disjoint, ≥ 2 classes each).
+    params : :class:`SearchParams` (only the search fields are used here).
+    fid : an existing :class:`oodml.fid.FIDComputer` on the same table and level (else one is built).
+    blas_threads : BLAS threads of the FID computer built here (``None``: its default; 1 avoids
+        OpenBLAS's collapse on an oversubscribed machine, see :mod:`oodml.fid`).
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    from oodml.fid import FIDComputer
+
+    p = params or SearchParams()
+    x = np.asarray(features)
+    lab = np.asarray(labels, dtype=np.int64)
+    train, test = [int(c) for c in train], [int(c) for c in test]
+    if len(set(train) & set(test)):
+        raise OodmlError("the standard split's train and test classes overlap")
+    if len(train) < 2 or len(test) < 2:
+        raise OodmlError(f"each side needs at least 2 classes for an FID, got {len(train)} train / {len(test)} test")
+    t0 = time.perf_counter()
+    means = class_means(x, lab)
+    fc = fid if fid is not None else FIDComputer(x, lab, level=p.level, blas_threads=blas_threads)
+    t_setup = time.perf_counter() - t0
+    S, H = int(p.swaps_per_iter), int(p.history)
+    max_iters = p.max_iters
+    if max_iters is None:
+        max_iters = math.ceil(min(len(train), len(test)) / S)
+    max_iters = int(max_iters)
+    if p.min_classes is None:
+        floors = (default_floor(len(train)), default_floor(len(test)))
+    else:
+        floors = (min(int(p.min_classes), len(train)), min(int(p.min_classes), len(test)))
+
+    records: list[dict] = []
+    states: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    calls = [0]
+    t_fid = [0.0]
+
+    def fid_of(tr, te) -> float:
+        calls[0] += 1
+        t = time.perf_counter()
+        v = float(fc(tr, te))
+        t_fid[0] += time.perf_counter() - t
+        return v
+
+    def add(phase, parent, tr, te, value, to_test=(), to_train=(), removed=()):
+        records.append({
+            "step": len(records), "phase": phase, "fid": value,
+            "to_test": [int(c) for c in to_test], "to_train": [int(c) for c in to_train],
+            "removed": [int(c) for c in removed], "n_train": len(tr), "n_test": len(te),
+            "parent": parent,
+        })
+        states.append((tuple(tr), tuple(te)))
+        return len(records) - 1
+
+    f0 = fid_of(train, test)
+    add("start", None, train, test, f0)
+
+    bar_kw = dict(disable=not progress, leave=False, unit="it")
+
+    def swap_phase(name: str, reverse: bool) -> int:
+        tr, te = list(train), list(test)
+        blocked: deque = deque(maxlen=max(H, 1) * S + S)
+        best, best_step, since, parent = f0, 0, 0, 0
+        sign = -1.0 if reverse else 1.0  # harder: maximise; easier: minimise
+        with tqdm(total=max_iters, desc=f"{name} phase", **bar_kw) as bar:
+            for _ in range(max_iters):
+                s_tr, s_te = side_scores(means[tr], means[te])
+                o_tr = np.argsort(s_tr, kind="stable")
+                o_te = np.argsort(s_te, kind="stable")
+                if reverse:
+                    o_tr, o_te = o_tr[::-1], o_te[::-1]
+                moved = _pick_pairs(list(o_tr), list(o_te), tr, te, S, blocked, H)
+                if not moved:
+                    break
+                value = fid_of(tr, te)
+                parent = add(name, parent, tr, te, value, [a for a, _ in moved], [b for _, b in moved])
+                bar.update(1)
+                bar.set_postfix(fid=f"{value:.4g}")
+                if sign * value > sign * best:
+                    best, best_step, since = value, parent, 0
+                else:
+                    since += 1
+                    if p.patience is not None and since >= int(p.patience):
+                        break
+        return best_step
+
+    hardest = 0
+    if "easier" in p.phases:
+        swap_phase("easier", reverse=True)
+    if "harder" in p.phases:
+        hardest = swap_phase("harder", reverse=False)
+    if "removal" in p.phases:
+        tr, te = list(states[hardest][0]), list(states[hardest][1])
+        best, since, parent = records[hardest]["fid"], 0, hardest
+        limit = math.ceil(max(len(tr) - floors[0], len(te) - floors[1], 0) / S)
+        with tqdm(total=limit, desc="removal phase", **bar_kw) as bar:
+            while True:
+                r_tr = max(0, min(S, len(tr) - floors[0]))
+                r_te = max(0, min(S, len(te) - floors[1]))
+                if r_tr == 0 and r_te == 0:
+                    break
+                s_tr, s_te = side_scores(means[tr], means[te])
+                o_tr = np.argsort(s_tr, kind="stable")[:r_tr]
+                o_te = np.argsort(s_te, kind="stable")[:r_te]
+                gone = [tr[i] for i in o_tr] + [te[i] for i in o_te]
+                drop_tr, drop_te = set(o_tr.tolist()), set(o_te.tolist())
+                tr = [c for i, c in enumerate(tr) if i not in drop_tr]
+                te = [c for i, c in enumerate(te) if i not in drop_te]
+                value = fid_of(tr, te)
+                parent = add("removal", parent, tr, te, value, removed=gone)
+                bar.update(1)
+                bar.set_postfix(fid=f"{value:.4g}")
+                if value > best:
+                    best, since = value, 0
+                else:
+                    since += 1
+                    if p.patience is not None and since >= int(p.patience):
+                        break
+    return Trajectory(records, states, floors, max_iters, calls[0],
+                      {"setup": t_setup, "fid": t_fid[0], "total": time.perf_counter() - t0})
+
+
+# ============================================================================================
+# Selection
+# ============================================================================================
+def select_series(fids: Sequence[float], num_splits: int, required: int = 0) -> list[int]:
+    """Pick ``num_splits`` indices of ``fids`` whose values are as evenly spaced as possible.
+
+    "Evenly spaced" means: the picks, sorted by FID, minimise the sum of squared gaps between
+    consecutive FIDs, ``Σ_j (fid[i_{j+1}] − fid[i_j])²`` -- for fixed end points that sum is smallest
+    when all gaps are equal.  The pick always contains ``required`` (the standard split) and, when
+    ``num_splits ≥ 3``, the lowest and highest FID.  Because the gaps are measured between the
+    picks themselves (not against fixed targets), a standard split that happens to lie close to the
+    easiest state costs one small gap and the other picks spread evenly over the rest of the range.
+    Returns the picked indices sorted by (FID, index).  Exact dynamic programme, ``O(K·N²)``.
+    """
+    vals = np.asarray(fids, dtype=np.float64)
+    N = len(vals)
+    if N == 0:
+        return []
+    order = sorted(range(N), key=lambda i: (vals[i], i))
+    K = min(int(num_splits), N)
+    pos_req = order.index(required)
+    if K == 1:
+        return [required]
+    v = vals[order]
+    INF = float("inf")
+    gap2 = (v[None, :] - v[:, None]) ** 2  # gap2[i', i] for i' < i
+    allowed_first = np.zeros(N, bool)
+    allowed_first[0 if K >= 3 else slice(None)] = True
+    # cost[f, i]: best cost of a chain of j+1 picks ending at sorted candidate i; f = required used
+    cost = np.full((2, N), INF)
+    for i in np.flatnonzero(allowed_first):
+        cost[1 if i == pos_req else 0, i] = 0.0
+    back: list[np.ndarray] = []
+    idx = np.arange(N)
+    for j in range(1, K):
+        new = np.full((2, N), INF)
+        arg = np.full((2, N), -1, dtype=np.int64)
+        for i in range(1, N):
+            if j == K - 1 and K >= 3 and i != N - 1:
+                continue
+            is_req = i == pos_req
+            for f_prev in (0, 1):
+                if is_req and f_prev == 1:
+                    continue
+                cand = cost[f_prev, :i] + gap2[:i, i]
+                ip = int(np.argmin(cand))  # first minimum: ties go to the lower FID / index
+                c = cand[ip]
+                if not np.isfinite(c):
+                    continue
+                f_new = 1 if (is_req or f_prev == 1) else 0
+                if c < new[f_new, i]:
+                    new[f_new, i] = c
+                    arg[f_new, i] = int(idx[ip]) * 2 + f_prev
+        back.append(arg)
+        cost = new
+    i = int(np.argmin(cost[1]))
+    if not np.isfinite(cost[1, i]):  # pragma: no cover - infeasible only if N < K
+        raise OodmlError("cannot select splits (too few distinct states)")
+    picks = [i]
+    f = 1
+    for j in range(K - 1, 0, -1):
+        code = int(back[j - 1][f, i])
+        i, f = code // 2, code % 2
+        picks.append(i)
+    picks.reverse()
+    return [order[i] for i in picks]
+
+
+# ============================================================================================
+# Validation classes and episodes
+# ============================================================================================
+def _content_seed(seed: int, names: Iterable[str], tag: int) -> np.random.Generator:
+    from oodml.io import stable_hash
+
+    h = int(stable_hash(sorted(names)), 16)
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, h & 0xFFFFFFFF, h >> 32, int(tag)])
+
+
+def validation_classes(train: Sequence[str], seed: int = 0, fraction: float = 0.15) -> list[str]:
+    """A class-disjoint validation subset of ``train`` (in ``train``'s order).
+
+    ``round(fraction · n)`` classes, at least 2, leaving at least 2 to fit on; empty if
+    ``fraction == 0`` or ``n < 4``.  Deterministic from ``seed`` and the set of train classes.
+    """
+    n = len(train)
+    if fraction <= 0 or n < 4:
+        return []
+    m = min(max(2, int(round(fraction * n))), n - 2)
+    rng = _content_seed(seed, train, 0x7A1)
+    pick = set(rng.choice(n, size=m, replace=False).tolist())
+    return [c for i, c in enumerate(train) if i in pick]
+
+
+def make_episodes(
+    test: Sequence[str],
+    images_by_class: dict[str, Sequence[int]],
+    *,
+    shots: Sequence[int] = DEFAULT_SHOTS,
+    episodes: int = 10,
+    seed: int = 0,
+) -> dict[int, list[dict[str, list[int]]]]:
+    """Few-shot episodes: ``{k: [ {class: sorted k support image ids}, … episodes ]}``.
+
+    A class with fewer than ``k + 1`` images is left out of the ``k``-shot episodes (it would have
+    no query image).  Deterministic from ``seed``, ``k`` and the set of test classes.
+    """
+    out: dict[int, list[dict[str, list[int]]]] = {}
+    test = list(test)
+    groups = [np.asarray(images_by_class[c], dtype=np.int64) for c in test]
+    sizes = np.array([g.size for g in groups], dtype=np.int64)
+    ids = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
+    owner = np.repeat(np.arange(len(test)), sizes)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1])) if len(test) else sizes
+    for k in shots:
+        k = int(k)
+        rng = _content_seed(seed, test, 1000 + k)
+        usable = np.flatnonzero(sizes >= k + 1)
+        eps = []
+        for _ in range(int(episodes)):
+            # a uniform random k-subset per class: the k smallest of i.i.d. uniform keys
+            keys = rng.random(ids.size)
+            order = np.lexsort((keys, owner))  # grouped by class, random order inside
+            picks = ids[order][starts[usable, None] + np.arange(k)[None, :]]
+            picks.sort(axis=1)
+            eps.append({test[c]: row.tolist() for c, row in zip(usable.tolist(), picks)})
+        out[int(k)] = eps
+    return out
+
+
+# ============================================================================================
+# Building the document
+# ============================================================================================
+def _oodml_version() -> str:
+    from oodml import __version__
+
+    return __version__
+
+
+def _ordered(names: Iterable[str], index: dict[str, int]) -> list[str]:
+    return sorted(names, key=index.__getitem__)
+
+
+def _finish_series(entries: list[dict], classes: list[str], images_by_class: dict[str, list[int]],
+                   params: SearchParams, seed: int) -> list[dict]:
+    """Add ids (1..K by FID), val, image counts and episodes to selected entries."""
+    index = {c: i for i, c in enumerate(classes)}
+    entries = sorted(entries, key=lambda e: (e["fid"], e["step"]))
+    out = []
+    for i, e in enumerate(entries, 1):
+        train = _ordered(e["train"], index)
+        test = _ordered(e["test"], index)
+        val = e.get("val")
+        if val is None:
+            val = validation_classes(train, seed, params.val_fraction)
+        else:
+            val = _ordered(val, index)
+        eps = e.get("episodes")
+        if eps is None:
+            eps = make_episodes(test, images_by_class, shots=params.shots, episodes=params.episodes, seed=seed)
+        item = OrderedDict(
+            id=i, fid=float(e["fid"]), step=int(e["step"]), phase=e["phase"], standard=bool(e["standard"]),
+            train=train, test=test, val=val,
+            n_train_images=int(sum(len(images_by_class[c]) for c in train)),
+            n_test_images=int(sum(len(images_by_class[c]) for c in test)),
+            episodes={str(k): v for k, v in eps.items()},
+        )
+        for extra in ("reference_id",):
+            if extra in e:
+                item[extra] = e[extra]
+        out.append(dict(item))
+    return out
+
+
+def build_split_document(
+    features,
+    labels,
+    classes: Sequence[str],
+    standard_train: Sequence[str],
+    standard_test: Sequence[str],
+    params: SearchParams | None = None,
+    *,
+    seed: int = 0,
+    dataset: str = "",
+    fingerprint: str = "",
+    extractor: str = "",
+    source: str = "search",
+    extra_provenance: dict | None = None,
+    blas_threads: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Search, select and assemble the whole split document (a JSON-able dict, see the module
+    docstring) for a feature table.
+
+    ``features`` (n, d); ``labels`` (n,) int ids into ``classes``; image id = row index.
+    """
+    p = params or SearchParams()
+    classes = list(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    lab = np.asarray(labels, dtype=np.int64)
+    if lab.ndim != 1 or len(lab) != len(features):
+        raise OodmlError(f"labels must be one class id per feature row ({len(features)}), got shape {lab.shape}")
+    if lab.min() < 0 or lab.max() >= len(classes):
+        raise OodmlError(f"labels must be class ids 0..{len(classes) - 1}")
+    for name, side in (("train", standard_train), ("test", standard_test)):
+        bad = [c for c in side if c not in index]
+        if bad:
+            raise OodmlError(f"standard {name} class {bad[0]!r} is not among the feature table's classes")
+    images_by_class = {c: [] for c in classes}
+    for i, c in enumerate(lab.tolist()):
+        images_by_class[classes[c]].append(i)
+    empty = [c for c in list(standard_train) + list(standard_test) if not images_by_class[c]]
+    if empty:
+        raise OodmlError(f"class {empty[0]!r} of the standard split has no images in the feature table")
+    traj = search_trajectory(features, lab, [index[c] for c in standard_train],
+                             [index[c] for c in standard_test], p, blas_threads=blas_threads, progress=progress)
+    return assemble_document(traj, classes, images_by_class, p, seed=seed, dataset=dataset,
+                             fingerprint=fingerprint, extractor=extractor, source=source,
+                             extra_provenance=extra_provenance, num_images=len(lab))
+
+
+def assemble_document(traj: Trajectory, classes: list[str], images_by_class: dict[str, list[int]],
+                      params: SearchParams, *, seed: int, dataset: str, fingerprint: str, extractor: str,
+                      source: str, extra_provenance: dict | None, num_images: int) -> dict:
+    """Turn a :class:`Trajectory` (ids) into the file document (names), with the selected series."""
+    names = classes
+    trajectory = []
+    for r in traj.records:
+        trajectory.append({
+            "step": r["step"], "phase": r["phase"], "fid": r["fid"],
+            "to_test": [names[c] for c in r["to_test"]], "to_train": [names[c] for c in r["to_train"]],
+            "removed": [names[c] for c in r["removed"]], "n_train": r["n_train"], "n_test": r["n_test"],
+            "parent": r["parent"],
+        })
+    # distinct states: the first step that reached each
+    seen: dict = {}
+    for i, (tr, te) in enumerate(traj.states):
+        key = (frozenset(tr), frozenset(te))
+        seen.setdefault(key, i)
+    distinct = sorted(seen.values())
+    picks = select_series([traj.records[i]["fid"] for i in distinct], params.num_splits, required=0)
+    entries = []
+    for j in picks:
+        s = distinct[j]
+        tr, te = traj.states[s]
+        entries.append({"fid": traj.records[s]["fid"], "step": s, "phase": traj.records[s]["phase"],
+                        "standard": s == 0, "train": [names[c] for c in tr], "test": [names[c] for c in te]})
+    series = _finish_series(entries, classes, images_by_class, params, seed)
+    prov = OrderedDict(
+        dataset=dataset, fingerprint=fingerprint, extractor=extractor, level=params.level,
+        params={**params.to_dict(), "resolved_max_iters": traj.max_iters,
+                "resolved_floors": {"train": traj.floors[0], "test": traj.floors[1]}},
+        seed=int(seed), oodml_version=_oodml_version(), source=source,
+    )
+    if extra_provenance:
+        prov.update(extra_provenance)
+    return {"schema": SCHEMA, "provenance": dict(prov), "classes": list(classes), "num_images": int(num_images),
+            "trajectory": trajectory, "series": series}
+
+
+# ============================================================================================
+# Writing
+# ============================================================================================
+def _is_leaf_list(x) -> bool:
+    return isinstance(x, list) and all(isinstance(v, (str, int, float, bool)) or v is None for v in x)
+
+
+def _dump(obj, indent: int, level: int, out: list[str]) -> None:
+    pad = " " * (indent * (level + 1))
+    end = " " * (indent * level)
+    if isinstance(obj, dict):
+        if not obj:
+            out.append("{}")
+            return
+        out.append("{\n")
+        for n, (k, v) in enumerate(obj.items()):
+            out.append(pad + json.dumps(str(k), ensure_ascii=False) + ": ")
+            _dump(v, indent, level + 1, out)
+            out.append(",\n" if n < len(obj) - 1 else "\n")
+        out.append(end + "}")
+    elif isinstance(obj, list) and obj and not _is_leaf_list(obj):
+        out.append("[\n")
+        for n, v in enumerate(obj):
+            out.append(pad)
+            _dump(v, indent, level + 1, out)
+            out.append(",\n" if n < len(obj) - 1 else "\n")
+        out.append(end + "]")
+    else:
+        out.append(json.dumps(obj, ensure_ascii=False, allow_nan=False))
+
+
+def dumps_split_document(doc: dict) -> str:
+    """Canonical text of a split document: values normalised by :func:`oodml.io.dumps_json`,
+    nested containers indented, flat lists (class names, image ids) on one line, trailing newline."""
+    from oodml.io import dumps_json
+
+    plain = json.loads(dumps_json(doc, indent=None))
+    out: list[str] = []
+    _dump(plain, 1, 0, out)
+    return "".join(out) + "\n"
+
+
+def write_split_document(path, doc: dict) -> Path:
+    """Validate ``doc`` and write it atomically (byte-identical for identical documents)."""
+    from oodml.io import atomic_write
+
+    path = Path(path)
+    validate_split_document(json.loads(dumps_split_document(doc)), str(path))
+    atomic_write(path, dumps_split_document(doc))
+    return path
+
+
+# ============================================================================================
+# Reading and validation
+# ============================================================================================
+@dataclass
+class Split:
+    """One split of a series (see the module docstring)."""
+
+    id: int
+    fid: float
+    phase: str
+    step: int
+    standard: bool
+    train: list[str]
+    test: list[str]
+    val: list[str]
+    episodes: dict[int, list[dict[str, list[int]]]]
+    n_train_images: int = 0
+    n_test_images: int = 0
+
+    @property
+    def fit_classes(self) -> list[str]:
+        """Train classes minus validation classes, in order (what a model is fitted on)."""
+        v = set(self.val)
+        return [c for c in self.train if c not in v]
+
+
+@dataclass
+class SplitFile:
+    """A validated split file."""
+
+    path: Path | None
+    schema: str
+    provenance: dict
+    classes: list[str]
+    num_images: int
+    trajectory: list[dict]
+    series: list[Split]
+    raw: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def dataset(self) -> str:
+        return str(self.provenance.get("dataset", ""))
+
+    @property
+    def ids(self) -> list[int]:
+        return [s.id for s in self.series]
+
+    def get(self, id: int) -> Split:
+        """The split with this id (clear error listing the ids otherwise)."""
+        for s in self.series:
+            if s.id == int(id):
+                return s
+        raise BadInputError(f"split file {self.path}: no split with id {id}; ids are {self.ids}")
+
+    @property
+    def standard(self) -> Split | None:
+        return next((s for s in self.series if s.standard), None)
+
+
+def _fail(source: str, msg: str) -> None:
+    raise BadInputError(f"split file {source}: {msg}; regenerate it with python -m oodml.make_splits")
+
+
+def _str_list(x, source, what) -> list[str]:
+    if not isinstance(x, list) or not all(isinstance(v, str) for v in x):
+        _fail(source, f"{what} must be a list of class names")
+    return x
+
+
+def validate_split_document(doc: Any, source: str = "<document>", dataset=None) -> None:
+    """Check a split document; raise :class:`BadInputError` naming ``source`` on the first problem.
+
+    Checks: known schema; required fields; class list unique; every split's train/test non-empty,
+    disjoint and made of known classes; ``val ⊂ train``; ids unique positive integers running in
+    order of FID; FIDs finite; episodes (k-shot: k distinct ids of that class, within
+    ``num_images``); trajectory steps 0, 1, … with known phases.  With ``dataset`` (an
+    :class:`~oodml.datasets.ImageDataset`): every class exists in the dataset, the image count
+    matches, and episode image ids belong to their class.
+    """
+    if not isinstance(doc, dict):
+        _fail(source, "is not a JSON object")
+    schema = doc.get("schema")
+    if schema not in KNOWN_SCHEMAS:
+        raise BadInputError(
+            f"split file {source}: unknown schema {schema!r} (this oodml reads {', '.join(KNOWN_SCHEMAS)}); "
+            "regenerate it with python -m oodml.make_splits or upgrade oodml"
+        )
+    for key in ("provenance", "classes", "num_images", "trajectory", "series"):
+        if key not in doc:
+            _fail(source, f"missing field {key!r}")
+    if not isinstance(doc["provenance"], dict):
+        _fail(source, "provenance must be an object")
+    classes = _str_list(doc["classes"], source, "classes")
+    if len(set(classes)) != len(classes):
+        dup = next(c for c in classes if classes.count(c) > 1)
+        _fail(source, f"class {dup!r} is listed twice in classes")
+    known = set(classes)
+    n_img = doc["num_images"]
+    if not isinstance(n_img, int) or n_img < 0:
+        _fail(source, "num_images must be a non-negative integer")
+    traj = doc["trajectory"]
+    if not isinstance(traj, list):
+        _fail(source, "trajectory must be a list")
+    for i, r in enumerate(traj):
+        if not isinstance(r, dict) or r.get("step") != i:
+            _fail(source, f"trajectory record {i} must be an object with step {i}")
+        if r.get("phase") not in PHASES:
+            _fail(source, f"trajectory step {i} has unknown phase {r.get('phase')!r} (known: {', '.join(PHASES)})")
+        f = r.get("fid")
+        if f is not None and (not isinstance(f, (int, float)) or isinstance(f, bool) or not math.isfinite(f)):
+            _fail(source, f"trajectory step {i} has a non-numeric fid {f!r}")
+        for k in ("to_test", "to_train", "removed"):
+            bad = [c for c in _str_list(r.get(k, []), source, f"trajectory step {i} {k}") if c not in known]
+            if bad:
+                _fail(source, f"trajectory step {i} names unknown class {bad[0]!r}")
+    series = doc["series"]
+    if not isinstance(series, list) or not series:
+        _fail(source, "series must be a non-empty list")
+    ids, prev_fid = set(), -math.inf
+    ds_classes = None
+    if dataset is not None:
+        ds_classes = set(dataset.classes)
+        missing = [c for c in classes if c not in ds_classes]
+        if missing:
+            raise BadInputError(
+                f"split file {source}: class {missing[0]!r} does not exist in dataset {dataset.name!r} "
+                f"({len(missing)} unknown); the file was made for another dataset or version: regenerate it"
+            )
+        if n_img != len(dataset):
+            raise BadInputError(
+                f"split file {source}: made for {n_img} images but dataset {dataset.name!r} has {len(dataset)}; "
+                "its episode image ids would be wrong: regenerate it"
+            )
+        fp = doc["provenance"].get("fingerprint")
+        if fp and fp != dataset.fingerprint():
+            warnings.warn(f"split file {source}: dataset fingerprint differs from {dataset.name!r} at {dataset.root} "
+                          "(the dataset content changed since the file was made)", stacklevel=2)
+    labels = dataset.label_names if dataset is not None else None
+    for s in series:
+        if not isinstance(s, dict):
+            _fail(source, "every series entry must be an object")
+        sid = s.get("id")
+        if not isinstance(sid, int) or isinstance(sid, bool) or sid < 1:
+            _fail(source, f"split id {sid!r} is not a positive integer")
+        if sid in ids:
+            _fail(source, f"split id {sid} appears twice")
+        ids.add(sid)
+        f = s.get("fid")
+        if not isinstance(f, (int, float)) or isinstance(f, bool) or not math.isfinite(f):
+            _fail(source, f"split {sid} has a non-numeric fid {f!r}")
+        if f < prev_fid:
+            _fail(source, f"split {sid} has FID {f} below the previous split's {prev_fid}: "
+                          "ids must run in order of FID")
+        prev_fid = f
+        train = _str_list(s.get("train"), source, f"split {sid} train")
+        test = _str_list(s.get("test"), source, f"split {sid} test")
+        val = _str_list(s.get("val", []), source, f"split {sid} val")
+        if not train or not test:
+            _fail(source, f"split {sid} has an empty side")
+        for side, names in (("train", train), ("test", test)):
+            if len(set(names)) != len(names):
+                _fail(source, f"split {sid} lists a {side} class twice")
+            bad = [c for c in names if c not in known]
+            if bad:
+                _fail(source, f"split {sid} {side} names unknown class {bad[0]!r}")
+        both = set(train) & set(test)
+        if both:
+            _fail(source, f"split {sid}: class {sorted(both)[0]!r} is on both train and test sides")
+        if not set(val) <= set(train):
+            _fail(source, f"split {sid}: validation class {sorted(set(val) - set(train))[0]!r} is not a train class")
+        eps = s.get("episodes", {})
+        if not isinstance(eps, dict):
+            _fail(source, f"split {sid} episodes must be an object keyed by shots")
+        test_set = set(test)
+        for k_str, lst in eps.items():
+            if not (isinstance(k_str, str) and k_str.isdigit() and int(k_str) > 0):
+                _fail(source, f"split {sid} episodes key {k_str!r} is not a positive number of shots")
+            k = int(k_str)
+            if not isinstance(lst, list):
+                _fail(source, f"split {sid} {k}-shot episodes must be a list")
+            for e, ep in enumerate(lst):
+                if not isinstance(ep, dict):
+                    _fail(source, f"split {sid} {k}-shot episode {e} must be an object")
+                for c, sup in ep.items():
+                    if c not in test_set:
+                        _fail(source, f"split {sid} {k}-shot episode {e} names {c!r}, which is not a test class")
+                    if (not isinstance(sup, list) or len(sup) != k or len(set(sup)) != k
+                            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_img for i in sup)):
+                        _fail(source, f"split {sid} {k}-shot episode {e} class {c!r} needs {k} distinct image ids "
+                                      f"in 0..{n_img - 1}")
+                    if labels is not None and any(labels[i] != c for i in sup):
+                        bad_i = next(i for i in sup if labels[i] != c)
+                        raise BadInputError(
+                            f"split file {source}: split {sid} {k}-shot episode {e} gives image {bad_i} to class "
+                            f"{c!r} but it belongs to {labels[bad_i]!r} in dataset {dataset.name!r}; regenerate it"
+                        )
+
+
+def _to_split(s: dict) -> Split:
+    eps = {int(k): [{c: list(v) for c, v in ep.items()} for ep in lst] for k, lst in s.get("episodes", {}).items()}
+    return Split(id=s["id"], fid=float(s["fid"]), phase=s.get("phase", ""), step=int(s.get("step", -1)),
+                 standard=bool(s.get("standard", False)), train=list(s["train"]), test=list(s["test"]),
+                 val=list(s.get("val", [])), episodes=eps, n_train_images=int(s.get("n_train_images", 0)),
+                 n_test_images=int(s.get("n_test_images", 0)))
+
+
+def load_splits(path, dataset=None) -> SplitFile:
+    """Read and validate a split file (see :func:`validate_split_document`).
+
+    ``dataset``: an :class:`~oodml.datasets.ImageDataset` to check the classes and episode
+    image ids against.  Errors are :class:`~oodml.errors.BadInputError` naming the file.
+    """
+    from oodml.io import read_json
+
+    path = Path(path)
+    doc = read_json(path, what="split file")
+    validate_split_document(doc, str(path), dataset)
+    return SplitFile(path=path, schema=doc["schema"], provenance=doc["provenance"], classes=list(doc["classes"]),
+                     num_images=int(doc["num_images"]), trajectory=list(doc["trajectory"]),
+                     series=[_to_split(s) for s in doc["series"]], raw=doc)
+
+
+# ============================================================================================
+# Replay and check
+# ============================================================================================
+def replay_from(trajectory: list[dict], train0: Iterable[str], test0: Iterable[str],
+                source: str = "<document>") -> list[tuple[frozenset, frozenset]]:
+    """(train, test) class sets of every step: step 0 = ``(train0, test0)``; every other record's
+    moves are applied to its ``parent``'s state (previous step when ``parent`` is missing)."""
+    states: list[tuple[frozenset, frozenset]] = []
+    for i, r in enumerate(trajectory):
+        if i == 0:
+            states.append((frozenset(train0), frozenset(test0)))
+            continue
+        parent = r.get("parent", i - 1)
+        if parent is None or not isinstance(parent, int) or not 0 <= parent < i:
+            _fail(source, f"trajectory step {i} has an invalid parent {parent!r}")
+        tr, te = set(states[parent][0]), set(states[parent][1])
+        to_test, to_train, removed = set(r["to_test"]), set(r["to_train"]), set(r["removed"])
+        if not to_test <= tr or not to_train <= te or not removed <= (tr | te):
+            _fail(source, f"trajectory step {i} moves a class that is not on the side it leaves")
+        tr = (tr - to_test - removed) | to_train
+        te = (te - to_train - removed) | to_test
+        if len(tr) != r["n_train"] or len(te) != r["n_test"]:
+            _fail(source, f"trajectory step {i} class counts do not match its moves")
+        states.append((frozenset(tr), frozenset(te)))
+    return states
+
+
+@dataclass
+class CheckReport:
+    """Outcome of :func:`check_split_file`."""
+
+    rows: list[dict]
+    mismatches: list[str]
+    structure_ok: bool
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches and self.structure_ok
+
+
+def check_split_file(sf: SplitFile, features, labels, classes: Sequence[str], *, rtol: float = FID_RTOL,
+                     trajectory: bool | None = None, progress: bool = False) -> CheckReport:
+    """Recompute a split file's FIDs from a feature table and compare.
+
+    ``labels``: int ids into ``classes`` (the feature table's class list).  Every series split's
+    FID is recomputed at the provenance level; the trajectory is replayed from its start record
+    (the standard split = the series entry marked ``standard``) and must reproduce every series
+    split's sides; at class level (``trajectory=None``) every trajectory FID is recomputed too.
+    """
+    from tqdm.auto import tqdm
+
+    from oodml.fid import FIDComputer
+
+    level = sf.provenance.get("level", "class")
+    index = {c: i for i, c in enumerate(classes)}
+    missing = [c for c in sf.classes if c not in index]
+    if missing:
+        raise BadInputError(f"split file {sf.path}: class {missing[0]!r} is not in the features' classes; "
+                            "were they extracted from the same dataset?")
+    fc = FIDComputer(np.asarray(features), np.asarray(labels, dtype=np.int64), level=level)
+    mismatches: list[str] = []
+    rows: list[dict] = []
+
+    def close(a, b):
+        return abs(a - b) <= rtol * max(abs(a), abs(b), 1e-12)
+
+    items = [("split", s.id, s.train, s.test, s.fid) for s in sf.series]
+    structure_ok = True
+    std = sf.standard
+    if sf.provenance.get("source") != "oodml-import" and std is not None and sf.trajectory:
+        states = replay_from(sf.trajectory, std.train, std.test, str(sf.path))
+        for s in sf.series:
+            if not 0 <= s.step < len(states) or states[s.step] != (frozenset(s.train), frozenset(s.test)):
+                structure_ok = False
+                mismatches.append(f"split {s.id}: sides differ from trajectory step {s.step}")
+        do_traj = (level == "class") if trajectory is None else trajectory
+        if do_traj:
+            for r, (tr, te) in zip(sf.trajectory, states):
+                if r.get("fid") is not None:
+                    items.append(("step", r["step"], sorted(tr, key=index.get), sorted(te, key=index.get), r["fid"]))
+    for kind, ident, tr, te, stored in tqdm(items, desc="recomputing FIDs", disable=not progress, leave=False):
+        value = float(fc([index[c] for c in tr], [index[c] for c in te]))
+        ok = close(stored, value)
+        rows.append({"what": kind, "id": ident, "stored": stored, "recomputed": value, "ok": ok})
+        if not ok:
+            mismatches.append(f"{kind} {ident}: stored FID {stored!r}, recomputed {value!r}")
+    return CheckReport(rows, mismatches, structure_ok)
+
+
+# ============================================================================================
+# ooDML import
+# ============================================================================================
+_TRAIN_KEYS = ("train", "train_classes", "training")
+_TEST_KEYS = ("test", "test_classes", "testing")
+_FID_KEYS = ("fid", "FID", "fid_score")
+
+
+def _plain_list(x, where: str) -> list:
+    if isinstance(x, np.ndarray):
+        x = x.tolist()
+    if isinstance(x, (set, frozenset)):
+        x = sorted(x, key=str)
+    if not isinstance(x, (list, tuple)):
+        raise BadInputError(f"{where} is a {type(x).__name__}, expected a list of class names or ids")
+    out = []
+    for v in x:
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise BadInputError(f"{where} holds {v!r} ({type(v).__name__}); expected class names or integer ids")
+        out.append(v)
+    return out
+
+
+class _NameMapper:
+    """Maps reference class names (folder names, product ids, integer ids) onto dataset classes."""
+
+    def __init__(self, dataset, all_values: list, source: str):
+        self.ds = dataset
+        self.source = source
+        self.classes = list(dataset.classes)
+        exact = {c: c for c in self.classes}
+        tables = [exact]
+
+        def add_table(keyfn):
+            t: dict[str, str] = {}
+            clash = set()
+            for c in self.classes:
+                for key in keyfn(c):
+                    if key in t and t[key] != c:
+                        clash.add(key)
+                    t[key] = c
+            for key in clash:
+                del t[key]
+            tables.append(t)
+
+        norm = lambda s: "".join(ch for ch in s.lower() if ch.isalnum())  # noqa: E731
+        self._norm = norm
+        add_table(lambda c: [c.rsplit("/", 1)[-1]])  # "bicycle/00001" -> "00001"
+        add_table(lambda c: [norm(c), norm(c.rsplit("/", 1)[-1]), norm(c.split(".", 1)[-1])])
+        by_cls = dataset.indices_by_class()
+
+        def prefixes(c):  # SOP reference names a class by its images' file-name prefix
+            keys = {os.path.basename(dataset.items[i].path).split("_")[0] for i in by_cls[c]}
+            return list(keys) if len(keys) == 1 else []
+
+        add_table(prefixes)
+        self.tables = tables
+        ints = [v for v in all_values if isinstance(v, int)]
+        self.int_base = 0 if (not ints or 0 in ints) else 1
+
+    def __call__(self, v) -> str:
+        if isinstance(v, int):
+            i = v - self.int_base
+            if 0 <= i < len(self.classes):
+                return self.classes[i]
+            raise BadInputError(
+                f"{self.source}: class id {v} is outside 1..{len(self.classes)} / 0..{len(self.classes) - 1} "
+                f"of dataset {self.ds.name!r}; is this the pkl for another dataset?"
+            )
+        for t in self.tables[:2]:
+            if v in t:
+                return t[v]
+        for key in (self._norm(v), self._norm(v.rsplit("/", 1)[-1]), self._norm(v.split(".", 1)[-1])):
+            if key in self.tables[2]:
+                return self.tables[2][key]
+        if v in self.tables[3]:
+            return self.tables[3][v]
+        if v.isdigit():
+            return self(int(v))
+        raise BadInputError(
+            f"{self.source}: class {v!r} matches no class of dataset {self.ds.name!r} "
+            f"(e.g. {self.classes[0]!r}); is this the pkl for another dataset?"
+        )
+
+
+def import_oodml(pkl_path, dataset, params: SearchParams | None = None, *, seed: int = 0,
+                 features=None, extractor: str = "") -> dict:
+    """Convert the ooDML reference's ``datasplits/<dataset>_splits.pkl`` into a split document.
+
+    The pickle is read with :func:`oodml.io.restricted_pickle_load` (plain containers, strings,
+    numbers and numpy arrays only; anything else is refused before it runs).  Expected structure:
+    a dict keyed by split id (int or str) whose values hold ``train`` and ``test`` class lists and
+    ``fid`` (optionally ``split_train``/``split_val`` and ``test_episodes``
+    ``{shots: {episode: {class: [support file names]}}}``).  Class names may be folder names,
+    SOP product ids (file-name prefixes), or integer ids (0-based if any id is 0, else 1-based).
+
+    The reference's FIDs are kept (provenance ``extractor`` records that they come from the
+    reference); ``val`` comes from ``split_val`` when present, otherwise from :func:`validation_classes`;
+    episodes from ``test_episodes`` when they map onto image ids, otherwise from :func:`make_episodes`.
+    Series ids are renumbered ``1 … K`` by FID (``reference_id`` keeps the original key).
+    ``features``: optional ``(features, labels)`` to also record our own FID of every split in the
+    trajectory (otherwise the reference FIDs are used there too).
+    """
+    from oodml.io import file_digest, restricted_pickle_load
+
+    p = params or SearchParams()
+    pkl_path = Path(pkl_path)
+    src = f"ooDML split pickle {pkl_path}"
+    data = restricted_pickle_load(pkl_path)
+    if not isinstance(data, dict) or not data:
+        raise BadInputError(f"{src} holds a {type(data).__name__}, expected a non-empty dict keyed by split id")
+    raw = []
+    all_values: list = []
+    for key, val in data.items():
+        if not isinstance(val, dict):
+            raise BadInputError(f"{src}: split {key!r} is a {type(val).__name__}, expected a dict with train/test/fid")
+        tk = next((k for k in _TRAIN_KEYS if k in val), None)
+        sk = next((k for k in _TEST_KEYS if k in val), None)
+        fk = next((k for k in _FID_KEYS if k in val), None)
+        if tk is None or sk is None or fk is None:
+            missing = "train" if tk is None else "test" if sk is None else "fid"
+            raise BadInputError(f"{src}: split {key!r} lacks {missing} (keys: {', '.join(map(str, val))})")
+        fid = val[fk]
+        if isinstance(fid, np.generic):
+            fid = fid.item()
+        if isinstance(fid, bool) or not isinstance(fid, (int, float)) or not math.isfinite(fid):
+            raise BadInputError(f"{src}: split {key!r} has a non-numeric fid {fid!r}")
+        tr = _plain_list(val[tk], f"{src}: split {key!r} {tk}")
+        te = _plain_list(val[sk], f"{src}: split {key!r} {sk}")
+        sv = _plain_list(val["split_val"], f"{src}: split {key!r} split_val") if "split_val" in val else None
+        all_values += tr + te
+        raw.append((key, float(fid), tr, te, sv, val.get("test_episodes")))
+    mapper = _NameMapper(dataset, all_values, src)
+    classes = list(dataset.classes)
+    index = {c: i for i, c in enumerate(classes)}
+    by_cls = {c: v.tolist() for c, v in dataset.indices_by_class().items()}
+    std_train, std_test = frozenset(dataset.train_classes), frozenset(dataset.test_classes)
+    entries = []
+    for key, fid, tr, te, sv, eps in raw:
+        train = [mapper(v) for v in tr]
+        test = [mapper(v) for v in te]
+        both = set(train) & set(test)
+        if both:
+            raise BadInputError(f"{src}: split {key!r} has class {sorted(both)[0]!r} on both sides")
+        e = {"fid": fid, "train": train, "test": test, "reference_id": key if isinstance(key, (int, str)) else str(key),
+             "standard": frozenset(train) == std_train and frozenset(test) == std_test}
+        if sv is not None:
+            try:
+                val = [mapper(v) for v in sv]
+            except BadInputError:
+                val = None
+            if val is not None and set(val) <= set(train):
+                e["val"] = val
+        conv = _convert_episodes(eps, test, mapper, dataset, by_cls)
+        if conv is not None:
+            e["episodes"] = conv
+        entries.append(e)
+    entries.sort(key=lambda e: (e["fid"], str(e["reference_id"])))
+    std_fid = next((e["fid"] for e in entries if e["standard"]), None)
+    all_cls = set(classes)
+    trajectory = []
+    for i, e in enumerate(entries):
+        e["step"] = i
+        if e["standard"]:
+            phase = "start"
+        elif set(e["train"]) | set(e["test"]) != all_cls:
+            phase = "removal"
+        elif std_fid is not None and e["fid"] < std_fid:
+            phase = "easier"
+        else:
+            phase = "harder"
+        e["phase"] = phase
+        tr, te = set(e["train"]), set(e["test"])
+        trajectory.append({
+            "step": i, "phase": phase, "fid": e["fid"],
+            "to_test": _ordered(te & std_train, index),
+            "to_train": _ordered(tr & std_test, index),
+            "removed": _ordered(all_cls - tr - te, index),
+            "n_train": len(tr), "n_test": len(te), "parent": None,
+        })
+    series = _finish_series(entries, classes, by_cls, p, seed)
+    prov = OrderedDict(
+        dataset=dataset.name, fingerprint=dataset.fingerprint(),
+        extractor=extractor or "ooDML reference (ResNet-50, ImageNet)", level="class",
+        params=p.to_dict(), seed=int(seed), oodml_version=_oodml_version(), source="oodml-import",
+        reference_file=pkl_path.name, reference_md5=file_digest(pkl_path),
+    )
+    return {"schema": SCHEMA, "provenance": dict(prov), "classes": classes, "num_images": len(dataset),
+            "trajectory": trajectory, "series": series}
+
+
+def _convert_episodes(eps, test: list[str], mapper, dataset, by_cls) -> dict | None:
+    """Reference ``test_episodes`` -> our episodes, or None when they do not map cleanly."""
+    if not isinstance(eps, dict) or not eps:
+        return None
+    try:
+        out: dict[int, list[dict[str, list[int]]]] = {}
+        test_set = set(test)
+        for k, episodes in sorted(eps.items(), key=lambda kv: int(kv[0])):
+            k = int(k)
+            lst = []
+            for _, ep in sorted(episodes.items(), key=lambda kv: str(kv[0])):
+                conv: dict[str, list[int]] = {}
+                for cname, support in ep.items():
+                    c = mapper(cname if not isinstance(cname, np.generic) else cname.item())
+                    if c not in test_set:
+                        return None
+                    names = {os.path.basename(dataset.items[i].path): i for i in by_cls[c]}
+                    ids = sorted(names[os.path.basename(str(s))] for s in support)
+                    if len(ids) != k or len(set(ids)) != k:
+                        return None
+                    conv[c] = ids
+                lst.append(conv)
+            out[k] = lst
+        return out
+    except (KeyError, ValueError, TypeError, AttributeError, BadInputError):
+        return None
+
+
+# ============================================================================================
+# High-level: from a dataset (or a features file) to a written split file
+# ============================================================================================
+def _table_from_featureset(fs) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    classes = list(fs.classes)
+    index = {c: i for i, c in enumerate(classes)}
+    try:
+        lab = np.asarray(fs.class_ids(), dtype=np.int64)
+    except Exception:  # noqa: BLE001 - fall back to the names
+        lab = np.asarray([index[c] for c in fs.labels], dtype=np.int64)
+    return np.asarray(fs.features), lab, classes
+
+
+def make_splits(
+    dataset: str | None = None,
+    *,
+    root=None,
+    download: bool = False,
+    extractor: str | None = None,
+    weights=None,
+    features_file=None,
+    params: SearchParams | None = None,
+    seed: int = 0,
+    out=None,
+    progress: bool = True,
+) -> SplitFile:
+    """Search, select and (with ``out``) write the split series of a dataset.
+
+    Features: ``features_file`` (an ``.npz`` written by :mod:`oodml.features`, no dataset needed)
+    or :func:`oodml.features.extract_features` on the loaded dataset (cached) with ``extractor``
+    (default: the dataset's default extractor) and ``weights``.  Returns the :class:`SplitFile`.
+    """
+    from oodml import features as feats
+
+    p = params or SearchParams()
+    if features_file is not None:
+        from oodml.io import file_digest
+
+        fs = feats.load_features_file(features_file)
+        x, lab, classes = _table_from_featureset(fs)
+        std_train, std_test = feats.standard_split_for_features(fs)
+        name = dataset or getattr(fs, "dataset", None) or getattr(fs, "dataset_name", None) or Path(features_file).stem
+        extra = {"features_file": Path(features_file).name, "features_md5": file_digest(features_file)}
+        doc = build_split_document(x, lab, classes, list(std_train), list(std_test), p, seed=seed, dataset=str(name),
+                                   fingerprint=str(getattr(fs, "fingerprint", "") or ""),
+                                   extractor=str(getattr(fs, "extractor", "") or ""), source="features-file",
+                                   extra_provenance=extra, progress=progress)
+    else:
+        from oodml.datasets import canonical_name, load_dataset
+
+        ds = load_dataset(dataset, root=root, download=download)
+        ext = extractor or feats.default_extractor(canonical_name(dataset) if dataset else ds.name)
+        fs = feats.extract_features(ds, ext, weights=weights, progress=progress)
+        x, lab, fclasses = _table_from_featureset(fs)
+        if len(x) != len(ds):
+            raise OodmlError(f"features have {len(x)} rows but dataset {ds.name!r} has {len(ds)} images")
+        # labels as ids into the dataset's class order (image id = dataset item index)
+        ds_index = {c: i for i, c in enumerate(ds.classes)}
+        lab = np.asarray([ds_index[fclasses[i]] for i in lab.tolist()], dtype=np.int64)
+        extra = {"weights": os.path.basename(str(weights)) if weights else None}
+        doc = build_split_document(x, lab, ds.classes, ds.train_classes, ds.test_classes, p, seed=seed,
+                                   dataset=ds.name, fingerprint=ds.fingerprint(),
+                                   extractor=str(getattr(fs, "extractor", ext)), source="search",
+                                   extra_provenance=extra, progress=progress)
+    text = dumps_split_document(doc)
+    plain = json.loads(text)
+    validate_split_document(plain, str(out) if out else "<new split file>")
+    if out is not None:
+        write_split_document(out, doc)
+    return SplitFile(path=Path(out) if out else None, schema=plain["schema"], provenance=plain["provenance"],
+                     classes=plain["classes"], num_images=plain["num_images"], trajectory=plain["trajectory"],
+                     series=[_to_split(s) for s in plain["series"]], raw=plain)

@@ -1,0 +1,168 @@
+"""End-to-end tests of ``python -m oodml.make_splits`` (build, --check, --import-oodml, figure)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from oodml.make_splits import cli
+from oodml.splits import load_splits
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("OODML_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OODML_QUIET", "1")
+
+
+def synthetic_npz(path, C=40, per=6, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(5, d)) * 3
+    g = (np.arange(C) * 5) // C
+    flip = rng.random(C) < 0.5
+    g[flip] = rng.integers(0, 5, flip.sum())
+    means = centres[g] + rng.normal(size=(C, d))
+    lab = np.repeat(np.arange(C), per)
+    x = (means[lab] + 0.5 * rng.normal(size=(lab.size, d))).astype(np.float32)
+    np.savez(path, features=x, labels=np.array([f"k{c:02d}" for c in lab]))
+    return path
+
+
+def run(argv, capsys):
+    code = cli([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_build_from_features_file_check_and_tamper(tmp_path, capsys):
+    npz = synthetic_npz(tmp_path / "feats.npz")
+    out, fig = tmp_path / "splits" / "syn.json", tmp_path / "fig" / "splits_syn"
+    args = ["--features-file", npz, "--dataset", "syn", "--out", out, "--figure", fig, "--num-splits", "6",
+            "--episodes", "2", "--min-classes", "5", "--patience", "3"]
+    code, stdout, err = run(args, capsys)
+    assert code == 0, err
+    assert "id" in stdout and "FID" in stdout and "start (std)" in stdout  # the summary table
+    assert len([ln for ln in stdout.splitlines() if ln.strip()[:1].isdigit()]) == 6
+    sf = load_splits(out)
+    assert sf.provenance["source"] == "features-file" and sf.provenance["dataset"] == "syn"
+    assert sf.provenance["params"]["num_splits"] == 6 and sf.provenance["params"]["min_classes"] == 5
+    assert sf.ids == list(range(1, 7)) and sf.standard is not None
+    png, pdf = fig.with_suffix(".png"), fig.with_suffix(".pdf")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+    first = [p.read_bytes() for p in (out, png, pdf)]
+    assert run(args, capsys)[0] == 0
+    assert [p.read_bytes() for p in (out, png, pdf)] == first  # byte-identical files
+
+    code, stdout, err = run(["--check", out, "--features-file", npz, "--quiet"], capsys)
+    assert code == 0, err
+    code, stdout, err = run(["--check", out, "--features-file", npz], capsys)
+    assert code == 0 and "OK" in stdout
+    # without the features file: a clear error
+    code, _, err = run(["--check", out], capsys)
+    assert code == 2 and "--features-file" in err
+    # a tampered FID (order kept) is reported
+    d = json.loads(out.read_text())
+    d["series"][-1]["fid"] *= 1.001
+    bad = tmp_path / "tampered.json"
+    bad.write_text(json.dumps(d))
+    code, stdout, err = run(["--check", bad, "--features-file", npz], capsys)
+    assert code == 2 and err.startswith("error:") and "mismatch" in err and str(bad) in err
+    assert "MISMATCH split 6" in stdout
+    # other features: refused
+    other = synthetic_npz(tmp_path / "other.npz", seed=1)
+    code, _, err = run(["--check", out, "--features-file", other], capsys)
+    assert code == 2 and "other features" in err
+
+
+def make_folder_dataset(root, C=12, per=5, size=12, seed=0):
+    """root/<class>/<i>.png: classes in 3 visual groups (bright, dark, striped)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in range(C):
+        d = root / f"{c + 1:03d}.Class_{c}"
+        d.mkdir(parents=True)
+        base = [0.85, 0.2, 0.5][(c * 3) // C] * 255
+        for i in range(per):
+            img = np.clip(base + 25 * rng.normal(size=(size, size)) + (c % 4) * 10, 0, 255)
+            if (c * 3) // C == 2:
+                img[::3] = 255
+            Image.fromarray(img.astype(np.uint8), "L").convert("RGB").save(d / f"img_{c}_{i}.png")
+    return root
+
+
+def test_build_from_folder_dataset_and_check(tmp_path, capsys):
+    root = make_folder_dataset(tmp_path / "imgs")
+    out = tmp_path / "folder.json"
+    args = ["--dataset", "folder", "--root", root, "--features", "pixels", "--out", out, "--figure", "none",
+            "--episodes", "2", "--min-classes", "3", "--num-splits", "4", "--level", "image"]
+    code, stdout, err = run(args, capsys)
+    assert code == 0, err
+    from oodml.datasets import load_dataset
+
+    ds = load_dataset("folder", root=root)
+    sf = load_splits(out, dataset=ds)
+    assert sf.provenance["extractor"] == "pixels" and sf.provenance["level"] == "image"
+    assert sf.provenance["fingerprint"] == ds.fingerprint()
+    assert sf.num_images == len(ds)
+    assert not (tmp_path / "figures").exists()
+    code, stdout, err = run(["--check", out, "--root", root], capsys)
+    assert code == 0, err
+
+
+def test_import_oodml(tmp_path, capsys):
+    root = make_folder_dataset(tmp_path / "imgs", C=12, per=6)
+    classes = sorted(p.name for p in root.iterdir())
+    ds_files = {c: sorted(p.name for p in (root / c).iterdir()) for c in classes}
+    ref = {}
+    layouts = [(classes[:6], classes[6:], 20.5), (classes[1:7], [classes[0]] + classes[7:], 11.0),
+               (classes[:4], classes[8:], 33.0)]
+    for key, (tr, te, fid) in enumerate(layouts, 1):
+        ref[key] = {"train": tr, "test": te, "fid": np.float64(fid), "split_train": tr[2:], "split_val": tr[:2],
+                    "test_episodes": {2: {e: {c: ds_files[c][e:e + 2] for c in te} for e in (1, 2)}}}
+    pkl = tmp_path / "folder_splits.pkl"
+    pkl.write_bytes(pickle.dumps(ref))
+    out, fig = tmp_path / "imported.json", tmp_path / "imported"
+    code, stdout, err = run(["--import-oodml", pkl, "--dataset", "folder", "--root", root, "--out", out,
+                             "--figure", fig], capsys)
+    assert code == 0, err
+    sf = load_splits(out)
+    assert [s.fid for s in sf.series] == [11.0, 20.5, 33.0]
+    assert sf.get(2).standard and sf.get(2).val == classes[:2]
+    from oodml.datasets import load_dataset
+
+    ds = load_dataset("folder", root=root)
+    ep = sf.get(1).episodes[2][0]  # reference episode 1 of split with FID 11
+    for c, ids in ep.items():
+        assert [os.path.basename(ds.items[i].path) for i in ids] == ds_files[c][1:3]
+    assert fig.with_suffix(".png").exists()
+    code, stdout, err = run(["--check", out, "--root", root], capsys)
+    assert code == 0, err
+    # a pickle that would run code is refused, and nothing runs
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({1: {"train": Evil(), "test": [], "fid": 0.0}}))
+    code, _, err = run(["--import-oodml", evil, "--dataset", "folder", "--root", root, "--out", tmp_path / "e.json"],
+                       capsys)
+    assert code == 2 and ("posix.system" in err or "os.system" in err) and "refusing" in err
+    assert not marker.exists() and not (tmp_path / "e.json").exists()
+
+
+def test_cli_errors(tmp_path, capsys):
+    code, _, err = run(["--check", tmp_path / "missing.json"], capsys)
+    assert code == 2 and "does not exist" in err
+    code, _, err = run(["--features-file", tmp_path / "nope.npz", "--out", tmp_path / "x.json"], capsys)
+    assert code == 2 and err.startswith("error:")
+    npz = synthetic_npz(tmp_path / "f.npz")
+    code, _, err = run(["--features-file", npz, "--swaps-per-iter", "0", "--out", tmp_path / "x.json"], capsys)
+    assert code == 2 and "swaps-per-iter" in err
+    assert not (tmp_path / "x.json").exists()
