@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oodml.errors import BadInputError
+from oodml import backbones as _backbones  # noqa: F401  (registers oodml_convnet with timm)
 from oodml.weights import PathLike, create_timm_model
 
 POOLINGS = ("avg", "max", "avg+max", "token")
