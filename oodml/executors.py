@@ -1,0 +1,504 @@
+"""Executors: *where* a study's runs happen. A study neither knows nor cares.
+
+Every executor hands runs to :func:`oodml.study.execute_run`, which claims a run folder, trains,
+adapts and records the outcome, so all of them share the same exactly-once and crash-safety
+guarantees. Registry (the ``executor.kind`` of a study file, or ``run --executor``):
+
+``local``
+    Sequential, in this process. Each run's stdout/stderr go to ``<run>/log.txt``; one overall
+    progress bar (runs done / total, ETA).
+``gpus``
+    One worker process per GPU *slot* on this machine: :func:`make_slots` gives ``runs_per_gpu``
+    slots per visible GPU, :func:`assign_runs` deals the runs round-robin over the slots, and each
+    worker (``python -m oodml.study run FILE --executor local --only @queue`` with
+    ``CUDA_VISIBLE_DEVICES`` set to its GPU) does its own runs first and then takes any run still
+    unclaimed (claims make this safe), so a slow GPU does not hold the study back. Refuses to
+    start, with a clear message, when no GPU is visible.
+``slurm``
+    Slurm through submitit: one ``AutoExecutor`` job array (``map_array``), one array task per
+    run, resources from the study file's ``executor.slurm`` mapping (``partition``, ``time``
+    (minutes or ``[D-]HH:MM:SS``), ``mem_gb``, ``cpus_per_task``, ``gpus_per_node``,
+    ``array_parallelism``, any other submitit Slurm parameter such as ``account``, ``qos``,
+    ``constraint``, ``setup``; ``cluster: local`` runs the very same code path with submitit's
+    local executor, for testing without a cluster). The submitted callable is a
+    :class:`StudyTask`, a ``submitit.helpers.Checkpointable``: on preemption or timeout submitit
+    calls its ``checkpoint()``, which releases the run's claim and returns a ``DelayedSubmission``
+    of itself; the job is requeued and the trainer resumes from ``<run>/checkpoint.pt``. Each
+    run gets a ``queued.json`` marker (job id) so that ``plan``/``status`` show it as *queued*
+    and a second ``run`` does not submit it again while the job lives. ``run`` returns after
+    submission unless ``--wait`` is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import submitit
+
+from oodml.errors import BadInputError, OodmlError
+from oodml.io import atomic_write, write_json
+
+__all__ = [
+    "StudyTask",
+    "assign_runs",
+    "check_slurm_options",
+    "choose_devices",
+    "get_executor",
+    "job_alive",
+    "make_slots",
+    "parallel_capacity",
+    "run_gpus",
+    "run_local",
+    "run_slurm",
+    "slurm_parameters",
+    "visible_gpus",
+    "worker_queues",
+]
+
+POLL_SECONDS = 2.0
+
+
+def _counts(study, runs) -> dict[str, int]:
+    from oodml.study import run_state
+
+    out = {"done": 0, "failed": 0, "skipped": 0}
+    for r in runs:
+        s = run_state(r, study.stale_after)
+        out[s if s in ("done", "failed") else "skipped"] += 1
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# local
+# --------------------------------------------------------------------------------------------
+def run_local(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None, adapt_fn=None,
+              progress=True, wait=True, claim_extra=None) -> dict[str, int]:
+    """Execute ``runs`` one after the other in this process; returns outcome counts
+    (``done``, ``failed``, ``skipped``: done or claimed by another runner meanwhile)."""
+    from oodml.study import close_bar, execute_run, load_run_fn, make_bar
+
+    if run_fn is None and run_fn_spec:
+        run_fn = load_run_fn(run_fn_spec)
+    counts = {"done": 0, "failed": 0, "skipped": 0}
+    bar = make_bar(study, progress)
+    try:
+        for run in runs:
+            bar.set_postfix_str(f"{run.dataset} split {run.split if run.split is not None else 'std'} "
+                                f"{run.loss} seed {run.seed}")
+            outcome = execute_run(run, study.name, run_fn=run_fn, adapt_fn=adapt_fn, retry_failed=retry_failed,
+                                  stale_after=study.stale_after, heartbeat=study.heartbeat, claim_extra=claim_extra)
+            counts[outcome] += 1
+            if outcome == "done":
+                bar.update(1)
+            elif outcome == "failed":
+                bar.write(f"run {run.run_id} failed: see {run.run_dir / 'failed.json'}")
+    finally:
+        close_bar(bar)
+    return counts
+
+
+# --------------------------------------------------------------------------------------------
+# gpus
+# --------------------------------------------------------------------------------------------
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries.
+
+    Raises :class:`~oodml.errors.OodmlError` when none is visible.
+    """
+    try:
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # broken driver: same as no GPU
+        n = 0
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if n == 0:
+        hint = f" (CUDA_VISIBLE_DEVICES={env!r})" if env is not None else ""
+        raise OodmlError(
+            f"the gpus executor needs at least one visible CUDA GPU, but torch sees none{hint}; "
+            "use --executor local on this machine, or --executor slurm for a cluster"
+        )
+    if env is not None and env.strip():
+        ids = [x.strip() for x in env.split(",") if x.strip()]
+        return ids[:n]
+    return [str(i) for i in range(n)]
+
+
+def choose_devices(setting: Any, visible: Sequence[str]) -> list[str]:
+    """Apply the study's ``executor.gpus`` (None/"all", a count, or a list of ids) to ``visible``."""
+    visible = [str(v) for v in visible]
+    if setting is None or setting == "all":
+        return visible
+    if isinstance(setting, int) and not isinstance(setting, bool):
+        if setting < 1 or setting > len(visible):
+            raise OodmlError(f"executor.gpus asks for {setting} GPUs but {len(visible)} are visible ({', '.join(visible)})")
+        return visible[:setting]
+    if isinstance(setting, (list, tuple)):
+        chosen = [str(x) for x in setting]
+        bad = [x for x in chosen if x not in visible]
+        if bad or not chosen:
+            raise OodmlError(f"executor.gpus lists {', '.join(bad) or 'nothing'}, not among the visible GPUs "
+                             f"({', '.join(visible)})")
+        return chosen
+    raise OodmlError(f"executor.gpus must be 'all', a count or a list of GPU ids, got {setting!r}")
+
+
+def make_slots(devices: Sequence[str], runs_per_gpu: int = 1) -> list[tuple[str, int]]:
+    """Worker slots ``(device, k)``: ``runs_per_gpu`` per device, device-interleaved so that the
+    first runs spread over all GPUs before any GPU gets a second one."""
+    if runs_per_gpu < 1:
+        raise ValueError("runs_per_gpu must be >= 1")
+    return [(str(d), k) for k in range(runs_per_gpu) for d in devices]
+
+
+def assign_runs(run_ids: Sequence[str], slots: Sequence[Any]) -> list[list[str]]:
+    """Deal ``run_ids`` round-robin over the slots (list ``i`` = slot ``i``'s own runs)."""
+    out: list[list[str]] = [[] for _ in slots]
+    for i, rid in enumerate(run_ids):
+        out[i % len(slots)].append(rid)
+    return out
+
+
+def worker_queues(run_ids: Sequence[str], slots: Sequence[Any]) -> list[list[str]]:
+    """Each slot's queue: its own runs (:func:`assign_runs`), then every other run, starting with
+    the next slot's, to take over work left when it finishes early (claims prevent doubles)."""
+    own = assign_runs(run_ids, slots)
+    queues = []
+    for i in range(len(slots)):
+        q = list(own[i])
+        for j in range(1, len(slots)):
+            q += own[(i + j) % len(slots)]
+        queues.append(q)
+    return queues
+
+
+def worker_env(device: str, base: dict | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env["CUDA_VISIBLE_DEVICES"] = str(device)
+    env["OODML_QUIET"] = "1"
+    return env
+
+
+def worker_command(study, queue_file: Path, *, retry_failed: bool = False, run_fn_spec: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "oodml.study", "run", str(study.path), "--runs-dir", str(study.runs_dir),
+           "--executor", "local", "--only", f"@{queue_file}", "--quiet", "--no-check-data",
+           "--stale-after", repr(float(study.stale_after))]
+    if retry_failed:
+        cmd.append("--retry-failed")
+    if run_fn_spec:
+        cmd += ["--run-fn", run_fn_spec]
+    return cmd
+
+
+def run_gpus(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None, adapt_fn=None,
+             progress=True, wait=True, devices: Sequence[str] | None = None) -> dict[str, int]:
+    """Execute ``runs`` with one worker process per GPU slot (see the module docstring).
+
+    ``devices`` overrides the visible GPUs (CUDA_VISIBLE_DEVICES entries). ``run_fn`` cannot
+    cross a process boundary: give ``run_fn_spec`` (``module:function``) instead.
+    """
+    from oodml.study import close_bar, make_bar, run_state
+
+    if run_fn is not None and not run_fn_spec:
+        raise OodmlError("the gpus executor runs in worker processes: pass the run function as run_fn_spec='module:function'")
+    if adapt_fn is not None:
+        raise OodmlError("the gpus executor cannot pass adapt_fn to its workers; use the local executor")
+    devs = choose_devices(study.executor.get("gpus"), visible_gpus() if devices is None else devices)
+    slots = make_slots(devs, int(study.executor.get("runs_per_gpu", 1)))
+    ids = [r.run_id for r in runs]
+    if not ids:
+        return {"done": 0, "failed": 0, "skipped": 0}
+    slots = slots[: len(ids)]
+    wdir = study.runs_dir / ".workers"
+    wdir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    bar = make_bar(study, progress)
+    try:
+        for (dev, k), queue in zip(slots, worker_queues(ids, slots)):
+            qfile = wdir / f"gpu{dev}-{k}.queue"
+            atomic_write(qfile, "\n".join(queue) + "\n")
+            log = open(wdir / f"gpu{dev}-{k}.log", "ab")
+            cmd = worker_command(study, qfile, retry_failed=retry_failed, run_fn_spec=run_fn_spec)
+            procs.append((subprocess.Popen(cmd, env=worker_env(dev), stdout=log, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL), log, dev, k))
+        while True:
+            alive = [p for p, *_ in procs if p.poll() is None]
+            n_done = sum(1 for r in study.runs if run_state(r, study.stale_after) == "done")
+            bar.update(max(0, n_done - bar.n))
+            if not alive:
+                break
+            time.sleep(POLL_SECONDS)
+    except BaseException:
+        for p, *_ in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p, *_ in procs:
+            with contextlib.suppress(Exception):
+                p.wait(timeout=30)
+        raise
+    finally:
+        for _, log, _, _ in procs:
+            log.close()
+        close_bar(bar)
+    for p, _, dev, k in procs:
+        if p.returncode not in (0, 1):  # 1 = some run failed, recorded in its folder
+            print(f"warning: worker for GPU {dev} slot {k} exited with status {p.returncode}; "
+                  f"see {wdir / f'gpu{dev}-{k}.log'}", file=sys.stderr)
+    return _counts(study, runs)
+
+
+# --------------------------------------------------------------------------------------------
+# slurm (submitit)
+# --------------------------------------------------------------------------------------------
+#: study-file key -> AutoExecutor parameter (generic ones apply to every submitit cluster).
+_SLURM_MAP = {
+    "time": "timeout_min",
+    "timeout_min": "timeout_min",
+    "mem_gb": "mem_gb",
+    "cpus_per_task": "cpus_per_task",
+    "gpus_per_node": "gpus_per_node",
+    "nodes": "nodes",
+    "tasks_per_node": "tasks_per_node",
+    "name": "name",
+    "partition": "slurm_partition",
+    "array_parallelism": "slurm_array_parallelism",
+}
+_SLURM_OWN = ("cluster",)
+_FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+             "DEADLINE", "PREEMPTED", "INTERRUPTED", "FINISHED", "DONE"}
+
+
+def _slurm_valid_keys() -> list[str]:
+    from submitit.slurm.slurm import SlurmExecutor
+
+    extra = sorted(k for k in SlurmExecutor._valid_parameters() if k not in _SLURM_MAP)
+    return list(_SLURM_MAP) + list(_SLURM_OWN) + extra
+
+
+def parse_minutes(value: Any) -> int:
+    """Slurm time (minutes, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) -> whole minutes."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return max(1, int(round(value)))
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(value).strip())
+    if not m:
+        raise ValueError(f"cannot read {value!r} as a Slurm time")
+    d, a, b, c = m.groups()
+    days = int(d or 0)
+    parts = [int(x) for x in (a, b, c) if x is not None]
+    if d is not None:  # D-HH[:MM[:SS]]
+        h, mi, s = (parts + [0, 0])[:3]
+    elif len(parts) == 3:
+        h, mi, s = parts
+    elif len(parts) == 2:
+        h, mi, s = 0, parts[0], parts[1]
+    else:
+        h, mi, s = 0, parts[0], 0
+    return max(1, days * 1440 + h * 60 + mi + (1 if s else 0))
+
+
+def check_slurm_options(opts: Any, study_path: Path | str) -> None:
+    """Check ``executor.slurm`` keys (misspellings get the closest valid key)."""
+    from oodml.study import _check_keys
+
+    if not isinstance(opts, dict):
+        raise BadInputError(f"{study_path}: executor.slurm must be a mapping (partition, time, mem_gb, ...)")
+    _check_keys("executor.slurm.", opts, _slurm_valid_keys(), Path(study_path))
+    if "time" in opts:
+        try:
+            parse_minutes(opts["time"])
+        except ValueError:
+            raise BadInputError(f"{study_path}: executor.slurm.time {opts['time']!r} is not minutes or "
+                                "[D-]HH:MM:SS") from None
+    if opts.get("cluster", "slurm") not in ("slurm", "local", "debug"):
+        raise BadInputError(f"{study_path}: executor.slurm.cluster must be slurm, local or debug")
+
+
+def slurm_parameters(opts: dict, name: str) -> dict[str, Any]:
+    """``executor.slurm`` -> keyword arguments of ``AutoExecutor.update_parameters``."""
+    params: dict[str, Any] = {"name": name, "timeout_min": 60}
+    for key, value in opts.items():
+        if key in _SLURM_OWN or value is None:
+            continue
+        if key in ("time", "timeout_min"):
+            params["timeout_min"] = parse_minutes(value)
+        elif key in _SLURM_MAP:
+            params[_SLURM_MAP[key]] = value
+        else:
+            params[f"slurm_{key}"] = value
+    return params
+
+
+class StudyTask(submitit.helpers.Checkpointable):
+    """The callable a Slurm array task runs: execute one run of a study by id.
+
+    Checkpointable: on preemption/timeout submitit calls :meth:`checkpoint`, which releases the
+    claim this process holds and resubmits ``self`` with the same run id; the trainer resumes
+    from the run folder's last checkpoint.
+    """
+
+    def __init__(self, study_path: str, runs_dir: str, retry_failed: bool = False,
+                 stale_after: float | None = None, run_fn_spec: str | None = None):
+        self.study_path = study_path
+        self.runs_dir = runs_dir
+        self.retry_failed = retry_failed
+        self.stale_after = stale_after
+        self.run_fn_spec = run_fn_spec
+
+    def _study(self):
+        from oodml.study import load_study
+
+        study = load_study(self.study_path, runs_dir=self.runs_dir)
+        if self.stale_after is not None:
+            study.executor["stale_after"] = float(self.stale_after)
+        return study
+
+    def __call__(self, run_id: str) -> str:
+        from oodml.study import execute_run, load_run_fn
+
+        study = self._study()
+        run = study.get(run_id)
+        extra = {}
+        with contextlib.suppress(Exception):
+            extra["job_id"] = submitit.JobEnvironment().job_id
+        return execute_run(run, study.name, run_fn=load_run_fn(self.run_fn_spec), retry_failed=self.retry_failed,
+                           stale_after=study.stale_after, heartbeat=study.heartbeat, claim_extra=extra)
+
+    def checkpoint(self, run_id: str) -> submitit.helpers.DelayedSubmission:  # type: ignore[override]
+        from oodml.study import CLAIM, _read_claim, _HOST
+
+        claim = Path(self.runs_dir) / run_id / CLAIM
+        info = _read_claim(claim)
+        if info and info.get("pid") == os.getpid() and info.get("host") == _HOST:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(claim)
+        return super().checkpoint(run_id)
+
+
+def job_alive(marker: dict, mtime: float, stale_after: float) -> bool:
+    """Whether the job named by a ``queued.json`` marker may still run its run."""
+    from oodml.study import _HOST, pid_alive
+
+    cluster = marker.get("cluster")
+    job_id = str(marker.get("job_id", ""))
+    if cluster in ("local", "debug"):
+        if marker.get("host") == _HOST:
+            return job_id.isdigit() and pid_alive(int(job_id))
+        return time.time() - mtime < stale_after
+    if cluster == "slurm":
+        try:
+            state = submitit.SlurmJob(folder=marker.get("folder", "."), job_id=job_id).state
+        except Exception:
+            state = "UNKNOWN"
+        state = str(state).split()[0].upper()
+        if state == "UNKNOWN":  # sacct cannot tell (yet): trust a recent marker
+            return time.time() - mtime < 2 * 86400
+        return state not in _FINISHED and not state.startswith("CANCELLED")
+    return False
+
+
+def run_slurm(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None, adapt_fn=None,
+              progress=True, wait=True, poll: float = POLL_SECONDS) -> dict[str, int]:
+    """Submit ``runs`` as one submitit job array; wait for them (progress bar) when ``wait``."""
+    from oodml.study import QUEUED, _HOST, close_bar, make_bar, run_state
+
+    if run_fn is not None and not run_fn_spec:
+        raise OodmlError("the slurm executor runs in other processes: pass the run function as run_fn_spec='module:function'")
+    if adapt_fn is not None:
+        raise OodmlError("the slurm executor cannot pass adapt_fn to its jobs; use the local executor")
+    opts = dict(study.executor.get("slurm") or {})
+    cluster = opts.get("cluster", "slurm")
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise OodmlError("the slurm executor needs Slurm's sbatch on PATH, which is missing on this machine; "
+                         "submit from a cluster login node, or set executor.slurm.cluster: local to try the path here")
+    if not runs:
+        return {"done": 0, "failed": 0, "skipped": 0, "submitted": 0}
+    folder = study.runs_dir / ".submitit"
+    ex = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
+    try:
+        ex.update_parameters(**slurm_parameters(opts, name=f"oodml-{study.name}"))
+    except (NameError, AssertionError, ValueError) as exc:
+        raise BadInputError(f"{study.path}: executor.slurm: {str(exc).splitlines()[0]}") from None
+    task = StudyTask(str(Path(study.path).resolve()), str(study.runs_dir), retry_failed, study.stale_after, run_fn_spec)
+    jobs = ex.map_array(task, [r.run_id for r in runs])
+    for run, job in zip(runs, jobs):
+        write_json(run.run_dir / QUEUED, {"executor": "slurm", "cluster": cluster, "job_id": str(job.job_id),
+                                          "folder": str(folder), "host": _HOST,
+                                          "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    first = str(jobs[0].job_id).split("_")[0]
+    print(f"submitted {len(jobs)} runs of study {study.name} ({cluster}, first job {first}); "
+          f"logs in {folder}", file=sys.stderr)
+    if not wait:
+        return {"submitted": len(jobs)}
+    bar = make_bar(study, progress)
+    try:
+        while True:
+            finished = all(j.done() for j in jobs)
+            n_done = sum(1 for r in study.runs if run_state(r, study.stale_after) == "done")
+            bar.update(max(0, n_done - bar.n))
+            if finished:
+                break
+            time.sleep(poll)
+    finally:
+        close_bar(bar)
+    for run, job in zip(runs, jobs):
+        state = run_state(run, study.stale_after)
+        if state not in ("done", "failed", "running"):
+            exc = None
+            with contextlib.suppress(Exception):
+                exc = job.exception()
+            if exc is not None:  # the job died outside execute_run (e.g. import error, OOM kill)
+                last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                write_json(run.run_dir / "failed.json", {"error": last, "phase": "slurm job", "host": _HOST,
+                                                          "job_id": str(job.job_id),
+                                                          "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                atomic_write(run.run_dir / "error.txt", str(exc) + "\n")
+        with contextlib.suppress(FileNotFoundError):
+            if run_state(run, study.stale_after) in ("done", "failed"):
+                os.unlink(run.run_dir / QUEUED)
+    out = _counts(study, runs)
+    out["submitted"] = len(jobs)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
+EXECUTORS = {"local": run_local, "gpus": run_gpus, "slurm": run_slurm}
+
+
+def get_executor(kind: str):
+    try:
+        return EXECUTORS[kind]
+    except KeyError:
+        raise BadInputError(f"unknown executor {kind!r}; choose {', '.join(EXECUTORS)}") from None
+
+
+def parallel_capacity(study) -> int:
+    """How many runs the study's executor runs at once (for the ETA)."""
+    ex = study.executor
+    kind = ex.get("kind", "local")
+    if kind == "gpus":
+        g = ex.get("gpus")
+        if isinstance(g, int) and not isinstance(g, bool):
+            n = g
+        elif isinstance(g, (list, tuple)):
+            n = len(g)
+        else:
+            n = 1
+            with contextlib.suppress(Exception):
+                import torch
+
+                n = max(1, torch.cuda.device_count())
+        return n * int(ex.get("runs_per_gpu", 1))
+    if kind == "slurm":
+        ap = (ex.get("slurm") or {}).get("array_parallelism")
+        return int(ap) if ap else 10**6
+    return 1
