@@ -66,7 +66,7 @@ from oodml.cli import add_quiet, progress_disabled, run_cli
 from oodml.cluster import ExactKMeans, nmi
 from oodml.errors import BadInputError
 from oodml.io import dumps_json
-from oodml.knn import BACKENDS, neighbour_stats
+from oodml.knn import BACKENDS, LOO_MAX_CLASS, loo_neighbour_stats, neighbour_stats
 
 __all__ = [
     "ALL_METRICS",
@@ -180,8 +180,8 @@ def _resolve_device(device: Any):
 
 def _resolve_backend(backend: str, device) -> str:
     if backend == "auto":
-        # Measured on CPU (see benchmarks/README.md): numpy's OpenBLAS sgemm beat torch's MKL
-        # sgemm ~1.8x and faiss (which must return top-1000 lists for Recall@1000) here.
+        # CPU: the numpy backend counts ranks instead of listing top-1000 neighbours (faiss
+        # must), and for leave-one-out computes half the similarity matrix (benchmarks/README.md)
         return "torch" if device.type != "cpu" else "numpy"
     if backend not in BACKENDS:
         raise EvaluationInputError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
@@ -254,14 +254,18 @@ def evaluate_embeddings(
             ``"nmi"``.
         device: torch device for the ``torch`` backend (default: CUDA when available, else CPU).
         chunk_size: queries per similarity block (memory ``~ 4 * chunk_size * n_gallery`` bytes);
-            default keeps a block near 256 MB. Results do not depend on it.
+            default keeps a block near 256 MB. In the half-matrix leave-one-out path: items per
+            block of whole classes (memory ``~ 10 * chunk_size**2`` bytes), default 4096.
+            Results do not depend on it.
         nmi_seed: seed of the k-means initialisation.
         nmi_iters: maximum k-means iterations (centroid updates), 20 as pytorch-metric-learning.
         nmi_kmeans: ``"exact"`` (accelerated exact Lloyd of :mod:`oodml.cluster`) or ``"faiss"``
             (``faiss.Kmeans`` with ``niter=nmi_iters``, ``seed=nmi_seed``: what
             pytorch-metric-learning runs; on GPUs when faiss has any).
         backend: ``"auto"`` (torch on CUDA, else numpy), ``"numpy"``, ``"torch"`` or ``"faiss"``
-            for the neighbour search; all give the same metrics.
+            for the neighbour search; all give the same metrics. In leave-one-out (the gallery
+            is the query set, classes of at most ``oodml.knn.LOO_MAX_CLASS`` items) ``numpy``
+            computes only half of the similarity matrix (:func:`oodml.knn.loo_neighbour_stats`).
         progress: show a progress bar (stderr) when the evaluation takes more than a second.
 
     Returns:
@@ -322,27 +326,26 @@ def evaluate_embeddings(
     km = None
     if "nmi" in metrics and nmi_kmeans == "exact":
         km = ExactKMeans(q_emb, len(np.unique(q_lab)), seed=int(nmi_seed))
-    hook = None
-    if km is not None and need_knn and backend == "numpy" and len(g_emb) == len(q_emb) and np.array_equal(
-        q_self, np.arange(len(q_emb))
-    ):
-        # leave-one-out: the k-means' initial centroids are data points, so its first
-        # assignment needs only similarities the neighbour search computes anyway
-        cols = km.init_points
-
-        def hook(rows: slice, s: np.ndarray) -> None:
-            km.absorb_initial_products(np.arange(rows.start, rows.stop), np.take(s, cols, axis=1))
-
+    # leave-one-out (the gallery is the query set): half the similarity matrix suffices
+    loo = len(g_emb) == len(q_emb) and np.array_equal(q_self, np.arange(len(q_emb)))
+    use_loo = (
+        need_knn and backend == "numpy" and loo and int(np.bincount(q_lab).max()) <= LOO_MAX_CLASS
+    )
     if need_knn:
         want_depth = "r_precision" in metrics or "map@r" in metrics
         bar = _Progress(len(q_idx), "neighbours", progress)
         try:
-            st = neighbour_stats(
-                q_emb, q_lab, g_emb, g_lab, q_self,
-                depth=None if want_depth else 1,
-                max_k=max(ks_t), backend=backend, device=dev,
-                chunk_size=chunk_size, progress=bar, row_hook=hook,
-            )
+            if use_loo:
+                st = loo_neighbour_stats(
+                    q_emb, q_lab, depth=None if want_depth else 0, chunk_size=chunk_size, progress=bar
+                )
+            else:
+                st = neighbour_stats(
+                    q_emb, q_lab, g_emb, g_lab, q_self,
+                    depth=None if want_depth else 1,
+                    max_k=max(ks_t), backend=backend, device=dev,
+                    chunk_size=chunk_size, progress=bar,
+                )
         finally:
             bar.close()
         scored = st.n_pos > 0

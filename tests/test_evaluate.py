@@ -158,6 +158,41 @@ def test_chunk_size_and_backends_give_identical_results():
     assert all(r == results[0] for r in results)
 
 
+@pytest.mark.parametrize("data", ["clustered", "tied", "tied-small-classes"])
+@pytest.mark.parametrize("chunk", [None, 1, 7, 40])
+@pytest.mark.parametrize("depth", [None, 0])
+def test_leave_one_out_half_matrix_equals_full_rows(data, chunk, depth):
+    """The half-matrix leave-one-out path reports the same first-positive ranks and top-R hits
+    as the full-row path, for any block size (blocks of whole classes, many block pairs).
+    "tied-small-classes" has many queries whose positives are beaten (type B) and exact ties
+    with their best positive in other blocks, on both sides of a block pair."""
+    from oodml.knn import loo_neighbour_stats, neighbour_stats
+
+    if data == "clustered":
+        x, y = _clustered(seed=13)
+    elif data == "tied":
+        x, y = _tied(seed=13)
+    else:
+        x, y = _tied(n=240, n_classes=80, seed=13)
+    x = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    n = len(x)
+    full = neighbour_stats(x, y, x, y, np.arange(n), depth=depth, backend="numpy")
+    half = loo_neighbour_stats(x, y, depth=depth, chunk_size=chunk, workers=1 if chunk == 7 else None)
+    np.testing.assert_array_equal(half.n_pos, full.n_pos)
+    np.testing.assert_array_equal(half.first_rank, full.first_rank)
+    np.testing.assert_array_equal(half.hits, full.hits)
+    assert half.hits.shape == (n, full.hits.shape[1]) and full.hits.any() == (depth is None)
+
+
+def test_classes_too_large_for_the_half_matrix_path_fall_back(monkeypatch):
+    import oodml.evaluate as ev
+
+    x, y = _clustered(n_classes=50, seed=14)
+    want = evaluate_embeddings(x, y, ks="sop", chunk_size=9)
+    monkeypatch.setattr(ev, "LOO_MAX_CLASS", 2)
+    assert evaluate_embeddings(x, y, ks="sop", chunk_size=9) == want
+
+
 def test_string_labels_tensors_and_scaling_do_not_matter():
     x, y = _clustered(seed=6)
     names = np.array([f"class-{v:03d}" for v in y])
