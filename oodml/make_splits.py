@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-iters", type=int, default=None, metavar="N",
                     help="iterations per swap phase (default: ceil(smaller side / swaps-per-iter))")
     ap.add_argument("--min-classes", type=int, default=None, metavar="M",
-                    help="removal floor per side (default: max(10, 25%% of the side's standard size))")
+                    help="removal floor per side (default: max(10, MIN_FRACTION of the side's standard size))")
+    ap.add_argument("--min-fraction", type=float, default=0.5, metavar="F",
+                    help="default removal floor as a fraction of each side's standard size (default 0.5)")
     ap.add_argument("--episodes", type=int, default=10, metavar="E", help="few-shot episodes per shot (default 10)")
     ap.add_argument("--val-fraction", type=float, default=0.15, help="validation classes per split (default 0.15)")
     ap.add_argument("--seed", type=int, default=0, help="seed of validation classes and episodes (default 0)")
@@ -73,7 +75,7 @@ def _params(args):
     return SearchParams(
         level=args.level, num_splits=args.num_splits, swaps_per_iter=args.swaps_per_iter, history=args.history,
         patience=None if args.patience == 0 else args.patience, max_iters=args.max_iters,
-        min_classes=args.min_classes, episodes=args.episodes, val_fraction=args.val_fraction,
+        min_classes=args.min_classes, min_fraction=args.min_fraction, episodes=args.episodes, val_fraction=args.val_fraction,
     )
 
 

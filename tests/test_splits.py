@@ -185,9 +185,9 @@ def test_default_floor_and_no_patience_runs_to_floor():
     x, lab = structured(C=60, per=4, d=16, seed=3)
     p = SearchParams(phases=("harder", "removal"), patience=None, max_iters=6, swaps_per_iter=3)
     traj = search_trajectory(x, lab, list(range(30)), list(range(30, 60)), p)
-    assert traj.floors == (10, 10)  # max(10, ceil(25% of 30))
+    assert traj.floors == (15, 15)  # max(10, ceil(50% of 30))
     rem = [r for r in traj.records if r["phase"] == "removal"]
-    assert rem[-1]["n_train"] == 10 and rem[-1]["n_test"] == 10
+    assert rem[-1]["n_train"] == 15 and rem[-1]["n_test"] == 15
     assert sum(1 for r in traj.records if r["phase"] == "harder") == 6
 
 
