@@ -85,6 +85,14 @@ def run_local(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None,
     (``done``, ``failed``, ``skipped``: done or claimed by another runner meanwhile)."""
     from oodml.study import close_bar, execute_run, load_run_fn, make_bar
 
+    jobs = int(study.executor.get("jobs", 1))
+    if jobs > 1 and len(runs) > 1:
+        if adapt_fn is not None or (run_fn is not None and not run_fn_spec):
+            raise OodmlError("executor.jobs > 1 runs in worker processes: pass the run function as "
+                             "run_fn_spec='module:function' and no adapt_fn, or use jobs: 1")
+        slots = [("cpu", k) for k in range(min(jobs, len(runs)))]
+        return run_workers(study, runs, slots, retry_failed=retry_failed, run_fn_spec=run_fn_spec,
+                           progress=progress)
     if run_fn is None and run_fn_spec:
         run_fn = load_run_fn(run_fn_spec)
     counts = {"done": 0, "failed": 0, "skipped": 0}
@@ -181,15 +189,16 @@ def worker_queues(run_ids: Sequence[str], slots: Sequence[Any]) -> list[list[str
 
 
 def worker_env(device: str, base: dict | None = None) -> dict[str, str]:
+    """Environment of a worker process: its GPU (``"cpu"``: no GPU) and no progress bars."""
     env = dict(os.environ if base is None else base)
-    env["CUDA_VISIBLE_DEVICES"] = str(device)
+    env["CUDA_VISIBLE_DEVICES"] = "" if device == "cpu" else str(device)
     env["OODML_QUIET"] = "1"
     return env
 
 
 def worker_command(study, queue_file: Path, *, retry_failed: bool = False, run_fn_spec: str | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "oodml.study", "run", str(study.path), "--runs-dir", str(study.runs_dir),
-           "--executor", "local", "--only", f"@{queue_file}", "--quiet", "--no-check-data",
+           "--executor", "local", "--jobs", "1", "--only", f"@{queue_file}", "--quiet", "--no-check-data",
            "--stale-after", repr(float(study.stale_after))]
     if retry_failed:
         cmd.append("--retry-failed")
@@ -205,14 +214,23 @@ def run_gpus(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None, 
     ``devices`` overrides the visible GPUs (CUDA_VISIBLE_DEVICES entries). ``run_fn`` cannot
     cross a process boundary: give ``run_fn_spec`` (``module:function``) instead.
     """
-    from oodml.study import close_bar, make_bar, run_state
-
     if run_fn is not None and not run_fn_spec:
         raise OodmlError("the gpus executor runs in worker processes: pass the run function as run_fn_spec='module:function'")
     if adapt_fn is not None:
         raise OodmlError("the gpus executor cannot pass adapt_fn to its workers; use the local executor")
     devs = choose_devices(study.executor.get("gpus"), visible_gpus() if devices is None else devices)
     slots = make_slots(devs, int(study.executor.get("runs_per_gpu", 1)))
+    return run_workers(study, runs, slots, retry_failed=retry_failed, run_fn_spec=run_fn_spec, progress=progress)
+
+
+def run_workers(study, runs, slots: Sequence[tuple[str, int]], *, retry_failed=False, run_fn_spec=None,
+                progress=True) -> dict[str, int]:
+    """Execute ``runs`` with one worker process (``python -m oodml.study run --executor local``) per
+    ``(device, k)`` slot; device ``"cpu"`` hides the GPUs. Runs are dealt to per-worker queues and
+    a worker that finishes early takes runs still unclaimed from the others' queues (the claims
+    make that safe). Returns outcome counts."""
+    from oodml.study import close_bar, make_bar, run_state
+
     ids = [r.run_id for r in runs]
     if not ids:
         return {"done": 0, "failed": 0, "skipped": 0}
@@ -223,9 +241,10 @@ def run_gpus(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None, 
     bar = make_bar(study, progress)
     try:
         for (dev, k), queue in zip(slots, worker_queues(ids, slots)):
-            qfile = wdir / f"gpu{dev}-{k}.queue"
+            tag = f"{dev}-{k}" if dev == "cpu" else f"gpu{dev}-{k}"
+            qfile = wdir / f"{tag}.queue"
             atomic_write(qfile, "\n".join(queue) + "\n")
-            log = open(wdir / f"gpu{dev}-{k}.log", "ab")
+            log = open(wdir / f"{tag}.log", "ab")
             cmd = worker_command(study, qfile, retry_failed=retry_failed, run_fn_spec=run_fn_spec)
             procs.append((subprocess.Popen(cmd, env=worker_env(dev), stdout=log, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL), log, dev, k))
@@ -250,8 +269,9 @@ def run_gpus(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None, 
         close_bar(bar)
     for p, _, dev, k in procs:
         if p.returncode not in (0, 1):  # 1 = some run failed, recorded in its folder
-            print(f"warning: worker for GPU {dev} slot {k} exited with status {p.returncode}; "
-                  f"see {wdir / f'gpu{dev}-{k}.log'}", file=sys.stderr)
+            tag = f"{dev}-{k}" if dev == "cpu" else f"gpu{dev}-{k}"
+            print(f"warning: worker {tag} exited with status {p.returncode}; see {wdir / f'{tag}.log'}",
+                  file=sys.stderr)
     return _counts(study, runs)
 
 
@@ -501,4 +521,4 @@ def parallel_capacity(study) -> int:
     if kind == "slurm":
         ap = (ex.get("slurm") or {}).get("array_parallelism")
         return int(ap) if ap else 10**6
-    return 1
+    return int(ex.get("jobs", 1))

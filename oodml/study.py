@@ -24,7 +24,7 @@ Study file (YAML, loaded safely with :func:`oodml.io.load_yaml`)::
     adapt:                              # optional stages run after training, in order
       - {mode: fewshot, shots: [2, 5], episodes: 3}
       - {mode: probe, shots: [2, 5]}
-    executor: {kind: local}             # local | gpus (gpus, runs_per_gpu) | slurm (slurm: {...})
+    executor: {kind: local}             # local (jobs) | gpus (gpus, runs_per_gpu) | slurm (slurm: {...})
     runs_dir: runs/embedded_quick       # default runs/<name>
 
 Relative paths (split files, dataset roots, ``runs_dir``) are relative to the study's *base
@@ -118,7 +118,7 @@ DATASET_KEYS = ("name", "root", "splits")
 LOSS_KEYS = ("name", "params")
 ADAPT_MODES = ("fewshot", "probe")
 EXECUTOR_KINDS = ("local", "gpus", "slurm")
-EXECUTOR_KEYS = ("kind", "gpus", "runs_per_gpu", "slurm", "stale_after", "heartbeat")
+EXECUTOR_KEYS = ("kind", "jobs", "gpus", "runs_per_gpu", "slurm", "stale_after", "heartbeat")
 #: Grid keys of TrainConfig that the study sets itself (not allowed under ``train``).
 GRID_KEYS = ("dataset", "root", "splits", "split", "loss", "loss_params", "seed")
 
@@ -383,9 +383,10 @@ def _executor_config(raw: Any, study_path: Path) -> dict:
             f"{study_path}: executor.kind: unknown executor {ex['kind']!r}{_suggest(ex['kind'], EXECUTOR_KINDS)} "
             f"(choose {', '.join(EXECUTOR_KINDS)})"
         )
-    rpg = ex.get("runs_per_gpu", 1)
-    if isinstance(rpg, bool) or not isinstance(rpg, int) or rpg < 1:
-        raise BadInputError(f"{study_path}: executor.runs_per_gpu must be a positive integer, got {rpg!r}")
+    for key in ("runs_per_gpu", "jobs"):
+        val = ex.get(key, 1)
+        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+            raise BadInputError(f"{study_path}: executor.{key} must be a positive integer, got {val!r}")
     for key in ("stale_after", "heartbeat"):
         if key in ex and (isinstance(ex[key], bool) or not isinstance(ex[key], (int, float)) or ex[key] <= 0):
             raise BadInputError(f"{study_path}: executor.{key} must be a positive number of seconds")
@@ -993,8 +994,12 @@ def run_study(
     progress: bool = True,
     wait: bool = True,
     check_data: bool = True,
+    jobs: int | None = None,
 ) -> dict[str, int]:
     """Execute the study's pending runs with its executor (or ``executor``); returns outcome counts.
+
+    ``jobs`` overrides ``executor.jobs``: the number of runs the local executor trains at once on
+    the CPU (worker processes that share the claims; see :func:`oodml.executors.run_local`).
 
     ``run_fn(config, run_dir)`` replaces :func:`oodml.train.train` (a hook for tests and for
     other trainers; ``run_fn_spec`` is its ``module:function`` name, needed by the executors that
@@ -1006,6 +1011,10 @@ def run_study(
         study = load_study(study)
     if stale_after is not None:
         study.executor["stale_after"] = float(stale_after)
+    if jobs is not None:
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise BadInputError(f"--jobs must be a positive integer, got {jobs!r}")
+        study.executor["jobs"] = jobs
     if run_fn is None and run_fn_spec:
         run_fn = load_run_fn(run_fn_spec)
     kind = executor or study.executor.get("kind", "local")
@@ -1221,6 +1230,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="execute the pending runs")
     common(sp)
     sp.add_argument("--executor", choices=EXECUTOR_KINDS, default=None, help="override executor.kind")
+    sp.add_argument("--jobs", type=int, default=None,
+                    help="local executor: runs trained at once on the CPU (default: executor.jobs, else 1)")
     sp.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     sp.add_argument("--max-runs", type=int, default=None, help="execute at most N runs")
     sp.add_argument("--stale-after", type=float, default=None,
@@ -1277,6 +1288,7 @@ def _main(argv: list[str] | None = None) -> int:
             study, executor=args.executor, retry_failed=args.retry_failed, max_runs=args.max_runs,
             only=_parse_only(args.only), stale_after=args.stale_after, run_fn_spec=args.run_fn,
             progress=not progress_disabled(args.quiet), wait=args.wait, check_data=not args.no_check_data,
+            jobs=args.jobs,
         )
         print(", ".join(f"{v} {k}" for k, v in counts.items()))
         print(format_status(status_summary(study)))

@@ -368,6 +368,20 @@ def test_gpus_executor_workers(tmp_path, fake):
     assert _marks(tmp_path) == {r.run_id: 1 for r in st.runs}
 
 
+def test_local_executor_with_parallel_cpu_jobs(tmp_path, fake):
+    """executor.jobs > 1: CPU worker processes (GPUs hidden) share the runs, each trained once."""
+    p = _study(tmp_path, FAKE_STUDY + "executor: {kind: local, jobs: 2}\n")
+    st = S.load_study(p)
+    assert executors.parallel_capacity(st) == 2
+    counts = S.run_study(st, run_fn_spec="fakerun:run", progress=False)
+    assert counts["done"] == 3
+    assert {f.read_text() for f in (tmp_path / "marks").iterdir()} == {""}  # CUDA_VISIBLE_DEVICES=""
+    assert _marks(tmp_path) == {r.run_id: 1 for r in st.runs}
+    assert sorted(f.name for f in (st.runs_dir / ".workers").glob("*.log")) == ["cpu-0.log", "cpu-1.log"]
+    with pytest.raises(OodmlError, match="jobs must be a positive integer"):
+        S.load_study(_study(tmp_path, FAKE_STUDY + "executor: {kind: local, jobs: 0}\n"))
+
+
 def test_slurm_path_through_submitit_local(tmp_path, fake):
     p = _study(tmp_path, FAKE_STUDY.replace("[margin, multisimilarity, proxyanchor]", "[margin, proxyanchor]") + """
 executor:
