@@ -1224,6 +1224,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp):
         sp.add_argument("file", help="study YAML file (e.g. studies/embedded_quick.yaml)")
         sp.add_argument("--runs-dir", default=None, help="runs folder (default: the file's runs_dir or runs/<name>)")
+        add_quiet(sp)
 
     sp = sub.add_parser("plan", help="print the grid: run id, dataset, split, FID, loss, seed, state")
     common(sp)
@@ -1240,7 +1241,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--run-fn", default=None, help="module:function replacing oodml.train.train (fn(config, run_dir))")
     sp.add_argument("--wait", action="store_true", help="slurm: wait for the jobs with a progress bar")
     sp.add_argument("--no-check-data", action="store_true", help="skip the dataset/split-file check before running")
-    add_quiet(sp)
     sp = sub.add_parser("status", help="counts per state and an ETA")
     common(sp)
     sp = sub.add_parser("collect", help="write <runs_dir>/results.csv (+ .parquet)")
