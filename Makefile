@@ -33,7 +33,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks.bench_fid
+	$(PY) -m benchmarks.bench_splits
+	$(PY) -m benchmarks.bench_data
+	$(PY) -m benchmarks.bench_evaluate
 
 clean-venv:
 	rm -rf $(VENV)
