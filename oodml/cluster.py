@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -100,6 +101,23 @@ def _single_threaded_blas():
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
+
+
+@contextlib.contextmanager
+def _single_threaded_gemm():
+    """Context in which torch's GEMM (:func:`sgemm_nt`) runs on one thread (for callers that
+    run several products in parallel threads)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def sgemm_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -177,7 +195,7 @@ def _sparse_pass(x, xx, c, cc2, a, agrp, viol, gstart, gend, lb, best, barg, bse
         d1 = xx[pts] + 2.0 * vals[r, am]
         vals[r, am] = np.inf
         d2 = xx[pts] + 2.0 * vals.min(1) if vals.shape[1] > 1 else np.full(len(pts), np.inf, np.float32)
-        lb[pts, g] = _lower(d1, tol)
+        lb[g, pts] = _lower(d1, tol)
         better = d1 < best[pts]
         pb = pts[better]
         best[pb] = d1[better]
@@ -217,36 +235,83 @@ class ExactKMeans:
         self.gstart = np.searchsorted(self.grp, np.arange(self.t))
         self.gend = np.append(self.gstart[1:], k)
         self.init_points = init[self.perm]
-        self.c = np.ascontiguousarray(x[self.init_points])
-        self.cc2 = 0.5 * np.einsum("ij,ij->i", self.c, self.c)
+        self._set_centroids(np.ascontiguousarray(x[self.init_points]))
         self.chunk_size = chunk_size or max(64, min(8192, (8 << 20) // k))
         self.a = np.empty(n, np.int64)
-        self.lb = np.empty((n, self.t), np.float32)  # <= distance of x_i to any other centroid of g
+        # lb[g, i] <= distance of x_i to any other centroid of group g; (t, n) so that the
+        # per-iteration passes over all bounds and the violated-pair masks run along rows
+        self.lb = np.empty((self.t, n), np.float32)
+        self.gsize = int((self.gend - self.gstart).max())
+        self.granges = list(zip(self.gstart.tolist(), self.gend.tolist()))
         self.done = np.zeros(n, bool)  # initial assignment known
+        self._tls = threading.local()  # per-thread dense block buffers
         self.computed = 0
+
+    def _set_centroids(self, c: np.ndarray) -> None:
+        self.c = c
+        self.cc2 = 0.5 * np.einsum("ij,ij->i", c, c)
+        # [-c, ||c||^2 / 2, 0...] (width rounded up to 16 floats): one product with [x, 1, 0...]
+        # gives the dense rows (||c||^2 - 2 x.c) / 2 without a second pass over them
+        d = c.shape[1]
+        self.c_aug = np.zeros((self.k, -(-(d + 1) // 16) * 16), np.float32)
+        np.negative(c, out=self.c_aug[:, :d])
+        self.c_aug[:, d] = self.cc2
 
     # -- dense assignment --------------------------------------------------------------------
     def _assign_rows(self, rows, dt: np.ndarray) -> None:
-        """Assignment and exact group bounds of ``rows`` from ``dt = x[rows] @ c.T`` (b, k),
-        which is overwritten."""
-        b = len(dt)
-        np.subtract(self.cc2[None, :], dt, out=dt)  # = (||x - c||^2 - ||x||^2) / 2
-        ab = dt.argmin(1)
-        self.a[rows] = ab
-        dt[np.arange(b), ab] = np.inf
-        gmin = np.minimum.reduceat(dt, self.gstart, axis=1)  # (b, t)
-        self.lb[rows] = _lower(self.xx[rows][:, None] + 2.0 * gmin, self.tol)
+        """Assignment and exact group bounds of ``rows`` from
+        ``dt = (||c||^2 - 2 c @ x[rows].T) / 2`` (k, b), which is overwritten.
+
+        Centroid-major so that the per-group minima are element-wise minima of whole rows (fast)
+        rather than many 16-long reductions; the nearest centroid is then looked up inside the
+        group with the smallest minimum (the lowest such group and the lowest position in it:
+        the same tie rule as one argmin over all ``k``)."""
+        b = dt.shape[1]
+        # dt = (||x - c||^2 - ||x||^2) / 2
+        gmin = np.empty((self.t, b), np.float32)
+        for g, (g0, g1) in enumerate(self.granges):  # (numpy's reduceat along axis 0 is slow)
+            np.minimum.reduce(dt[g0:g1], axis=0, out=gmin[g])
+        cols = np.arange(b)
+        gbest = gmin.argmin(0)
+        g0 = self.gstart[gbest]
+        pos = g0[None, :] + np.arange(self.gsize)[:, None]  # (gsize, b)
+        inside = pos < self.gend[gbest][None, :]
+        vals = np.where(inside, dt[np.minimum(pos, self.k - 1), cols[None, :]], np.inf)
+        w = vals.argmin(0)
+        self.a[rows] = g0 + w
+        vals[w, cols] = np.inf
+        gmin[gbest, cols] = vals.min(0)  # own group: the other centroids only
+        self.lb[:, rows] = _lower(self.xx[rows][None, :] + 2.0 * gmin, self.tol)
+
+    def _dense_chunk(self, rows: np.ndarray) -> None:
+        d, b = self.x.shape[1], len(rows)
+        xa = np.zeros((b, self.c_aug.shape[1]), np.float32)
+        xa[:, :d] = self.x[rows]
+        xa[:, d] = 1.0
+        # a buffer per thread, reused: a fresh block would be page-faulted in on every chunk
+        buf = getattr(self._tls, "buf", None)
+        if buf is None or len(buf) < self.k * b:
+            buf = self._tls.buf = np.empty(self.k * self.chunk_size, np.float32)
+        self._assign_rows(rows, sgemm_nt(self.c_aug, xa, buf[: self.k * b].reshape(self.k, b)))
 
     def _dense(self, points: np.ndarray) -> None:
-        for s in range(0, len(points), self.chunk_size):
-            rows = points[s : s + self.chunk_size]
-            self._assign_rows(rows, sgemm_nt(self.x[rows], self.c))
+        """Full rows of ``points``. With several CPUs, chunks run in parallel threads, each with
+        a one-thread GEMM: then the (single-threaded) numpy work after each product overlaps
+        the other thread's product instead of leaving cores idle."""
+        chunks = [points[s : s + self.chunk_size] for s in range(0, len(points), self.chunk_size)]
+        workers = min(_n_cpus(), len(chunks))
+        if workers > 1:
+            with _single_threaded_gemm(), ThreadPoolExecutor(workers) as pool:
+                list(pool.map(self._dense_chunk, chunks))
+        else:
+            for rows in chunks:
+                self._dense_chunk(rows)
         self.computed += len(points) * self.k
 
     def absorb_initial_products(self, rows, products: np.ndarray) -> None:
         """Initial assignment of the points ``rows`` from ``products = x[rows] @ x[init_points].T``
-        (b, k) float32, computed by the caller (overwritten)."""
-        self._assign_rows(rows, products)
+        (b, k) float32, computed by the caller."""
+        self._assign_rows(rows, self.cc2[:, None] - np.asarray(products, np.float32).T)
         self.done[rows] = True
 
     # -- Lloyd iterations --------------------------------------------------------------------
@@ -279,21 +344,20 @@ class ExactKMeans:
                 tick(1)
                 break
             gdrift = np.maximum.reduceat(drift, gstart) * (1.0 + _REL_TOL) + 1e-7
-            c = self.c = c_new
-            cc2 = self.cc2 = 0.5 * np.einsum("ij,ij->i", c, c)
+            self._set_centroids(c_new)
+            c, cc2 = self.c, self.cc2
 
             # ---- bounds: loosen by the drift, re-tighten the upper bound exactly
-            lb -= gdrift[None, :].astype(np.float32)
+            lb -= gdrift[:, None].astype(np.float32)
             u2 = _row_sqdist(x, c[a])
             u = np.sqrt(u2)
-            viol = lb <= (u * (1.0 + _REL_TOL) + _REL_TOL)[:, None]  # (n, t) groups to examine
+            viol = lb <= (u * (1.0 + _REL_TOL) + _REL_TOL)[None, :]  # (t, n) groups to examine
             a_old = a.copy()
             # points with many violated groups: one dense row each (BLAS-efficient)
-            dense_pts = np.flatnonzero(viol.sum(1) > max(1, t // _DENSE_FRACTION))
+            dense_pts = np.flatnonzero(viol.sum(0) > max(1, t // _DENSE_FRACTION))
             if len(dense_pts):
                 self._dense(dense_pts)
-                viol[dense_pts] = False
-            viol = np.ascontiguousarray(viol.T)  # (t, n)
+                viol[:, dense_pts] = False
             # the rest: only the violated (point, group) pairs
             best = u2.copy()
             barg = a.copy()
@@ -310,9 +374,9 @@ class ExactKMeans:
                     self.computed += _sparse_pass(*args)
             moved = np.flatnonzero(barg != a)
             if len(moved):
-                lb[moved, grp[barg[moved]]] = bsec[moved]
+                lb[grp[barg[moved]], moved] = bsec[moved]
                 gold = agrp[moved]
-                lb[moved, gold] = np.minimum(lb[moved, gold], (u[moved] * (1.0 - _REL_TOL)).astype(np.float32))
+                lb[gold, moved] = np.minimum(lb[gold, moved], (u[moved] * (1.0 - _REL_TOL)).astype(np.float32))
                 a[moved] = barg[moved]
             tick(1)
             moved = np.flatnonzero(a != a_old)
@@ -352,7 +416,8 @@ def kmeans(
         seed: the initial centroids are ``k`` distinct points drawn by
             ``numpy.random.default_rng(seed).choice(n, k, replace=False)``.
         group_size: about how many centroids share one lower bound (speed only, not the result).
-        chunk_size: points per dense block (memory ``~ 4 * k * chunk_size`` bytes); default keeps
+        chunk_size: points per dense block (memory ``~ 4 * k * chunk_size`` bytes per CPU: blocks
+            run in parallel threads); default keeps
             a block near 32 MB.
         progress: called with 1 after the initial assignment and after every iteration.
 

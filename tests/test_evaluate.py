@@ -272,6 +272,10 @@ def test_kmeans_parallel_pruned_step_and_reused_products(monkeypatch):
     monkeypatch.setattr(cluster, "_PARALLEL_MIN_PAIRS", 0)
     monkeypatch.setattr(cluster, "_n_cpus", lambda: 3)
     np.testing.assert_array_equal(kmeans(x, k, n_iter=25, seed=3, group_size=4).labels, want)
+    # dense rows in many small chunks, run by parallel threads (one-thread GEMMs)
+    for chunk in (7, 64):
+        got = kmeans(x, k, n_iter=25, seed=3, group_size=4, chunk_size=chunk)
+        np.testing.assert_array_equal(got.labels, want)
     # initial assignment from products computed elsewhere, for some of the points only
     km = cluster.ExactKMeans(x, k, seed=3, group_size=4)
     rows = np.arange(0, len(x), 2)
