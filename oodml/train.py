@@ -671,6 +671,7 @@ def train(
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg.validate()
     run_dir = Path(run_dir)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     now = cfg.to_dict()
     ckpt_path = run_dir / "checkpoint.pt"
@@ -706,6 +707,11 @@ def train(
         torch.use_deterministic_algorithms(True)
     try:
         return _train(cfg, run_dir, state, show, stop_after_epoch, dataset)
+    except BaseException:
+        # a run that failed before writing anything (bad split id, missing dataset) leaves no folder
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
     finally:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(prev_det)

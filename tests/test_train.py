@@ -201,3 +201,4 @@ def test_split_file_series_sets_classes_and_fid(small, glyph_root, tmp_path):
     assert prov["splits_digest"].startswith("sha256:")
     with pytest.raises(BadInputError, match="no split with id 2"):
         train(cfg.replace(split=2), tmp_path / "run2", dataset=small)
+    assert not (tmp_path / "run2").exists()  # a run that failed before writing anything leaves no folder
