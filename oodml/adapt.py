@@ -106,6 +106,7 @@ import torch.nn.functional as F
 from oodml.cli import add_quiet, progress_disabled, run_cli
 from oodml.errors import BadInputError, OodmlError
 from oodml.io import read_json, write_json
+from oodml.threads import torch_threads
 
 __all__ = [
     "ADAPT_MODES",
@@ -503,22 +504,6 @@ def _evaluate(emb, labels, ks, metrics, seed) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def _single_thread(enabled: bool):
-    """One intra-op thread for the many tiny operations of head training on CPU: faster (no
-    thread wake-ups per operation, a large gain on a busy machine) and independent of the
-    machine's thread count."""
-    if not enabled:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
 def _seeded(seed: int, device: torch.device):
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -665,7 +650,8 @@ def fewshot_adaptation(
                 ep_seed = _seed_int(seed, k, e, 0xADA)
                 opts = {"lr": lr, "weight_decay": float(weight_decay), "batch_size": int(batch_size),
                         "m_per_class": min(int(m_per_class), k)}
-                with _seeded(ep_seed, device), _single_thread(adapt == "head" and device.type == "cpu"):
+                one_thread = adapt == "head" and device.type == "cpu"
+                with _seeded(ep_seed, device), torch_threads(1, enabled=one_thread):
                     objective = make_objective(loss, num_classes=num_classes, embed_dim=model.embed_dim,
                                                **loss_params).to(device)
                     batches = support_batches(s_lab, opts["batch_size"], opts["m_per_class"], iters[k], ep_seed)
@@ -783,7 +769,7 @@ def linear_probe(
     def acc(rep: str, tr: np.ndarray, te: np.ndarray) -> float:
         X = reps[rep]
         tr_t, te_t = torch.from_numpy(tr).to(device), torch.from_numpy(te).to(device)
-        with _single_thread(device.type == "cpu"):
+        with torch_threads(1, enabled=device.type == "cpu"):
             return fit_linear_probe(X[tr_t], labels[tr_t], X[te_t], labels[te_t], num_classes, l2, max_iter)
 
     for k in sorted(int(k) for k in episodes):

@@ -44,6 +44,8 @@ from typing import Callable
 
 import numpy as np
 
+from oodml.threads import torch_threads
+
 __all__ = ["ExactKMeans", "KMeansResult", "kmeans", "nmi"]
 
 # Relative slack on squared distances from float32 GEMM rounding (dot products of length d of
@@ -101,23 +103,6 @@ def _single_threaded_blas():
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
-
-
-@contextlib.contextmanager
-def _single_threaded_gemm():
-    """Context in which torch's GEMM (:func:`sgemm_nt`) runs on one thread (for callers that
-    run several products in parallel threads)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def sgemm_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -301,7 +286,7 @@ class ExactKMeans:
         chunks = [points[s : s + self.chunk_size] for s in range(0, len(points), self.chunk_size)]
         workers = min(_n_cpus(), len(chunks))
         if workers > 1:
-            with _single_threaded_gemm(), ThreadPoolExecutor(workers) as pool:
+            with torch_threads(1), ThreadPoolExecutor(workers) as pool:
                 list(pool.map(self._dense_chunk, chunks))
         else:
             for rows in chunks:
