@@ -105,9 +105,11 @@ __all__ = [
 _EPS = np.finfo(np.float64).eps
 
 #: LAPACK driver of the values-only symmetric eigensolver (``scipy.linalg.eigh``).  At d = 2048
-#: "ev", "evd", "evr" and "evx" all take ≈ 0.40 s here (all reduce to tridiagonal form, which is
-#: the cost, then dsterf); MKL's ``torch.linalg.eigvalsh`` is no faster and mixing thread pools
-#: costs more (see the conventions below).
+#: "ev", "evd", "evr" and "evx" all take ≈ 0.35 s here (all reduce to tridiagonal form, which is
+#: the cost, then dsterf).  MKL's ``torch.linalg.eigvalsh`` takes 0.24 s on its own, but called
+#: between OpenBLAS steps it saved 0.015 s per image-level call (0.450 s against 0.468 s): the two
+#: libraries' thread pools compete for the cores (see the conventions below and
+#: ``python -m benchmarks.bench_splits``).
 EIGH_DRIVER = "evd"
 
 #: Calls whose estimated work is below this many flops run with single-threaded BLAS (see
