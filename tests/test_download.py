@@ -49,6 +49,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
+        if srv.gate is not None:  # hold the transfer until the test opens the gate
+            srv.gate.wait(20)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if srv.mode == "truncate":
@@ -66,6 +68,7 @@ def server():
     srv.files = {"payload.bin": PAYLOAD}
     srv.mode = "range"
     srv.requests = []
+    srv.gate = None
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
@@ -87,7 +90,10 @@ def closed_port() -> int:
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    """Names in ``folder``, without the (empty, harmless) per-archive lock files of fetch_dataset."""
+    locks = [p for p in folder.iterdir() if p.name.endswith(".lock")]
+    assert all(p.name.startswith(".") and p.stat().st_size == 0 for p in locks)
+    return sorted(p.name for p in folder.iterdir() if p not in locks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,6 +232,44 @@ def test_loader_downloads_only_when_asked(server, tmp_path, monkeypatch):
     assert len(server.requests) == 1
     assert dl.fetch_dataset("cub", tmp_path) == tmp_path / "cub"  # stamp: nothing to do
     assert len(server.requests) == 1
+
+
+def test_concurrent_fetches_download_once(server, tmp_path, monkeypatch, capsys):
+    """A second fetch of the same archive waits for the first, says so, then skips the file."""
+    _serve_cub(server, monkeypatch, _tiny_cub_tgz())
+    server.gate = threading.Event()
+    results, errors = {}, []
+
+    def fetch(name):
+        try:
+            results[name] = dl.fetch_dataset("cub", tmp_path, progress=False)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    first = threading.Thread(target=fetch, args=("first",))
+    first.start()
+    for _ in range(400):  # the first fetch holds the lock once its request reached the server
+        if server.requests:
+            break
+        threading.Event().wait(0.025)
+    assert server.requests == [("/CUB_200_2011.tgz", None)]
+    second = threading.Thread(target=fetch, args=("second",))
+    second.start()
+    said = ""
+    for _ in range(400):
+        said += capsys.readouterr().err
+        if "waiting for another process" in said:
+            break
+        threading.Event().wait(0.025)
+    assert "waiting for another process that is fetching CUB_200_2011.tgz" in said
+    assert ".CUB_200_2011.tgz.lock" in said
+    server.gate.set()
+    first.join(20)
+    second.join(20)
+    assert not errors and not first.is_alive() and not second.is_alive()
+    assert results["first"] == results["second"] == tmp_path / "cub"
+    assert len(server.requests) == 1  # the second found the finished extraction
+    assert len(load_cub(root=tmp_path)) == 4
 
 
 def test_fetch_refuses_archive_escaping_its_folder(server, tmp_path, monkeypatch):

@@ -16,7 +16,10 @@ Nothing here runs unless the user passed ``download=True`` (``--download``). The
   ``cars``, ``sop``, ``omniglot``) and extracts archives there with
   :func:`oodml.io.safe_extract` (members escaping the folder are refused). A small stamp file
   records each finished extraction, after which the archive is deleted, so an interrupted
-  multi-file fetch does not repeat finished work.
+  multi-file fetch does not repeat finished work. Each file is fetched under a lock
+  (``.<file name>.lock`` next to it, :mod:`filelock`): when several processes ask for the same
+  dataset at once (the workers of a study on one machine), one downloads and extracts while the
+  others wait, say so on stderr, and then find the stamp and skip the file.
 * :func:`find_dataset_dir` is the root resolution every loader shares: look in a few candidate
   folders, fetch when asked, or raise one clear :class:`~oodml.errors.DatasetNotFoundError`.
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -354,19 +358,53 @@ def fetch_dataset(
     for src in chosen:
         dest = target / src.filename
         stamp = target / f".{src.filename}.extracted"
-        if src.extract and stamp.is_file():
-            try:
-                names = read_json(stamp, "extraction stamp").get("names", [])
-            except (OodmlError, AttributeError):
-                names = []
-            if names and all((target / n).exists() for n in names):
+        if src.extract and _extracted(stamp, target):
+            continue
+        with _file_lock(target / f".{src.filename}.lock", src.filename):
+            if src.extract and _extracted(stamp, target):  # another process finished it meanwhile
                 continue
-        download_url(_mirror_url(src, mirror), dest, src.md5, progress=progress)
-        if src.extract:
-            names = safe_extract(dest, target)
-            write_json(stamp, {"archive": src.filename, "md5": src.md5, "names": names})
-            dest.unlink()
+            download_url(_mirror_url(src, mirror), dest, src.md5, progress=progress)
+            if src.extract:
+                names = safe_extract(dest, target)
+                write_json(stamp, {"archive": src.filename, "md5": src.md5, "names": names})
+                dest.unlink()
     return target
+
+
+def _extracted(stamp: Path, target: Path) -> bool:
+    """True if ``stamp`` records a finished extraction whose members are all still there."""
+    if not stamp.is_file():
+        return False
+    try:
+        names = read_json(stamp, "extraction stamp").get("names", [])
+    except (OodmlError, AttributeError):
+        return False
+    return bool(names) and all((target / n).exists() for n in names)
+
+
+class _file_lock:
+    """Exclusive inter-process lock on ``path`` (filelock); tells stderr when it has to wait."""
+
+    def __init__(self, path: Path, what: str):
+        from filelock import FileLock
+
+        self.path, self.what = path, what
+        self.lock = FileLock(str(path))
+
+    def __enter__(self):
+        from filelock import Timeout
+
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            print(f"oodml: waiting for another process that is fetching {self.what} (lock {self.path})",
+                  file=sys.stderr, flush=True)
+            self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
+        return False
 
 
 # --------------------------------------------------------------------------------------------
