@@ -73,6 +73,32 @@ def make_cars_official(folder: Path, n_classes: int = 4, per_class: int = 2) -> 
     return folder
 
 
+def make_cars_devkit(folder: Path, n_classes: int = 4, nested: bool = False, test_in_devkit: bool = False) -> Path:
+    """torchvision's StanfordCars layout: devkit/*.mat, cars_test_annos_withlabels.mat, cars_train/, cars_test/."""
+    from scipy.io import savemat
+
+    class_names = np.empty((1, n_classes), dtype=object)
+    for c in range(n_classes):
+        class_names[0, c] = f"Make{c} Model {2000 + c}"
+    (folder / "devkit").mkdir(parents=True)
+    savemat(str(folder / "devkit" / "cars_meta.mat"), {"class_names": class_names})
+    fields = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname"]
+    for side, classes in (("cars_train", [2, 1, 4]), ("cars_test", [3, 1])):
+        ann = np.empty((1, len(classes)), dtype=[(f, object) for f in fields])
+        img_dir = folder / side / side if nested else folder / side
+        for i, cls in enumerate(classes):
+            fname = f"{i + 1:05d}.jpg"
+            _img(img_dir / fname, 10 * len(side) + i)
+            ann[0, i] = (np.array([[1]]), np.array([[1]]), np.array([[5]]), np.array([[5]]),
+                         np.array([[cls]], dtype=np.uint8), fname)
+        if side == "cars_train":
+            savemat(str(folder / "devkit" / "cars_train_annos.mat"), {"annotations": ann})
+        else:
+            where = folder / "devkit" if test_in_devkit else folder
+            savemat(str(where / "cars_test_annos_withlabels.mat"), {"annotations": ann})
+    return folder
+
+
 def make_sop(folder: Path) -> Path:
     """Train: classes 1,2 (bicycle), 3 (chair); test: classes 4 (chair), 5 (toaster)."""
     rows = {
@@ -218,6 +244,36 @@ def test_cars_official_layout(tmp_path):
     assert len(ds) == 8 and ds.superclasses == []
     assert [Path(it.path).name for it in ds.items[:2]] == ["000001.jpg", "000002.jpg"]
     assert ds.items[1].label == "Make3 Model 2003"  # annotation 2 has class 4
+
+
+@pytest.mark.parametrize("nested,test_in_devkit", [(False, False), (True, True)])
+def test_cars_devkit_layout(tmp_path, nested, test_in_devkit):
+    folder = make_cars_devkit(tmp_path / "stanford_cars", nested=nested, test_in_devkit=test_in_devkit)
+    ds = load_cars(root=tmp_path)
+    assert ds.root == folder
+    assert ds.classes == [f"Make{c} Model {2000 + c}" for c in range(4)]
+    assert ds.train_classes == ds.classes[:2] and ds.test_classes == ds.classes[2:]
+    # train annotations first, then test; labels from the 1-based class ids
+    assert [it.label for it in ds.items] == [ds.classes[c - 1] for c in (2, 1, 4, 3, 1)]
+    sides = [Path(it.path).parent.name for it in ds.items]
+    assert sides == ["cars_train"] * 3 + ["cars_test"] * 2
+    assert all(Path(it.path).is_file() for it in ds.items)
+
+
+def test_cars_devkit_without_test_labels(tmp_path):
+    folder = make_cars_devkit(tmp_path / "cars")
+    (folder / "cars_test_annos_withlabels.mat").unlink()
+    with pytest.raises(BadInputError, match="no cars_test_annos_withlabels.mat.*put it in"):
+        load_cars(root=tmp_path)
+
+
+def test_cars_devkit_missing_image_folder(tmp_path):
+    import shutil
+
+    folder = make_cars_devkit(tmp_path / "cars")
+    shutil.rmtree(folder / "cars_test")
+    with pytest.raises(BadInputError, match="no cars_test/ folder; extract cars_test.tgz"):
+        load_cars(root=tmp_path)
 
 
 def test_cars_class_folder_layout(tmp_path):
