@@ -182,6 +182,75 @@ def test_http_error_names_status(server, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# ftp:// (SOP's official source): resume with REST, against a local pyftpdlib server
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def ftp_server(tmp_path):
+    pytest.importorskip("pyftpdlib")
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import ThreadedFTPServer
+
+    home = tmp_path / "ftp_home"
+    (home / "pub").mkdir(parents=True)
+    (home / "pub" / "payload.bin").write_bytes(PAYLOAD)
+    commands: list[str] = []
+
+    class Handler(FTPHandler):
+        def pre_process_command(self, line, cmd, arg):
+            commands.append(line)
+            return super().pre_process_command(line, cmd, arg)
+
+    auth = DummyAuthorizer()
+    auth.add_anonymous(str(home))
+    Handler.authorizer = auth
+    Handler.passive_ports = None
+    srv = ThreadedFTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"timeout": 0.05}, daemon=True)
+    thread.start()
+    srv.url = f"ftp://127.0.0.1:{srv.address[1]}"
+    srv.commands = commands
+    try:
+        yield srv
+    finally:
+        srv.close_all()
+        thread.join(5)
+
+
+def test_ftp_download_verifies(ftp_server, tmp_path):
+    out = dl.download_url(f"{ftp_server.url}/pub/payload.bin", tmp_path / "p.bin", PAYLOAD_MD5, progress=False)
+    assert out.read_bytes() == PAYLOAD and not (tmp_path / "p.bin.part").exists()
+    assert not any(c.startswith("REST") for c in ftp_server.commands)
+
+
+def test_ftp_resumes_partial_file(ftp_server, tmp_path):
+    (tmp_path / "p.bin.part").write_bytes(PAYLOAD[:30000])
+    out = dl.download_url(f"{ftp_server.url}/pub/payload.bin", tmp_path / "p.bin", PAYLOAD_MD5, progress=False)
+    assert out.read_bytes() == PAYLOAD
+    assert "REST 30000" in ftp_server.commands  # only the missing bytes were asked for
+
+
+def test_ftp_complete_part_file_is_not_fetched_again(ftp_server, tmp_path):
+    (tmp_path / "p.bin.part").write_bytes(PAYLOAD)
+    out = dl.download_url(f"{ftp_server.url}/pub/payload.bin", tmp_path / "p.bin", PAYLOAD_MD5, progress=False)
+    assert out.read_bytes() == PAYLOAD
+    assert not any(c.startswith("RETR") for c in ftp_server.commands)
+
+
+def test_ftp_missing_file_is_one_clear_line(ftp_server, tmp_path):
+    with pytest.raises(DownloadError) as err:
+        dl.download_url(f"{ftp_server.url}/pub/absent.bin", tmp_path / "absent.bin", progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "absent.bin" in msg and "550" in msg
+
+
+def test_ftp_offline_is_one_clear_line(tmp_path, closed_port):
+    with pytest.raises(DownloadError) as err:
+        dl.download_url(f"ftp://127.0.0.1:{closed_port}/pub/x.zip", tmp_path / "x.zip", progress=False)
+    assert "\n" not in str(err.value) and str(tmp_path / "x.zip") in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
 # fetch_dataset and loaders with download=True
 # ---------------------------------------------------------------------------------------------
 def _tiny_cub_tgz(extra: list[tuple[str, bytes]] = ()) -> bytes:

@@ -3,7 +3,8 @@
 Nothing here runs unless the user passed ``download=True`` (``--download``). Then:
 
 * :func:`download_url` streams one file with :mod:`urllib` into ``<dest>.part``. An existing
-  ``.part`` file is resumed with an HTTP ``Range`` request (if the server ignores it, the file is
+  ``.part`` file is resumed with an HTTP ``Range`` request, or ``REST`` for ``ftp://`` URLs
+  (SOP's official source) through :mod:`ftplib` (if the server ignores it, the file is
   downloaded again from the start). A progress bar is shown unless ``progress=False``,
   ``--quiet`` or ``OODML_QUIET=1``. The MD5 is verified and only then is the file renamed to
   ``dest``: the final name never holds an unverified or partial file. A truncated transfer keeps
@@ -169,7 +170,91 @@ def _parse_content_range_start(value: str | None) -> int | None:
         return None
 
 
+class _FtpResponse:
+    """An ``ftp://`` transfer that looks like the HTTP responses :func:`download_url` reads.
+
+    urllib's FTP handler cannot resume; this one sends ``REST <offset>`` before ``RETR`` and then
+    answers like an HTTP server honouring a ``Range`` request (status 206, ``Content-Range``,
+    ``Content-Length`` from ``SIZE``). A server that refuses ``REST`` gets a full transfer (200),
+    which the caller writes from the start. Anonymous login unless the URL carries user:password.
+    """
+
+    def __init__(self, url: str, offset: int, timeout: float):
+        import ftplib
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(url)
+        if not parts.hostname or not parts.path or parts.path.endswith("/"):
+            raise ValueError(f"no file in FTP URL {url!r}")
+        self._ftp = ftplib.FTP(timeout=timeout)
+        self._conn = None
+        try:
+            self._ftp.connect(parts.hostname, parts.port or 21)
+            self._ftp.login(unquote(parts.username or "anonymous"), unquote(parts.password or "anonymous@"))
+            self._ftp.voidcmd("TYPE I")
+            path = unquote(parts.path)
+            try:
+                size = self._ftp.size(path)
+            except ftplib.error_perm:
+                size = None  # SIZE not supported (or no such file: RETR says which)
+            self.headers: dict[str, str] = {}
+            self.status = 200
+            if offset and size is not None and offset == size:
+                self.status = 206  # nothing left to send: the caller checks what it has
+                self.headers.update({"Content-Range": f"bytes {offset}-{size - 1}/{size}", "Content-Length": "0"})
+                return
+            start = offset if offset and (size is None or offset < size) else 0
+            if start:
+                try:
+                    self._conn = self._ftp.transfercmd(f"RETR {path}", rest=start)
+                    self.status = 206
+                    self.headers["Content-Range"] = f"bytes {start}-{'' if size is None else size - 1}/{size or '*'}"
+                except ftplib.error_reply:  # REST refused: send it all
+                    start = 0
+            if self._conn is None:
+                self._conn = self._ftp.transfercmd(f"RETR {path}")
+            if size is not None:
+                self.headers["Content-Length"] = str(size - start)
+        except (ftplib.Error, EOFError) as exc:
+            self.close()
+            reason = " ".join(str(exc).split())
+            raise urllib.error.URLError(f"FTP server said {reason!r}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def getcode(self) -> int:
+        return self.status
+
+    def read(self, n: int) -> bytes:
+        return self._conn.recv(n) if self._conn is not None else b""
+
+    def close(self) -> None:
+        import ftplib
+
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+            try:
+                self._ftp.voidresp()  # 226 Transfer complete (or an abort reply)
+            except (ftplib.Error, OSError, EOFError):
+                pass
+        try:
+            self._ftp.quit()
+        except (ftplib.Error, OSError, EOFError, AttributeError):
+            self._ftp.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
 def _open(url: str, offset: int, timeout: float):
+    if url[:6].lower() == "ftp://":
+        return _FtpResponse(url, offset, timeout)
     headers = {"User-Agent": "oodml-downloader/1"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
