@@ -197,9 +197,17 @@ def ftp_server(tmp_path):
     commands: list[str] = []
 
     class Handler(FTPHandler):
+        refuse_rest = False
+
         def pre_process_command(self, line, cmd, arg):
             commands.append(line)
             return super().pre_process_command(line, cmd, arg)
+
+        def ftp_REST(self, line):
+            if Handler.refuse_rest:
+                self.respond("502 Command not implemented.")
+                return
+            return super().ftp_REST(line)
 
     auth = DummyAuthorizer()
     auth.add_anonymous(str(home))
@@ -210,6 +218,7 @@ def ftp_server(tmp_path):
     thread.start()
     srv.url = f"ftp://127.0.0.1:{srv.address[1]}"
     srv.commands = commands
+    srv.handler = Handler
     try:
         yield srv
     finally:
@@ -228,6 +237,14 @@ def test_ftp_resumes_partial_file(ftp_server, tmp_path):
     out = dl.download_url(f"{ftp_server.url}/pub/payload.bin", tmp_path / "p.bin", PAYLOAD_MD5, progress=False)
     assert out.read_bytes() == PAYLOAD
     assert "REST 30000" in ftp_server.commands  # only the missing bytes were asked for
+
+
+def test_ftp_server_refusing_rest_sends_the_whole_file(ftp_server, tmp_path):
+    ftp_server.handler.refuse_rest = True
+    (tmp_path / "p.bin.part").write_bytes(b"x" * 30000)  # would corrupt the file if appended to
+    out = dl.download_url(f"{ftp_server.url}/pub/payload.bin", tmp_path / "p.bin", PAYLOAD_MD5, progress=False)
+    assert out.read_bytes() == PAYLOAD
+    assert "REST 30000" in ftp_server.commands and ftp_server.commands.count("RETR /pub/payload.bin") == 1
 
 
 def test_ftp_complete_part_file_is_not_fetched_again(ftp_server, tmp_path):

@@ -209,8 +209,9 @@ class _FtpResponse:
                     self._conn = self._ftp.transfercmd(f"RETR {path}", rest=start)
                     self.status = 206
                     self.headers["Content-Range"] = f"bytes {start}-{'' if size is None else size - 1}/{size or '*'}"
-                except ftplib.error_reply:  # REST refused: send it all
+                except (ftplib.error_reply, ftplib.error_perm):  # REST refused (e.g. 502): send it all
                     start = 0
+                    self.headers.pop("Content-Range", None)
             if self._conn is None:
                 self._conn = self._ftp.transfercmd(f"RETR {path}")
             if size is not None:
