@@ -455,15 +455,21 @@ def _build_fid_inception(state_dict: dict[str, torch.Tensor], source: str) -> nn
     return FIDInceptionPool3(net)
 
 
+def _weights_location(weights: PathLike | None, extractor: str, hub_file: str, hub_url: str, title: str,
+                      what: str) -> tuple[Path, str, str]:
+    """(path, provenance, description) of an extractor's weights: ``--weights`` or torch hub's cache."""
+    if weights is not None:
+        path = _check_weights_path(weights, extractor)
+        return path, f"file:{path}", "weights file"
+    path = _hub_weights(hub_file, hub_url, title)
+    return path, f"cache:{path}", what
+
+
 def _inception(weights: PathLike | None) -> Extractor:
     from oodml.weights import read_state_dict
 
-    if weights is not None:
-        path = _check_weights_path(weights, "inception")
-        source, what = f"file:{path}", "weights file"
-    else:
-        path = _hub_weights(FID_INCEPTION_FILE, FID_INCEPTION_URL, "FID Inception")
-        source, what = f"cache:{path}", "FID Inception weights"
+    path, source, what = _weights_location(weights, "inception", FID_INCEPTION_FILE, FID_INCEPTION_URL,
+                                           "FID Inception", "FID Inception weights")
 
     def build() -> nn.Module:
         return _build_fid_inception(read_state_dict(path, what=what), f"{what} {path}")
@@ -507,12 +513,8 @@ def _build_resnet50(state_dict: dict[str, torch.Tensor], source: str) -> nn.Modu
 def _resnet50(weights: PathLike | None) -> Extractor:
     from oodml.weights import read_state_dict
 
-    if weights is not None:
-        path = _check_weights_path(weights, "resnet50")
-        source, what = f"file:{path}", "weights file"
-    else:
-        path = _hub_weights(RESNET50_FILE, RESNET50_URL, "torchvision ImageNet ResNet-50 (IMAGENET1K_V1)")
-        source, what = f"cache:{path}", "ResNet-50 weights"
+    path, source, what = _weights_location(weights, "resnet50", RESNET50_FILE, RESNET50_URL,
+                                           "torchvision ImageNet ResNet-50 (IMAGENET1K_V1)", "ResNet-50 weights")
 
     def build() -> nn.Module:
         return _build_resnet50(read_state_dict(path, what=what), f"{what} {path}")

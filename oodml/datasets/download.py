@@ -38,6 +38,8 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import ftplib
 import http.client
 import os
 import sys
@@ -180,7 +182,6 @@ class _FtpResponse:
     """
 
     def __init__(self, url: str, offset: int, timeout: float):
-        import ftplib
         from urllib.parse import unquote, urlsplit
 
         parts = urlsplit(url)
@@ -231,8 +232,6 @@ class _FtpResponse:
         return self._conn.recv(n) if self._conn is not None else b""
 
     def close(self) -> None:
-        import ftplib
-
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -468,29 +467,21 @@ def _extracted(stamp: Path, target: Path) -> bool:
     return bool(names) and all((target / n).exists() for n in names)
 
 
-class _file_lock:
+@contextlib.contextmanager
+def _file_lock(path: Path, what: str):
     """Exclusive inter-process lock on ``path`` (filelock); tells stderr when it has to wait."""
+    from filelock import FileLock, Timeout
 
-    def __init__(self, path: Path, what: str):
-        from filelock import FileLock
-
-        self.path, self.what = path, what
-        self.lock = FileLock(str(path))
-
-    def __enter__(self):
-        from filelock import Timeout
-
-        try:
-            self.lock.acquire(timeout=0)
-        except Timeout:
-            print(f"oodml: waiting for another process that is fetching {self.what} (lock {self.path})",
-                  file=sys.stderr, flush=True)
-            self.lock.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.lock.release()
-        return False
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"oodml: waiting for another process that is fetching {what} (lock {path})", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # --------------------------------------------------------------------------------------------
