@@ -89,7 +89,7 @@ def run_ours(x: np.ndarray, y: np.ndarray, progress: bool) -> tuple[dict[str, fl
 
 def _load() -> str:
     try:
-        return "load %.1f" % os.getloadavg()[0]
+        return f"load {os.getloadavg()[0]:.1f}"
     except OSError:  # pragma: no cover - not Unix
         return "load ?"
 

@@ -354,7 +354,7 @@ class ExactKMeans:
                     bounds = np.linspace(0, n, workers + 1).astype(int)
                     parts = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
                     with ThreadPoolExecutor(workers) as pool:
-                        self.computed += sum(pool.map(lambda p: _sparse_pass(*args, part=p), parts))
+                        self.computed += sum(pool.map(lambda p, args=args: _sparse_pass(*args, part=p), parts))
                 else:
                     self.computed += _sparse_pass(*args)
             moved = np.flatnonzero(barg != a)

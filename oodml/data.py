@@ -204,13 +204,13 @@ def _build_cache(dataset, size: int, base: Path, target: Path, *, progress: bool
     try:
         pixels = np.lib.format.open_memmap(tmp / "pixels.npy", mode="w+", dtype=np.uint8, shape=(int(sizes.sum()),))
 
-        def fill(i: int) -> None:
+        def fill(i: int, out: np.ndarray = pixels) -> None:
             img = open_image_rgb(dataset.items[i].path)
             h, w = int(shapes[i, 0]), int(shapes[i, 1])
             if img.size != (w, h):
                 img = img.resize((w, h), Image.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
-            pixels[offsets[i] : offsets[i] + sizes[i]] = arr.reshape(-1)
+            out[offsets[i] : offsets[i] + sizes[i]] = arr.reshape(-1)
 
         threads = int(threads or min(8, os.cpu_count() or 1))
         bar = tqdm(
@@ -222,7 +222,7 @@ def _build_cache(dataset, size: int, base: Path, target: Path, *, progress: bool
                 bar.update(1)
         bar.close()
         pixels.flush()
-        del pixels
+        del fill, pixels  # close the memmap before the folder is renamed
         np.save(tmp / "index.npy", index, allow_pickle=False)
         write_json(
             tmp / "meta.json",
@@ -282,7 +282,8 @@ class ClassBalancedBatchSampler(torch.utils.data.Sampler):
         m, b = int(m_per_class), int(batch_size)
         if m < 1 or b < 1 or b % m:
             raise BadInputError(
-                f"batch_size ({b}) must be a positive multiple of m_per_class ({m}); change --batch-size or --m-per-class"
+                f"batch_size ({b}) must be a positive multiple of m_per_class ({m}); "
+                "change --batch-size or --m-per-class"
             )
         classes = np.unique(labels)
         per_batch = b // m

@@ -400,7 +400,8 @@ class Objective(nn.Module):
             if lo < 0 or hi >= self.num_classes:
                 raise BadInputError(
                     f"objective {self.name} was built for {self.num_classes} training classes but got "
-                    f"label {hi if hi >= self.num_classes else lo}; labels must be remapped to 0..{self.num_classes - 1}"
+                    f"label {hi if hi >= self.num_classes else lo}; "
+                    f"labels must be remapped to 0..{self.num_classes - 1}"
                 )
         if self.miner is not None:
             indices = self.miner(embeddings, labels)

@@ -85,8 +85,10 @@ def format_summary(sf) -> str:
     rows = [(str(s.id), f"{s.fid:.4g}", s.phase + (" (std)" if s.standard else ""), str(len(s.train)),
              str(len(s.test)), str(len(s.val)), str(s.n_train_images), str(s.n_test_images)) for s in sf.series]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.rjust(w) if i != 2 else c.ljust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
+
+    def line(cells) -> str:
+        return "  ".join(c.rjust(w) if i != 2 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 

@@ -158,21 +158,21 @@ def _legend_handles(losses: Sequence[str]):
     from matplotlib.lines import Line2D
 
     return [
-        Line2D([], [], color=loss_style(l)["color"], marker=loss_style(l)["marker"],
-               linestyle=loss_style(l)["linestyle"], markersize=4, linewidth=1.1)
-        for l in losses
+        Line2D([], [], color=loss_style(loss)["color"], marker=loss_style(loss)["marker"],
+               linestyle=loss_style(loss)["linestyle"], markersize=4, linewidth=1.1)
+        for loss in losses
     ]
 
 
 def _loss_legend(fig, losses: Sequence[str]) -> None:
     """The losses' legend below the axes (outside, so it never covers data)."""
-    ncol = 4 if max(len(l) for l in losses) <= 9 else 3
+    ncol = 4 if max(len(name) for name in losses) <= 9 else 3
     fig.legend(_legend_handles(losses), list(losses), loc="outside lower center", ncol=min(ncol, len(losses)),
                frameon=False, handlelength=2.6, columnspacing=1.0, handletextpad=0.5)
 
 
 def _legend_height(losses: Sequence[str]) -> float:
-    ncol = 4 if max(len(l) for l in losses) <= 9 else 3
+    ncol = 4 if max(len(name) for name in losses) <= 9 else 3
     return 0.16 * math.ceil(len(losses) / min(ncol, len(losses))) + 0.08
 
 
@@ -272,7 +272,7 @@ def auc_figure(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, perc
         fig, axes = _figure(0.75 + 0.2 * n + 0.25)
         ax = axes[0, 0]
         y = np.arange(n)
-        colors = [loss_style(l)["color"] for l in losses]
+        colors = [loss_style(loss)["color"] for loss in losses]
         bars = ax.barh(y, tab["auc"], height=0.7, color=colors, edgecolor="0.2", linewidth=0.4, zorder=2)
         for bar, loss in zip(bars, losses):
             bar.set_hatch(loss_style(loss)["hatch"])
@@ -388,7 +388,7 @@ def probe_figure(df: pd.DataFrame, dataset: str, *, x_label: str | None = None, 
         fig.supxlabel(x_label or fid_label())
         fig.supylabel(f"Top-1 accuracy{' (%)' if percent is not False else ''}")
         # supxlabel takes the bottom edge: the legend goes on top here, titled like the other figures
-        ncol = 4 if max(len(l) for l in losses) <= 9 else 3
+        ncol = 4 if max(len(name) for name in losses) <= 9 else 3
         fig.legend(_legend_handles(losses), list(losses), loc="outside upper center", ncol=min(ncol, len(losses)),
                    frameon=False, handlelength=2.6, columnspacing=1.0, handletextpad=0.5,
                    title=f"{dataset}: linear probe", title_fontsize=RC["axes.titlesize"])

@@ -305,7 +305,7 @@ def test_inception_from_weights_file_and_hub_cache(inception_file, two_image_ds,
     junk = tmp_path / "junk.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, junk)
     with pytest.raises(BadInputError, match=r"junk\.pth does not fit the FID Inception-v3 .*Missing key") as err:
-        get_extractor("inception", weights=junk).model
+        _ = get_extractor("inception", weights=junk).model
     assert "\n" not in str(err.value)
 
 
@@ -322,7 +322,7 @@ def test_resnet50_from_weights_file(resnet_file, two_image_ds, tmp_path):
     torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3), "conv1.weight": torch.zeros(64, 3, 3, 3)}, other)
     wrong = get_extractor("resnet50", weights=other)
     with pytest.raises(BadInputError, match=r"other\.pth does not fit torchvision's ResNet-50: \d+ missing") as err:
-        wrong.model
+        _ = wrong.model
     assert "1 unexpected keys (features.0.weight)" in str(err.value) and "conv1.weight" in str(err.value)
 
 

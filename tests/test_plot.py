@@ -114,7 +114,7 @@ def test_auc_slopes_tau_equal_hand_computed_values():
         assert slopes.loc[loss, "slope_rel"] == pytest.approx(slope, abs=1e-12)
         assert slopes.loc[loss, "intercept_rel"] == pytest.approx(dm - slope * xm, abs=1e-12)
         assert slopes.loc[loss, "n_splits"] == 3
-    assert list(slopes.index) == sorted(slopes.index, key=lambda l: slopes.loc[l, "slope_rel"])
+    assert list(slopes.index) == sorted(slopes.index, key=lambda loss: slopes.loc[loss, "slope_rel"])
     rel = A.relative_table(df, "toy", "recall@1", percent=False)
     assert rel.groupby("split")["diff"].sum().abs().max() < 1e-12
 
@@ -193,7 +193,7 @@ def test_table_missing_column_or_bad_value_is_a_clear_error(tmp_path):
 
 def test_colour_marker_per_loss_fixed_regardless_of_present_losses():
     reg = A.registry_losses()
-    styles = [A.loss_style(l) for l in reg]
+    styles = [A.loss_style(loss) for loss in reg]
     assert len({(s["color"], s["linestyle"]) for s in styles}) == len(reg)  # unique, greyscale-safe pairs
     assert len({s["marker"] for s in styles}) == len(reg)
     assert A.loss_style("margin")["color"] == matplotlib.colors.to_hex(__import__("seaborn").color_palette("colorblind")[0])

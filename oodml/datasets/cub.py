@@ -3,7 +3,8 @@
 Layout (the official ``CUB_200_2011.tgz``, extracted)::
 
     CUB_200_2011/
-        images.txt              <image id> <path under images/>     e.g. "1 001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg"
+        images.txt              <image id> <path under images/>
+                                e.g. "1 001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg"
         image_class_labels.txt  <image id> <class id>
         classes.txt             <class id> <class name>              e.g. "1 001.Black_footed_Albatross"
         images/NNN.Name/*.jpg

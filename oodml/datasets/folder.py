@@ -135,7 +135,8 @@ def load_folder(
             subs = scanned[sup][1]
             if not subs:
                 raise BadInputError(
-                    f"folder dataset {folder}: superclass folder {sup}/ holds no class folders; remove it or add classes"
+                    f"folder dataset {folder}: superclass folder {sup}/ holds no class folders; "
+                    "remove it or add classes"
                 )
             for c in subs:
                 cdir = os.path.join(base, sup, c)
@@ -216,7 +217,8 @@ def load_csv(
                 path = os.path.normpath(os.path.join(base, os.path.expanduser(rel)))
                 if path in seen:
                     raise BadInputError(
-                        f"CSV file {table} line {line}: {rel} is already listed on line {seen[path]}; list each image once"
+                        f"CSV file {table} line {line}: {rel} is already listed on line {seen[path]}; "
+                        "list each image once"
                     )
                 seen[path] = line
                 if not os.path.isfile(path):

@@ -236,7 +236,7 @@ def generate_glyphs(target: Path, cfg: GlyphsConfig = GlyphsConfig(), progress: 
     classes = []
     try:
         bar = tqdm(chosen, desc="rendering glyphs", unit="class", disable=not progress or progress_disabled())
-        for ci, (sup, cp, faces) in enumerate(bar):
+        for sup, cp, faces in bar:
             rng = np.random.default_rng([cfg.seed, GLYPHS_VERSION, cp])
             order = [faces[i] for i in rng.permutation(len(faces))]
             folder = tmp / sup / f"U+{cp:04X}"
