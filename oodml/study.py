@@ -76,6 +76,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import socket
 import sys
@@ -261,16 +262,18 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _read_split_file(path: Path, where: str, study_path: Path) -> list[dict]:
+def _read_split_file(path: Path, where: str, study_path: Path, dataset: str | None = None) -> list[dict]:
     if not path.is_file():
+        make = "python -m oodml.make_splits" + (f" --dataset {dataset}" if dataset else "")
+        make += f" --out {shlex.quote(str(path))}"
         raise BadInputError(
             f"{study_path}: split file {path} ({where}) does not exist; create it with "
-            "`python -m oodml.splits` or remove the key to use the dataset's standard split"
+            f"`{make}` (add --root as for the study) or remove the key to use the dataset's standard split"
         )
     data = read_json(path, "split file")
     series = data.get("series") if isinstance(data, dict) else None
     if not isinstance(series, list) or not all(isinstance(s, dict) and "id" in s for s in series):
-        raise BadInputError(f"split file {path} ({where}) has no valid 'series' list; regenerate it with oodml.splits")
+        raise BadInputError(f"split file {path} ({where}) has no valid 'series' list; regenerate it with oodml.make_splits")
     return series
 
 
@@ -448,7 +451,7 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
         if item.get("splits") is not None:
             sp = _resolve_path(base, item["splits"])
             entry["splits"] = str(sp)
-            entry["series"] = _read_split_file(sp, f"{where}.splits", path)
+            entry["series"] = _read_split_file(sp, f"{where}.splits", path, dname)
         datasets.append(entry)
 
     losses = _loss_entries(raw["losses"], path)

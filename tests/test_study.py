@@ -134,8 +134,17 @@ def test_study_errors_name_the_key(tmp_path, body, needle):
 
 def test_missing_dataset_and_split_file(tmp_path):
     p = _study(tmp_path, "name: bad\ndatasets: [{name: glyphs, splits: splits/nope.json}]\nlosses: [margin]\n")
-    with pytest.raises(BadInputError, match="nope.json.*does not exist"):
+    with pytest.raises(BadInputError, match="nope.json.*does not exist") as exc:
         S.load_study(p)
+    # the message names the command that makes the file, and that command parses
+    import shlex
+
+    from oodml.make_splits import build_parser
+
+    cmd = str(exc.value).split("`")[1]
+    assert cmd.startswith("python -m oodml.make_splits --dataset glyphs --out ")
+    args = build_parser().parse_args(shlex.split(cmd)[3:])
+    assert args.dataset == "glyphs" and Path(args.out) == tmp_path / "splits" / "nope.json"
     p = _study(tmp_path, "name: bad\ndatasets: [{name: cubb}]\nlosses: [margin]\n")
     with pytest.raises(BadInputError, match="unknown dataset 'cubb'; did you mean 'cub'"):
         S.load_study(p)
