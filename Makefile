@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[test,parquet,tensorboard]"
+	$(PY) -m pip install --quiet -e ".[cpu,test,parquet,tensorboard]"
 	@touch $(STAMP)
 
 demo: $(STAMP)

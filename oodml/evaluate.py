@@ -66,7 +66,7 @@ from oodml.cli import add_quiet, progress_disabled, run_cli
 from oodml.cluster import ExactKMeans, nmi
 from oodml.errors import BadInputError
 from oodml.io import dumps_json
-from oodml.knn import BACKENDS, LOO_MAX_CLASS, loo_neighbour_stats, neighbour_stats
+from oodml.knn import BACKENDS, FAISS_INSTALL_HINT, LOO_MAX_CLASS, faiss_num_gpus, loo_neighbour_stats, neighbour_stats
 
 __all__ = [
     "ALL_METRICS",
@@ -189,7 +189,7 @@ def _resolve_backend(backend: str, device) -> str:
         try:
             import faiss  # noqa: F401
         except ImportError:
-            raise EvaluationInputError("backend 'faiss' needs faiss (pip install faiss-cpu)") from None
+            raise EvaluationInputError(f"backend 'faiss' needs faiss: {FAISS_INSTALL_HINT}") from None
     return backend
 
 
@@ -399,8 +399,8 @@ def _faiss_kmeans(x: np.ndarray, k: int, n_iter: int, seed: int) -> np.ndarray:
     try:
         import faiss
     except ImportError:
-        raise EvaluationInputError("nmi_kmeans='faiss' needs faiss (pip install faiss-cpu)") from None
-    km = faiss.Kmeans(x.shape[1], k, niter=max(int(n_iter), 1), seed=int(seed), gpu=faiss.get_num_gpus() > 0)
+        raise EvaluationInputError(f"nmi_kmeans='faiss' needs faiss: {FAISS_INSTALL_HINT}") from None
+    km = faiss.Kmeans(x.shape[1], k, niter=max(int(n_iter), 1), seed=int(seed), gpu=faiss_num_gpus() > 0)
     km.train(np.ascontiguousarray(x, np.float32))
     _, assign = km.index.search(np.ascontiguousarray(x, np.float32), 1)
     return assign[:, 0].astype(np.int64)

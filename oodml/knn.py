@@ -39,9 +39,40 @@ import numpy as np
 
 from oodml.cluster import sgemm_nt
 
-__all__ = ["NeighbourStats", "neighbour_stats", "loo_neighbour_stats", "default_chunk_size", "BACKENDS", "LOO_MAX_CLASS"]
+__all__ = [
+    "NeighbourStats", "neighbour_stats", "loo_neighbour_stats", "default_chunk_size", "faiss_num_gpus", "BACKENDS",
+    "LOO_MAX_CLASS",
+]
 
 BACKENDS = ("numpy", "torch", "faiss")
+
+#: what a user installs to get faiss (one of the two builds, never both)
+FAISS_INSTALL_HINT = "pip install 'oodml[cpu]' (faiss-cpu) or 'oodml[gpu]' (faiss-gpu, Linux x86-64, CUDA 12)"
+
+
+def faiss_num_gpus() -> int:
+    """GPUs faiss may use: 0 unless faiss imports, is a GPU build, torch sees CUDA, and
+    ``faiss.get_num_gpus() > 0``.
+
+    The GPU code paths (``IndexFlatIP`` moved to all GPUs, ``faiss.Kmeans(gpu=True)``) are taken
+    only when this is positive, so ``faiss-cpu``, a missing faiss, or a GPU build on a machine
+    without a usable CUDA device all give the same CPU path. torch is asked first so that a GPU
+    build is never made to initialise a CUDA runtime that is not there.
+    """
+    try:
+        import faiss
+    except ImportError:
+        return 0
+    if not hasattr(faiss, "StandardGpuResources") or not hasattr(faiss, "get_num_gpus"):
+        return 0  # faiss-cpu
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0
+    try:
+        return max(int(faiss.get_num_gpus()), 0)
+    except Exception:  # a broken CUDA setup: the CPU path still works
+        return 0
 
 
 @dataclass
@@ -304,7 +335,7 @@ def _faiss_stats(query, q_lab, gallery, g_lab, q_self, positives, depth, max_k, 
 
     nq, m = len(query), len(gallery)
     index = faiss.IndexFlatIP(gallery.shape[1])
-    if faiss.get_num_gpus() > 0:  # pragma: no cover - no GPU here
+    if faiss_num_gpus() > 0:  # pragma: no cover - no GPU here
         index = faiss.index_cpu_to_all_gpus(index)
     index.add(np.ascontiguousarray(gallery, np.float32))
     any_self = int(bool((q_self >= 0).any()))

@@ -1,0 +1,69 @@
+"""``oodml`` (the console script) and ``python -m oodml``: the version, and one door to every stage.
+
+::
+
+    oodml --version                     # "oodml 0.1.0"
+    oodml                               # the list of commands
+    oodml make_splits --num-splits 3    # the same as `python -m oodml.make_splits --num-splits 3`
+
+Each command is the ``main(argv)`` of its stage's module, so ``oodml <command> ...`` and
+``python -m oodml.<command> ...`` take the same arguments and behave the same. Nothing heavy is
+imported until a command is chosen, so ``oodml --version`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from oodml import __version__
+
+#: command -> (module whose ``main(argv)`` runs it, one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "datasets": ("oodml.datasets.__main__", "inspect a dataset (summary, --json)"),
+    "make_splits": ("oodml.make_splits", "build, check or import an FID-graded split series"),
+    "train": ("oodml.train", "train one DML loss on one split"),
+    "evaluate": ("oodml.evaluate", "Recall@k, MAP@R, NMI of an embeddings file"),
+    "study": ("oodml.study", "plan, run, watch and collect a study grid"),
+    "adapt": ("oodml.adapt", "few-shot adaptation and linear probes of a run"),
+    "plot": ("oodml.plot", "figures and tables of a results table"),
+    "features": ("oodml.features", "extract and cache frozen features"),
+    "demo": ("oodml.demo", "the whole pipeline on the embedded dataset"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {name:<12} {desc}" for name, (_, desc) in COMMANDS.items())
+    p = argparse.ArgumentParser(
+        prog="oodml",
+        description="Deep metric learning under graded out-of-distribution shift.",
+        epilog=f"commands (each also runs as `python -m oodml.<command>`):\n{lines}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"oodml {__version__}")
+    p.add_argument("command", nargs="?", choices=list(COMMANDS), metavar="COMMAND", help="the stage to run")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="its arguments (see `oodml COMMAND --help`)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``oodml [--version] [COMMAND [ARGS...]]``; returns the exit status of the command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # the command's own options (even --version or --help) after COMMAND belong to the command
+    if argv and argv[0] in COMMANDS:
+        command, rest = argv[0], argv[1:]
+    else:
+        ns = parser.parse_args(argv)
+        if ns.command is None:
+            parser.print_help()
+            return 0
+        command, rest = ns.command, ns.args
+    module = importlib.import_module(COMMANDS[command][0])
+    code = module.main(rest)
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
