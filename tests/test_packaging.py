@@ -197,7 +197,9 @@ def test_python_m_oodml_prints_the_version():
 # --------------------------------------------------------------------------------------------
 # release check: sdist + wheel, installed into a fresh venv outside the tree
 # --------------------------------------------------------------------------------------------
-_COPY_IGNORE = (".git", ".venv", "venv", "runs", "build", "dist", "__pycache__", ".pytest_cache", ".ruff_cache")
+_COPY_IGNORE = (
+    ".git", ".venv", "venv", "runs", "build", "dist", ".cache", "__pycache__", ".pytest_cache", ".ruff_cache",
+)
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
