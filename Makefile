@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   - set up .venv if needed, then run the main job on the embedded dataset (offline)
-#   make test   - set up .venv if needed, then run the test suite (what CI runs through .ci/run)
+#   make test   - set up .venv if needed, then lint (ruff check, ruff format --check) and run the test suite
+#                 (what CI runs through .ci/run)
 #
 # Everything installs into a project-local virtual environment (.venv). Override TORCH_SPEC to pick
 # another PyTorch build, e.g. `make TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cu124" demo`.
@@ -30,6 +31,8 @@ demo: $(STAMP)
 	$(PY) -m oodml.demo --out $(DEMO_OUT)
 
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

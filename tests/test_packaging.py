@@ -139,6 +139,18 @@ def test_make_installs_the_extras_the_readme_says():
     assert "test" in extras and "cpu" in extras
 
 
+def test_the_readme_test_command_lints():
+    # `make test` (the README's test command, which .ci/run calls) runs ruff before the suite
+    make = (ROOT / "Makefile").read_text()
+    target = re.search(r"^test: .*\n((?:\t.*\n)+)", make, flags=re.M)
+    assert target, "the Makefile has no test target"
+    recipe = [line.strip() for line in target.group(1).splitlines()]
+    assert recipe == ["$(PY) -m ruff check .", "$(PY) -m ruff format --check .", "$(PY) -m pytest -q"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    ruff = _pyproject()["tool"]["ruff"]
+    assert ruff["line-length"] == 120 and set(ruff["lint"]["select"]) == {"E", "F", "W", "I", "UP", "B"}
+
+
 def test_gpu_extra_replaces_the_cpu_build_where_a_gpu_wheel_exists():
     from packaging.requirements import Requirement
 
