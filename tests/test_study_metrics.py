@@ -160,3 +160,10 @@ def test_cli_study_metrics(tmp_path, capsys):
     assert list(out) == ["map@1000", "f1", "rho_spectrum", "intra_inter_ratio"]
     assert main([str(tmp_path / "e.npz"), "--metrics", "rho_spectrum", "--quiet"]) == 0
     assert "%" not in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_plot_labels_of_the_study_metrics():
+    from oodml.analysis import is_percent_metric, metric_label
+
+    assert metric_label("map@1000") == "mAP@1000 (%)" and metric_label("f1") == "F1 (clustering) (%)"
+    assert metric_label("rho_spectrum") == "ρ-spectrum decay" and not is_percent_metric("intra_inter_ratio")
