@@ -436,6 +436,7 @@ def _names_only_document(raw: list[_Entry], prov: OrderedDict, p) -> dict:
     from oodml import splits as S
 
     classes = sorted({str(v) for r in raw for v in r.train + r.test}, key=_sort_key)
+    every = set(classes)
     entries = sorted(raw, key=lambda r: (r.fid, str(r.key)))
     series, trajectory = [], []
     for i, r in enumerate(entries):
@@ -451,12 +452,15 @@ def _names_only_document(raw: list[_Entry], prov: OrderedDict, p) -> dict:
         sources = {"fid": "published",
                    "validation": "published" if r.split_val is not None else "drawn (none published)",
                    "episodes": "published" if r.episodes is not None else "drawn when resolved (none published)"}
-        series.append({"id": i + 1, "fid": r.fid, "step": i, "phase": "harder", "standard": False,
+        # phases need the standard split (the dataset's): provisional until resolved
+        phase = "removal" if set(train) | set(test) != every else "harder"
+        series.append({"id": i + 1, "fid": r.fid, "step": i, "phase": phase, "standard": False,
                        "train": train, "test": test, "val": val, "n_train_images": 0, "n_test_images": 0,
                        "episodes": eps, "reference_id": r.key, "sources": sources})
-        trajectory.append({"step": i, "phase": "harder", "fid": r.fid, "to_test": [], "to_train": [], "removed": [],
+        trajectory.append({"step": i, "phase": phase, "fid": r.fid, "to_test": [], "to_train": [], "removed": [],
                            "n_train": len(train), "n_test": len(test), "parent": None})
     prov["names_only"] = True
+    prov["phases"] = "provisional (removal or harder) until resolved against the dataset's standard split"
     prov["parts"] = _parts(series)
     prov["image_names"] = "published names (resolved against the dataset when a run starts)"
     prov["redraw_episodes"] = False

@@ -25,6 +25,8 @@ Study file (YAML, loaded safely with :func:`oodml.io.load_yaml`)::
       - {mode: fewshot, shots: [2, 5], episodes: 3}
       - {mode: probe, shots: [2, 5]}
     executor: {kind: local}             # local (jobs) | gpus (gpus, runs_per_gpu) | slurm (slurm: {...})
+    protocol: oodml                     # optional: default | oodml (also accepted under train:)
+    selection: test                     # optional: val | last | test (an ORACLE); default: the protocol's
     runs_dir: runs/embedded_quick       # default runs/<name>
 
 Relative paths (split files, dataset roots, ``runs_dir``) are relative to the study's *base
@@ -35,7 +37,9 @@ closest valid spelling for a misspelt one).
 
 **Runs as data.** Each grid cell becomes a resolved :class:`~oodml.train.TrainConfig` dict. Its run
 id is ``oodml.io.stable_hash`` of ``{"config": <that dict without the keys in HASH_EXCLUDED>,
-"split_digest": <hash of the split's entry in the split file, or null>}``. Excluded are the keys
+"split_digest": <hash of the split's entry in the split file, or null>}``. Keys added to the
+config later (``protocol``, ``selection``) enter it only when they differ from the value older
+files mean, so existing runs keep their ids. Excluded are the keys
 that say *where* or *how fast* a run happens, not *what* it computes (``root``, ``splits`` path,
 ``device``, ``workers``, ``tensorboard``, ``eval_batch_size``): moving the data or the split
 file, or running on another machine, keeps the ids, while changing a hyperparameter or
@@ -59,7 +63,8 @@ traceback's last line) and ``error.txt`` (the whole traceback) and does not stop
 ``run --retry-failed`` runs it again.
 
 **Results table.** :func:`collect` writes ``<runs_dir>/results.csv`` (and ``results.parquet``
-when pyarrow is importable) with the columns :data:`RESULT_COLUMNS`, one row per (run, stage,
+when pyarrow is importable) with the columns :data:`RESULT_COLUMNS` (``selection`` is the run's checkpoint
+rule: ``val``, ``last`` or ``test``, the oracle), one row per (run, stage,
 metric), in grid order; identical inputs give a byte-identical CSV. Load it with
 ``pd.read_csv("runs/<name>/results.csv")``.
 """
