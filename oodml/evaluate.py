@@ -546,6 +546,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=None, help="queries per similarity block")
     p.add_argument("--nmi-seed", type=int, default=0, help="k-means seed (default 0)")
     p.add_argument("--nmi-iters", type=int, default=20, help="k-means iterations (default 20)")
+    p.add_argument("--rho-skip", type=int, default=0, help="singular values dropped before rho_spectrum (default 0)")
     add_quiet(p)
     return p
 
@@ -570,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate_embeddings(
             emb, lab,
             ks=_cli_ks(args.ks), metrics=args.metrics, device=args.device, backend=args.backend,
-            chunk_size=args.chunk_size, nmi_seed=args.nmi_seed, nmi_iters=args.nmi_iters,
+            chunk_size=args.chunk_size, nmi_seed=args.nmi_seed, nmi_iters=args.nmi_iters, rho_skip=args.rho_skip,
             progress=not progress_disabled(args.quiet),
         )
     except EvaluationInputError as exc:

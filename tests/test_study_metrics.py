@@ -160,6 +160,10 @@ def test_cli_study_metrics(tmp_path, capsys):
     assert list(out) == ["map@1000", "f1", "rho_spectrum", "intra_inter_ratio"]
     assert main([str(tmp_path / "e.npz"), "--metrics", "rho_spectrum", "--quiet"]) == 0
     assert "%" not in capsys.readouterr().out.splitlines()[-1]
+    assert main([str(tmp_path / "e.npz"), "--json", "--metrics", "rho_spectrum", "--rho-skip", "2", "--quiet"]) == 0
+    skipped = json.loads(capsys.readouterr().out)["rho_spectrum"]
+    assert skipped == pytest.approx(evaluate_embeddings(x, y, metrics=("rho_spectrum",), rho_skip=2)["rho_spectrum"])
+    assert skipped != out["rho_spectrum"]
 
 
 def test_plot_labels_of_the_study_metrics():
