@@ -20,6 +20,14 @@ Import the published ooDML splits (the reference's ``datasplits/<dataset>_splits
 without executing anything)::
 
     python -m oodml.make_splits --import-oodml cub200_splits.pkl --dataset cub --root ~/data
+    python -m oodml.make_splits --import-oodml cars196_splits.pkl --root ~/data    # dataset from the name
+    python -m oodml.make_splits --import-oodml cars196_splits.pkl --names-only     # no images needed
+    python -m oodml.make_splits --import-oodml cars196_splits.pkl --root ~/data --redraw-episodes
+    python -m oodml.make_splits --check splits/cars.json --root ~/data --recompute-fid --features resnet50
+
+Published episodes that the dataset's layout cannot map stop the import (one line naming the
+first unmappable image and the layouts that work) unless ``--redraw-episodes``; see
+:mod:`oodml.published_splits`.
 """
 
 from __future__ import annotations
