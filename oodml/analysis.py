@@ -209,7 +209,7 @@ def sanitize(name: str) -> str:
     return s or "unnamed"
 
 
-_PERCENT = re.compile(r"^((recall|precision)@\d+|r_precision|map@r|nmi|top1_.*)$")
+_PERCENT = re.compile(r"^((recall|precision)@\d+|r_precision|map@r|nmi|top1_.*|map@1000|f1)$")
 
 
 def _base_metric(metric: str) -> str:
@@ -236,7 +236,8 @@ def metric_name(metric: str) -> str:
     m = re.match(r"^(recall|precision)@(\d+)$", base)
     if m:
         return f"{m.group(1).capitalize()}@{m.group(2)}"
-    named = {"r_precision": "R-Precision", "map@r": "MAP@R", "nmi": "NMI"}
+    named = {"r_precision": "R-Precision", "map@r": "MAP@R", "nmi": "NMI", "map@1000": "mAP@1000",
+             "f1": "F1 (clustering)", "rho_spectrum": "ρ-spectrum decay", "intra_inter_ratio": "intra/inter distance"}
     if base in named:
         return named[base]
     m = PROBE_METRIC.match(base)

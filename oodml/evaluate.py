@@ -48,6 +48,13 @@ positive those metrics are NaN.
     between cluster ids and labels, arithmetic normalisation
     (``sklearn.metrics.normalized_mutual_info_score``). Labels are never used by the
     clustering.
+
+The ooDML study's metrics (not computed unless asked for, e.g. ``metrics=STUDY_METRICS``;
+exact definitions in :mod:`oodml.study_metrics`): ``map@1000`` (mean average precision over
+the 1000 nearest neighbours, the study's denominator), ``f1`` (pairwise F1 of the same k-means
+clusters NMI uses), ``rho_spectrum`` (ρ-spectrum decay of the query embeddings; ``rho_skip``
+drops the first singular values) and ``intra_inter_ratio`` (mean intra-class over mean
+inter-class-centre distance of the query embeddings).
 """
 
 from __future__ import annotations
@@ -67,9 +74,12 @@ from oodml.cluster import ExactKMeans, nmi
 from oodml.errors import BadInputError
 from oodml.io import dumps_json
 from oodml.knn import BACKENDS, FAISS_INSTALL_HINT, LOO_MAX_CLASS, faiss_num_gpus, loo_neighbour_stats, neighbour_stats
+from oodml.study_metrics import MAP_CUTOFF, average_precision_at_cutoff, intra_inter_ratio, pairwise_f1, rho_spectrum
 
 __all__ = [
     "ALL_METRICS",
+    "DEFAULT_METRICS",
+    "STUDY_METRICS",
     "KS_PRESETS",
     "EvaluationInputError",
     "evaluate_embeddings",
@@ -77,7 +87,12 @@ __all__ = [
     "main",
 ]
 
-ALL_METRICS = ("recall", "precision@1", "r_precision", "map@r", "nmi")
+#: What :func:`evaluate_embeddings` computes unless told otherwise.
+DEFAULT_METRICS = ("recall", "precision@1", "r_precision", "map@r", "nmi")
+#: The ooDML study's metrics and embedding diagnostics (see :mod:`oodml.study_metrics`).
+STUDY_METRICS = DEFAULT_METRICS + ("map@1000", "f1", "rho_spectrum", "intra_inter_ratio")
+#: Every metric name :func:`evaluate_embeddings` knows.
+ALL_METRICS = STUDY_METRICS
 KS_PRESETS: dict[str, tuple[int, ...]] = {
     "default": (1, 2, 4, 8),
     "cub": (1, 2, 4, 8),
@@ -224,7 +239,7 @@ def evaluate_embeddings(
     gallery: Any = None,
     gallery_embeddings: Any = None,
     gallery_labels: Any = None,
-    metrics: Iterable[str] = ALL_METRICS,
+    metrics: Iterable[str] = DEFAULT_METRICS,
     device: Any = None,
     chunk_size: int | None = None,
     nmi_seed: int = 0,
@@ -232,6 +247,7 @@ def evaluate_embeddings(
     nmi_kmeans: str = "exact",
     backend: str = "auto",
     progress: bool = False,
+    rho_skip: int = 0,
 ) -> dict[str, float]:
     """Recall@k, precision@1, R-precision, MAP@R and NMI of embeddings (see the module docstring
     for the exact definitions, ranking and tie rules).
@@ -251,7 +267,8 @@ def evaluate_embeddings(
             ``embeddings``/``labels`` (or their ``query`` subset) are the queries and nothing is
             excluded. Not combinable with ``gallery``.
         metrics: any of ``"recall"``, ``"precision@1"``, ``"r_precision"``, ``"map@r"``,
-            ``"nmi"``.
+            ``"nmi"`` (the default five) and the study's ``"map@1000"``, ``"f1"``,
+            ``"rho_spectrum"``, ``"intra_inter_ratio"`` (:data:`STUDY_METRICS` = all).
         device: torch device for the ``torch`` backend (default: CUDA when available, else CPU).
         chunk_size: queries per similarity block (memory ``~ 4 * chunk_size * n_gallery`` bytes);
             default keeps a block near 256 MB. In the half-matrix leave-one-out path: items per
@@ -267,10 +284,13 @@ def evaluate_embeddings(
             is the query set, classes of at most ``oodml.knn.LOO_MAX_CLASS`` items) ``numpy``
             computes only half of the similarity matrix (:func:`oodml.knn.loo_neighbour_stats`).
         progress: show a progress bar (stderr) when the evaluation takes more than a second.
+        rho_skip: singular values dropped from the front before ``rho_spectrum``.
 
     Returns:
         ``{"recall@1": ..., "recall@2": ..., "precision@1": ..., "r_precision": ...,
-        "map@r": ..., "nmi": ...}`` (the requested metrics, in this order), floats in [0, 1].
+        "map@r": ..., "nmi": ..., "map@1000": ..., "f1": ..., "rho_spectrum": ...,
+        "intra_inter_ratio": ...}`` (the requested metrics, in this order); all in [0, 1]
+        except ``rho_spectrum`` and ``intra_inter_ratio`` (>= 0).
     """
     metrics = tuple(metrics)
     unknown = [m for m in metrics if m not in ALL_METRICS]
@@ -279,6 +299,8 @@ def evaluate_embeddings(
     ks_t = _parse_ks(ks)
     if nmi_kmeans not in ("exact", "faiss"):
         raise EvaluationInputError(f"nmi_kmeans must be 'exact' or 'faiss', got {nmi_kmeans!r}")
+    if int(rho_skip) < 0:
+        raise EvaluationInputError(f"rho_skip must be >= 0, got {rho_skip}")
     if int(nmi_iters) < 0:
         raise EvaluationInputError(f"nmi_iters must be >= 0, got {nmi_iters}")
     if chunk_size is not None and int(chunk_size) < 1:
@@ -324,7 +346,8 @@ def evaluate_embeddings(
     out: dict[str, float] = {}
     need_knn = any(m in metrics for m in ("recall", "precision@1", "r_precision", "map@r"))
     km = None
-    if "nmi" in metrics and nmi_kmeans == "exact":
+    want_clusters = "nmi" in metrics or "f1" in metrics
+    if want_clusters and nmi_kmeans == "exact":
         km = ExactKMeans(q_emb, len(np.unique(q_lab)), seed=int(nmi_seed))
     # leave-one-out (the gallery is the query set): half the similarity matrix suffices
     loo = len(g_emb) == len(q_emb) and np.array_equal(q_self, np.arange(len(q_emb)))
@@ -361,7 +384,19 @@ def evaluate_embeddings(
                 out["r_precision"] = rp
             if "map@r" in metrics:
                 out["map@r"] = mapr
-    if "nmi" in metrics:
+    if "map@1000" in metrics:
+        bar = _Progress(len(q_idx), "mAP@1000", progress)
+        try:
+            st = neighbour_stats(
+                q_emb, q_lab, g_emb, g_lab, q_self, depth=MAP_CUTOFF, max_k=1,
+                backend=backend, device=dev, chunk_size=chunk_size, progress=bar, clip_to_r=False,
+            )
+        finally:
+            bar.close()
+        scored = st.n_pos > 0
+        size = st.n_pos + (q_self >= 0)  # the study divides by the class size, query included
+        out["map@1000"] = average_precision_at_cutoff(st.hits[scored], size[scored])
+    if want_clusters:
         if km is None:
             clusters = _faiss_kmeans(q_emb, len(np.unique(q_lab)), nmi_iters, nmi_seed)
         else:
@@ -370,7 +405,14 @@ def evaluate_embeddings(
                 clusters = km.fit(int(nmi_iters), progress=bar).labels
             finally:
                 bar.close()
-        out["nmi"] = nmi(q_lab, clusters)
+        if "nmi" in metrics:
+            out["nmi"] = nmi(q_lab, clusters)
+        if "f1" in metrics:
+            out["f1"] = pairwise_f1(q_lab, clusters)
+    if "rho_spectrum" in metrics:
+        out["rho_spectrum"] = rho_spectrum(q_emb, skip=int(rho_skip))
+    if "intra_inter_ratio" in metrics:
+        out["intra_inter_ratio"] = intra_inter_ratio(q_emb, q_lab)
     return {key: out[key] for key in _ordered_keys(metrics, ks_t) if key in out}
 
 
@@ -378,7 +420,7 @@ def _ordered_keys(metrics: Sequence[str], ks: Sequence[int]) -> list[str]:
     keys: list[str] = []
     if "recall" in metrics:
         keys += [f"recall@{k}" for k in ks]
-    keys += [m for m in ("precision@1", "r_precision", "map@r", "nmi") if m in metrics]
+    keys += [m for m in ALL_METRICS[1:] if m in metrics]
     return keys
 
 
@@ -471,7 +513,12 @@ def _format_table(results: dict[str, float], info: str) -> str:
     width = max(len(k) for k in results) if results else 6
     lines = [info, f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
     for key, val in results.items():
-        text = "nan" if val is None or (isinstance(val, float) and math.isnan(val)) else f"{100 * val:6.2f}%"
+        if val is None or (isinstance(val, float) and math.isnan(val)):
+            text = "nan"
+        elif key in ("rho_spectrum", "intra_inter_ratio"):  # not fractions
+            text = f"{val:7.4f}"
+        else:
+            text = f"{100 * val:6.2f}%"
         lines.append(f"{key:<{width}}  {text}")
     return "\n".join(lines)
 
@@ -491,14 +538,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="k of Recall@k: integers, or a preset (sop = 1 10 100 1000; cub, cars = 1 2 4 8; inshop)",
     )
     p.add_argument(
-        "--metrics", nargs="+", default=list(ALL_METRICS), choices=list(ALL_METRICS), metavar="M",
-        help=f"metrics to compute (default: all of {' '.join(ALL_METRICS)})",
+        "--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=list(ALL_METRICS), metavar="M",
+        help=f"metrics to compute (default: {' '.join(DEFAULT_METRICS)}; also {' '.join(ALL_METRICS[5:])})",
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS, help="neighbour search backend")
     p.add_argument("--chunk-size", type=int, default=None, help="queries per similarity block")
     p.add_argument("--nmi-seed", type=int, default=0, help="k-means seed (default 0)")
     p.add_argument("--nmi-iters", type=int, default=20, help="k-means iterations (default 20)")
+    p.add_argument("--rho-skip", type=int, default=0, help="singular values dropped before rho_spectrum (default 0)")
     add_quiet(p)
     return p
 
@@ -523,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate_embeddings(
             emb, lab,
             ks=_cli_ks(args.ks), metrics=args.metrics, device=args.device, backend=args.backend,
-            chunk_size=args.chunk_size, nmi_seed=args.nmi_seed, nmi_iters=args.nmi_iters,
+            chunk_size=args.chunk_size, nmi_seed=args.nmi_seed, nmi_iters=args.nmi_iters, rho_skip=args.rho_skip,
             progress=not progress_disabled(args.quiet),
         )
     except EvaluationInputError as exc:

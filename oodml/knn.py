@@ -250,6 +250,7 @@ def neighbour_stats(
     device=None,
     chunk_size: int | None = None,
     progress: Callable[[int], None] | None = None,
+    clip_to_r: bool = True,
 ) -> NeighbourStats:
     """Exact per-query retrieval statistics, computed block by block of queries.
 
@@ -267,6 +268,8 @@ def neighbour_stats(
         device: torch device for the ``torch`` backend.
         chunk_size: queries per block (memory ``~ 4 * chunk_size * m`` bytes).
         progress: called with the number of queries finished after every block.
+        clip_to_r: keep ``hits`` only within each query's first ``R`` places (what R-precision
+            and MAP@R read); ``False`` reports every one of the ``depth`` places (mAP@1000).
 
     Returns:
         :class:`NeighbourStats`.
@@ -294,7 +297,8 @@ def neighbour_stats(
     if backend == "faiss":
         _faiss_stats(query, query_labels, gallery, gallery_labels, query_self, positives, depth,
                      max_k, chunk_size, first_rank, hits, tick)
-        hits &= np.arange(depth)[None, :] < n_pos[:, None]
+        if clip_to_r:
+            hits &= np.arange(depth)[None, :] < n_pos[:, None]
         return NeighbourStats(first_rank, hits, n_pos.astype(np.int64))
 
     if chunk_size is None:
@@ -323,7 +327,8 @@ def neighbour_stats(
                 top != query_self[sl][:, None]
             )
         tick(sl.stop - sl.start)
-    hits &= np.arange(depth)[None, :] < n_pos[:, None]
+    if clip_to_r:
+        hits &= np.arange(depth)[None, :] < n_pos[:, None]
     return NeighbourStats(first_rank, hits, n_pos.astype(np.int64))
 
 

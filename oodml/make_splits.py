@@ -20,6 +20,14 @@ Import the published ooDML splits (the reference's ``datasplits/<dataset>_splits
 without executing anything)::
 
     python -m oodml.make_splits --import-oodml cub200_splits.pkl --dataset cub --root ~/data
+    python -m oodml.make_splits --import-oodml cars196_splits.pkl --root ~/data    # dataset from the name
+    python -m oodml.make_splits --import-oodml cars196_splits.pkl --names-only     # no images needed
+    python -m oodml.make_splits --import-oodml cars196_splits.pkl --root ~/data --redraw-episodes
+    python -m oodml.make_splits --check splits/cars.json --root ~/data --recompute-fid --features resnet50
+
+Published episodes that the dataset's layout cannot map stop the import (one line naming the
+first unmappable image and the layouts that work) unless ``--redraw-episodes``; see
+:mod:`oodml.published_splits`.
 """
 
 from __future__ import annotations
@@ -64,7 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--figure", metavar="STEM",
                     help="figure stem, writes STEM.png and STEM.pdf (default figures/splits_<dataset>; 'none' to skip)")
     ap.add_argument("--check", metavar="FILE", help="verify a split file instead of building one")
-    ap.add_argument("--import-oodml", metavar="FILE", help="convert the ooDML reference's <dataset>_splits.pkl")
+    ap.add_argument("--import-oodml", metavar="FILE", help="convert the ooDML study's published <dataset>_splits.pkl "
+                    "(dataset from the file name unless --dataset is given)")
+    ap.add_argument("--names-only", action="store_true",
+                    help="with --import-oodml: keep the published class and image names, no images needed "
+                         "(resolved against the dataset when a run starts)")
+    ap.add_argument("--redraw-episodes", action="store_true",
+                    help="with --import-oodml: draw new few-shot episodes where the published ones cannot be mapped "
+                         "onto the dataset's layout (recorded in the file; default: stop with an error)")
+    ap.add_argument("--recompute-fid", action="store_true",
+                    help="with --check on an imported file: recompute its FIDs with --features and report the "
+                         "differences to the published ones")
     add_quiet(ap)
     return ap
 
@@ -136,9 +154,14 @@ def _check(args, progress: bool) -> int:
         ds = load_dataset(prov.get("dataset") or None, root=args.root, download=args.download)
         sf = load_splits(path, dataset=ds)
         if source == "oodml-import":
-            print(f"{path}: valid ({len(sf.series)} imported ooDML splits on {ds.name}); their FIDs come from "
-                  "the reference's features and are not recomputed")
-            return 0
+            parts = prov.get("parts") or {}
+            print(f"{path}: valid ({len(sf.series)} imported ooDML splits on {ds.name}; FIDs "
+                  f"{parts.get('fids', 'published')}, validation classes {parts.get('validation', '?')}, "
+                  f"episodes {parts.get('episodes', '?')})")
+            if not args.recompute_fid:
+                print("the FIDs are the published ones (the study's features); --recompute-fid recomputes them")
+                return 0
+            return _recompute_fid(args, path, sf, ds, progress)
         extractor = args.features or prov.get("extractor") or None
         fs = feats.extract_features(ds, extractor, weights=args.weights, progress=progress)
     x, lab, classes = _table_from_featureset(fs)
@@ -159,19 +182,53 @@ def _check(args, progress: bool) -> int:
     return 0
 
 
-def _import(args, progress: bool) -> int:
-    from oodml.datasets import load_dataset
-    from oodml.splits import import_oodml, load_splits, write_split_document
+def _recompute_fid(args, path: Path, sf, ds, progress: bool) -> int:
+    """Recompute an imported file's FIDs with an extractor and report the differences."""
+    import numpy as np
 
-    ds = load_dataset(args.dataset, root=args.root, download=args.download)
-    name = _dataset_name(args)
-    doc = import_oodml(args.import_oodml, ds, _params(args), seed=args.seed)
+    from oodml import features as feats
+    from oodml.splits import _table_from_featureset, check_split_file
+
+    extractor = args.features or feats.default_extractor(ds.name)
+    fs = feats.extract_features(ds, extractor, weights=args.weights, progress=progress)
+    x, lab, classes = _table_from_featureset(fs)
+    report = check_split_file(sf, x, lab, classes, progress=progress)
+    print(f"recomputed {len(report.rows)} split FIDs with {extractor} features (class level) against the published ones:")
+    print(f"{'split':>5}  {'published':>10}  {'recomputed':>10}  {'difference':>10}")
+    for r in report.rows:
+        print(f"{r['id']:>5}  {r['stored']:>10.4g}  {r['recomputed']:>10.4g}  {r['recomputed'] - r['stored']:>+10.4g}")
+    pub = np.array([r["stored"] for r in report.rows])
+    rec = np.array([r["recomputed"] for r in report.rows])
+    same_order = bool(np.all(np.diff(rec[np.argsort(pub, kind="stable")]) >= 0))
+    print(f"largest absolute difference {np.max(np.abs(rec - pub)):.4g}; the recomputed FIDs "
+          f"{'keep' if same_order else 'do NOT keep'} the published order")
+    return 0
+
+
+def _import(args, progress: bool) -> int:
+    from oodml.published_splits import dataset_from_filename, import_published
+    from oodml.splits import load_splits, write_split_document
+
+    name = _dataset_name(args, dataset_from_filename(args.import_oodml))
+    if args.names_only:
+        doc = import_published(args.import_oodml, None, _params(args), seed=args.seed, dataset_name=name)
+        ds = None
+    else:
+        from oodml.datasets import load_dataset
+
+        ds = load_dataset(name, root=args.root, download=args.download)
+        doc = import_published(args.import_oodml, ds, _params(args), seed=args.seed,
+                               redraw_episodes=args.redraw_episodes)
     out = Path(args.out or f"splits/{name}.json")
     write_split_document(out, doc)
     sf = load_splits(out, dataset=ds)
-    print(f"imported {len(sf.series)} ooDML splits from {args.import_oodml} -> {out}")
-    print(format_summary(sf))
-    _figure(args, name, sf, args.quiet)
+    parts = doc["provenance"]["parts"]
+    print(f"imported {len(sf.series)} ooDML splits from {args.import_oodml} -> {out} "
+          f"({'names only, resolved when a run starts' if ds is None else doc['provenance']['image_names']}; "
+          f"FIDs {parts['fids']}, validation classes {parts['validation']}, episodes {parts['episodes']})")
+    if ds is not None:
+        print(format_summary(sf))
+        _figure(args, name, sf, args.quiet)
     return 0
 
 
@@ -180,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     progress = not progress_disabled(args.quiet)
     if args.check and args.import_oodml:
         raise OodmlError("--check and --import-oodml are separate tasks; give one of them")
+    if (args.names_only or args.redraw_episodes) and not args.import_oodml:
+        raise OodmlError("--names-only and --redraw-episodes go with --import-oodml FILE")
+    if args.names_only and args.redraw_episodes:
+        raise OodmlError("--redraw-episodes needs the dataset on disk; drop --names-only (or --redraw-episodes)")
+    if args.recompute_fid and not args.check:
+        raise OodmlError("--recompute-fid goes with --check FILE")
     if args.check:
         return _check(args, progress)
     if args.import_oodml:

@@ -39,7 +39,15 @@ Files (``<out>/<dataset>_<name>``, names passed through :func:`oodml.analysis.sa
 ``split_series``               figure: the split search's FID trajectory and the selected splits
 =============================  ==============================================================
 
-plus ``<out>/index.md`` listing what was written and why anything was skipped. Identical inputs
+plus ``<out>/index.md`` listing what was written and why anything was skipped.
+
+**Checkpoint rule.** A results table with a ``selection`` column (:mod:`oodml.study`) says how
+each run's checkpoint was chosen. Figures and tables of one table use one rule (a table mixing
+rules is refused: filter it first). Numbers chosen on validation classes (``val``, oodml's
+default, also a table without the column) are unmarked; ``last`` and ``test`` put the rule into
+every figure title, LaTeX caption and ``index.md`` and add a ``selection`` column to every table
+(``test``: *ORACLE* / ``test (oracle)``, the checkpoint was chosen on the test classes, as the
+ooDML study did). Identical inputs
 give byte-identical files (fixed styles, no timestamps in PNG/PDF metadata, atomic writes).
 
 Style: seaborn ``whitegrid`` / ``paper``, single-column width (3.5 in), fonts 7–8 pt, one fixed
@@ -567,6 +575,8 @@ def make_all(results: PathLike | pd.DataFrame, out_dir: PathLike = "figures", me
             splits[_split_file_info(p)[0]] = p
     extractors = {ds: _split_file_info(p)[1] for ds, p in splits.items()}
 
+    rule = _selection_rule(df, source)
+    mark = SELECTION_MARKS.get(rule, f"checkpoint rule: {rule}")
     zs = df[df["stage"] == "zero-shot"]
     if metric not in set(zs["metric"]):
         available = ", ".join(dict.fromkeys(zs["metric"])) or "none"
@@ -577,13 +587,19 @@ def make_all(results: PathLike | pd.DataFrame, out_dir: PathLike = "figures", me
 
     def fig_out(ds: str, name: str, fig, what: str) -> None:
         stem = out_dir / f"{sanitize(ds)}_{name}"
+        if mark:
+            for ax in fig.axes:
+                if ax.get_title():
+                    ax.set_title(f"{ax.get_title()}\n[{mark}]")
         for p in save_figure(fig, stem):
             out[p.name] = p
         written.setdefault(ds, []).append(f"`{stem.name}.png`, `.pdf`: {what}")
 
     def tab_out(ds: str, name: str, tab: pd.DataFrame, what: str) -> None:
         stem = out_dir / f"{sanitize(ds)}_{name}"
-        for p in write_table(tab, stem, caption=f"{ds}: {what}"):
+        if mark:  # the numbers' checkpoint rule travels with the table (CSV, Markdown, LaTeX)
+            tab = tab.assign(selection=f"{rule} (oracle)" if rule == "test" else rule)
+        for p in write_table(tab, stem, caption=f"{ds}: {what}" + (f" [{mark}]" if mark else "")):
             out[p.name] = p
         written.setdefault(ds, []).append(f"`{stem.name}.csv`, `.md`, `.tex`: {what}")
 
@@ -649,6 +665,8 @@ def make_all(results: PathLike | pd.DataFrame, out_dir: PathLike = "figures", me
                     f"FID trajectory of the split search and the selected splits ({splits[ds].name})")
 
     lines = ["# oodml figures and tables", "", f"Results: `{source}`; metric: `{metric}`.", ""]
+    if mark:
+        lines[-1:-1] = [f"Checkpoint selection: `{rule}` ({mark}).", ""]
     for ds in all_ds:
         lines += [f"## {ds}", ""] + [f"- {w}" for w in written.get(ds, [])] + [""]
     if out.notes:
@@ -657,6 +675,24 @@ def make_all(results: PathLike | pd.DataFrame, out_dir: PathLike = "figures", me
     atomic_write(index, "\n".join(lines))
     out[index.name] = index
     return out
+
+
+#: How figures and tables mark a checkpoint rule (``val``, the default, is unmarked).
+SELECTION_MARKS = {"val": "", "last": "checkpoint: last epoch",
+                   "test": "ORACLE: checkpoint chosen on the test classes"}
+
+
+def _selection_rule(df: pd.DataFrame, source: str) -> str:
+    """The one checkpoint rule of a results table (``val`` without a ``selection`` column)."""
+    if "selection" not in df.columns:
+        return "val"
+    rules = sorted({str(v) if str(v) else "val" for v in df["selection"]})
+    if len(rules) > 1:
+        raise BadInputError(
+            f"results table {source} mixes checkpoint rules ({', '.join(rules)} in column selection); their "
+            "numbers are not comparable: plot each rule on its own (filter the selection column)"
+        )
+    return rules[0] if rules else "val"
 
 
 # --------------------------------------------------------------------------------------------

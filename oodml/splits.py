@@ -597,7 +597,7 @@ def _finish_series(entries: list[dict], classes: list[str], images_by_class: dic
             n_test_images=int(sum(len(images_by_class[c]) for c in test)),
             episodes={str(k): v for k, v in eps.items()},
         )
-        for extra in ("reference_id",):
+        for extra in ("reference_id", "sources"):
             if extra in e:
                 item[extra] = e[extra]
         out.append(dict(item))
@@ -839,6 +839,13 @@ def validate_split_document(doc: Any, source: str = "<document>", dataset=None) 
         dup = next(c for c in classes if classes.count(c) > 1)
         _fail(source, f"class {dup!r} is listed twice in classes")
     known = set(classes)
+    # a names-only import (oodml.published_splits): episodes name image files, resolved on load
+    names_only = bool(doc["provenance"].get("names_only"))
+    if names_only and dataset is not None:
+        from oodml.published_splits import resolve_names_only
+
+        doc = resolve_names_only(doc, dataset, source)
+        return validate_split_document(doc, source, dataset)
     n_img = doc["num_images"]
     if not isinstance(n_img, int) or n_img < 0:
         _fail(source, "num_images must be a non-negative integer")
@@ -928,6 +935,12 @@ def validate_split_document(doc: Any, source: str = "<document>", dataset=None) 
                 for c, sup in ep.items():
                     if c not in test_set:
                         _fail(source, f"split {sid} {k}-shot episode {e} names {c!r}, which is not a test class")
+                    if names_only:
+                        if (not isinstance(sup, list) or len(sup) != k or len(set(sup)) != k
+                                or not all(isinstance(i, str) and i for i in sup)):
+                            _fail(source, f"split {sid} {k}-shot episode {e} class {c!r} needs {k} distinct image "
+                                          "file names")
+                        continue
                     if (not isinstance(sup, list) or len(sup) != k or len(set(sup)) != k
                             or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_img for i in sup)):
                         _fail(source, f"split {sid} {k}-shot episode {e} class {c!r} needs {k} distinct image ids "
@@ -959,6 +972,10 @@ def load_splits(path, dataset=None) -> SplitFile:
     path = Path(path)
     doc = read_json(path, what="split file")
     validate_split_document(doc, str(path), dataset)
+    if dataset is not None and isinstance(doc.get("provenance"), dict) and doc["provenance"].get("names_only"):
+        from oodml.published_splits import resolve_names_only  # names -> this dataset's classes and images
+
+        doc = resolve_names_only(doc, dataset, str(path))
     return SplitFile(path=path, schema=doc["schema"], provenance=doc["provenance"], classes=list(doc["classes"]),
                      num_images=int(doc["num_images"]), trajectory=list(doc["trajectory"]),
                      series=[_to_split(s) for s in doc["series"]], raw=doc)
@@ -1057,30 +1074,6 @@ def check_split_file(sf: SplitFile, features, labels, classes: Sequence[str], *,
 # ============================================================================================
 # ooDML import
 # ============================================================================================
-_TRAIN_KEYS = ("train", "train_classes", "training")
-_TEST_KEYS = ("test", "test_classes", "testing")
-_FID_KEYS = ("fid", "FID", "fid_score")
-
-
-def _plain_list(x, where: str) -> list:
-    if isinstance(x, np.ndarray):
-        x = x.tolist()
-    if isinstance(x, (set, frozenset)):
-        x = sorted(x, key=str)
-    if not isinstance(x, (list, tuple)):
-        raise BadInputError(f"{where} is a {type(x).__name__}, expected a list of class names or ids")
-    out = []
-    for v in x:
-        if isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, bytes):
-            v = v.decode("utf-8", "replace")
-        if isinstance(v, bool) or not isinstance(v, (str, int)):
-            raise BadInputError(f"{where} holds {v!r} ({type(v).__name__}); expected class names or integer ids")
-        out.append(v)
-    return out
-
-
 class _NameMapper:
     """Maps reference class names (folder names, product ids, integer ids) onto dataset classes."""
 
@@ -1144,137 +1137,22 @@ class _NameMapper:
 
 
 def import_oodml(pkl_path, dataset, params: SearchParams | None = None, *, seed: int = 0,
-                 features=None, extractor: str = "") -> dict:
-    """Convert the ooDML reference's ``datasplits/<dataset>_splits.pkl`` into a split document.
+                 redraw_episodes: bool = False, extractor: str = "") -> dict:
+    """Convert the ooDML study's published ``<dataset>_splits.pkl`` into a split document.
 
-    The pickle is read with :func:`oodml.io.restricted_pickle_load` (plain containers, strings,
-    numbers and numpy arrays only; anything else is refused before it runs).  Expected structure:
-    a dict keyed by split id (int or str) whose values hold ``train`` and ``test`` class lists and
-    ``fid`` (optionally ``split_train``/``split_val`` and ``test_episodes``
-    ``{shots: {episode: {class: [support file names]}}}``).  Class names may be folder names,
-    SOP product ids (file-name prefixes), or integer ids (0-based if any id is 0, else 1-based).
-
-    The reference's FIDs are kept (provenance ``extractor`` records that they come from the
-    reference); ``val`` comes from ``split_val`` when present, otherwise from :func:`validation_classes`;
-    episodes from ``test_episodes`` when they map onto image ids, otherwise from :func:`make_episodes`.
+    See :func:`oodml.published_splits.import_published` (this is it with a dataset; pass
+    ``dataset=None`` there for a names-only file). The pickle is read with
+    :func:`oodml.io.restricted_pickle_load`. Every split, published FID and ``split_val`` list
+    is kept; the published ``test_episodes`` are kept, and where their image names cannot be
+    mapped onto the dataset's layout the import stops with one line (new episodes are drawn
+    only with ``redraw_episodes=True``, recorded in the file). Class names may be folder names,
+    SOP product ids (file-name prefixes) or integer ids (0-based if any id is 0, else 1-based).
     Series ids are renumbered ``1 … K`` by FID (``reference_id`` keeps the original key).
-    ``features``: optional ``(features, labels)`` to also record our own FID of every split in the
-    trajectory (otherwise the reference FIDs are used there too).
     """
-    from oodml.io import file_digest, restricted_pickle_load
+    from oodml.published_splits import import_published
 
-    p = params or SearchParams()
-    pkl_path = Path(pkl_path)
-    src = f"ooDML split pickle {pkl_path}"
-    data = restricted_pickle_load(pkl_path)
-    if not isinstance(data, dict) or not data:
-        raise BadInputError(f"{src} holds a {type(data).__name__}, expected a non-empty dict keyed by split id")
-    raw = []
-    all_values: list = []
-    for key, val in data.items():
-        if not isinstance(val, dict):
-            raise BadInputError(f"{src}: split {key!r} is a {type(val).__name__}, expected a dict with train/test/fid")
-        tk = next((k for k in _TRAIN_KEYS if k in val), None)
-        sk = next((k for k in _TEST_KEYS if k in val), None)
-        fk = next((k for k in _FID_KEYS if k in val), None)
-        if tk is None or sk is None or fk is None:
-            missing = "train" if tk is None else "test" if sk is None else "fid"
-            raise BadInputError(f"{src}: split {key!r} lacks {missing} (keys: {', '.join(map(str, val))})")
-        fid = val[fk]
-        if isinstance(fid, np.generic):
-            fid = fid.item()
-        if isinstance(fid, bool) or not isinstance(fid, (int, float)) or not math.isfinite(fid):
-            raise BadInputError(f"{src}: split {key!r} has a non-numeric fid {fid!r}")
-        tr = _plain_list(val[tk], f"{src}: split {key!r} {tk}")
-        te = _plain_list(val[sk], f"{src}: split {key!r} {sk}")
-        sv = _plain_list(val["split_val"], f"{src}: split {key!r} split_val") if "split_val" in val else None
-        all_values += tr + te
-        raw.append((key, float(fid), tr, te, sv, val.get("test_episodes")))
-    mapper = _NameMapper(dataset, all_values, src)
-    classes = list(dataset.classes)
-    index = {c: i for i, c in enumerate(classes)}
-    by_cls = {c: v.tolist() for c, v in dataset.indices_by_class().items()}
-    std_train, std_test = frozenset(dataset.train_classes), frozenset(dataset.test_classes)
-    entries = []
-    for key, fid, tr, te, sv, eps in raw:
-        train = [mapper(v) for v in tr]
-        test = [mapper(v) for v in te]
-        both = set(train) & set(test)
-        if both:
-            raise BadInputError(f"{src}: split {key!r} has class {sorted(both)[0]!r} on both sides")
-        e = {"fid": fid, "train": train, "test": test, "reference_id": key if isinstance(key, (int, str)) else str(key),
-             "standard": frozenset(train) == std_train and frozenset(test) == std_test}
-        if sv is not None:
-            try:
-                val = [mapper(v) for v in sv]
-            except BadInputError:
-                val = None
-            if val is not None and set(val) <= set(train):
-                e["val"] = val
-        conv = _convert_episodes(eps, test, mapper, dataset, by_cls)
-        if conv is not None:
-            e["episodes"] = conv
-        entries.append(e)
-    entries.sort(key=lambda e: (e["fid"], str(e["reference_id"])))
-    std_fid = next((e["fid"] for e in entries if e["standard"]), None)
-    all_cls = set(classes)
-    trajectory = []
-    for i, e in enumerate(entries):
-        e["step"] = i
-        if e["standard"]:
-            phase = "start"
-        elif set(e["train"]) | set(e["test"]) != all_cls:
-            phase = "removal"
-        elif std_fid is not None and e["fid"] < std_fid:
-            phase = "easier"
-        else:
-            phase = "harder"
-        e["phase"] = phase
-        tr, te = set(e["train"]), set(e["test"])
-        trajectory.append({
-            "step": i, "phase": phase, "fid": e["fid"],
-            "to_test": _ordered(te & std_train, index),
-            "to_train": _ordered(tr & std_test, index),
-            "removed": _ordered(all_cls - tr - te, index),
-            "n_train": len(tr), "n_test": len(te), "parent": None,
-        })
-    series = _finish_series(entries, classes, by_cls, p, seed)
-    prov = OrderedDict(
-        dataset=dataset.name, fingerprint=dataset.fingerprint(),
-        extractor=extractor or "ooDML reference (ResNet-50, ImageNet)", level="class",
-        params=p.to_dict(), seed=int(seed), oodml_version=_oodml_version(), source="oodml-import",
-        reference_file=pkl_path.name, reference_md5=file_digest(pkl_path),
-    )
-    return {"schema": SCHEMA, "provenance": dict(prov), "classes": classes, "num_images": len(dataset),
-            "trajectory": trajectory, "series": series}
-
-
-def _convert_episodes(eps, test: list[str], mapper, dataset, by_cls) -> dict | None:
-    """Reference ``test_episodes`` -> our episodes, or None when they do not map cleanly."""
-    if not isinstance(eps, dict) or not eps:
-        return None
-    try:
-        out: dict[int, list[dict[str, list[int]]]] = {}
-        test_set = set(test)
-        for k, episodes in sorted(eps.items(), key=lambda kv: int(kv[0])):
-            k = int(k)
-            lst = []
-            for _, ep in sorted(episodes.items(), key=lambda kv: str(kv[0])):
-                conv: dict[str, list[int]] = {}
-                for cname, support in ep.items():
-                    c = mapper(cname if not isinstance(cname, np.generic) else cname.item())
-                    if c not in test_set:
-                        return None
-                    names = {os.path.basename(dataset.items[i].path): i for i in by_cls[c]}
-                    ids = sorted(names[os.path.basename(str(s))] for s in support)
-                    if len(ids) != k or len(set(ids)) != k:
-                        return None
-                    conv[c] = ids
-                lst.append(conv)
-            out[k] = lst
-        return out
-    except (KeyError, ValueError, TypeError, AttributeError, BadInputError):
-        return None
+    return import_published(pkl_path, dataset, params, seed=seed, redraw_episodes=redraw_episodes,
+                            extractor=extractor)
 
 
 # ============================================================================================

@@ -25,6 +25,8 @@ Study file (YAML, loaded safely with :func:`oodml.io.load_yaml`)::
       - {mode: fewshot, shots: [2, 5], episodes: 3}
       - {mode: probe, shots: [2, 5]}
     executor: {kind: local}             # local (jobs) | gpus (gpus, runs_per_gpu) | slurm (slurm: {...})
+    protocol: oodml                     # optional: default | oodml (also accepted under train:)
+    selection: test                     # optional: val | last | test (an ORACLE); default: the protocol's
     runs_dir: runs/embedded_quick       # default runs/<name>
 
 Relative paths (split files, dataset roots, ``runs_dir``) are relative to the study's *base
@@ -35,7 +37,9 @@ closest valid spelling for a misspelt one).
 
 **Runs as data.** Each grid cell becomes a resolved :class:`~oodml.train.TrainConfig` dict. Its run
 id is ``oodml.io.stable_hash`` of ``{"config": <that dict without the keys in HASH_EXCLUDED>,
-"split_digest": <hash of the split's entry in the split file, or null>}``. Excluded are the keys
+"split_digest": <hash of the split's entry in the split file, or null>}``. Keys added to the
+config later (``protocol``, ``selection``) enter it only when they differ from the value older
+files mean, so existing runs keep their ids. Excluded are the keys
 that say *where* or *how fast* a run happens, not *what* it computes (``root``, ``splits`` path,
 ``device``, ``workers``, ``tensorboard``, ``eval_batch_size``): moving the data or the split
 file, or running on another machine, keeps the ids, while changing a hyperparameter or
@@ -59,7 +63,8 @@ traceback's last line) and ``error.txt`` (the whole traceback) and does not stop
 ``run --retry-failed`` runs it again.
 
 **Results table.** :func:`collect` writes ``<runs_dir>/results.csv`` (and ``results.parquet``
-when pyarrow is importable) with the columns :data:`RESULT_COLUMNS`, one row per (run, stage,
+when pyarrow is importable) with the columns :data:`RESULT_COLUMNS` (``selection`` is the run's checkpoint
+rule: ``val``, ``last`` or ``test``, the oracle), one row per (run, stage,
 metric), in grid order; identical inputs give a byte-identical CSV. Load it with
 ``pd.read_csv("runs/<name>/results.csv")``.
 """
@@ -110,11 +115,15 @@ RUN_SCHEMA = "oodml.study.run/1"
 #: TrainConfig keys left out of the run id (where/how fast a run happens, not what it computes).
 HASH_EXCLUDED = ("root", "splits", "device", "workers", "tensorboard", "eval_batch_size")
 #: Columns of ``results.csv``, in order.
-RESULT_COLUMNS = ("study", "dataset", "split", "fid", "loss", "seed", "stage", "metric", "value", "ci95", "run_id")
+RESULT_COLUMNS = ("study", "dataset", "split", "fid", "loss", "seed", "selection", "stage", "metric", "value", "ci95",
+                  "run_id")
 #: Run states, in display order.
 STATES = ("done", "running", "queued", "failed", "pending")
 
-TOP_KEYS = ("name", "description", "datasets", "splits", "losses", "seeds", "train", "adapt", "executor", "runs_dir")
+TOP_KEYS = ("name", "description", "datasets", "splits", "losses", "seeds", "train", "adapt", "executor", "runs_dir",
+            "protocol", "selection")
+#: Top-level keys that are TrainConfig keys shared by every run (also accepted under ``train``).
+PROTOCOL_KEYS = ("protocol", "selection")
 DATASET_KEYS = ("name", "root", "splits")
 LOSS_KEYS = ("name", "params")
 ADAPT_MODES = ("fewshot", "probe")
@@ -250,6 +259,23 @@ def _config_dict(cfg: Any) -> dict:
     if hasattr(cfg, "to_dict"):
         return dict(cfg.to_dict())
     return dataclasses.asdict(cfg)
+
+
+def _hashed_config(cfg: dict) -> dict:
+    """The config part of a run id: without :data:`HASH_EXCLUDED`, and without keys added after
+    the first release while they hold the value older files mean (so existing runs keep their ids)."""
+    from oodml.train import ADDED_KEYS
+
+    return {k: v for k, v in cfg.items()
+            if k not in HASH_EXCLUDED and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
+
+
+def selection_of(config: dict) -> str:
+    """The checkpoint rule of a resolved run config (``val``, ``last`` or ``test`` = oracle)."""
+    sel = config.get("selection")
+    if sel:
+        return str(sel)
+    return "test" if config.get("protocol") == "oodml" else "val"
 
 
 def _train_keys(TrainConfig: Any) -> list[str]:
@@ -468,6 +494,14 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
     shared = raw.get("train") or {}
     if not isinstance(shared, dict):
         raise BadInputError(f"{path}: train must be a mapping of TrainConfig keys")
+    shared = dict(shared)
+    for key in PROTOCOL_KEYS:  # `protocol: oodml` at the top level = under train: for every run
+        if key in raw:
+            if key in shared and shared[key] != raw[key]:
+                raise BadInputError(
+                    f"{path}: {key} is {raw[key]!r} at the top level but {shared[key]!r} under train; keep one"
+                )
+            shared[key] = raw[key]
     for key in shared:
         if key in GRID_KEYS:
             raise BadInputError(
@@ -509,7 +543,7 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
                     except (TypeError, ValueError) as exc:
                         raise BadInputError(f"{path}: invalid train settings: {exc}") from None
                     run_id = stable_hash(
-                        {"config": {k: v for k, v in cfg.items() if k not in HASH_EXCLUDED}, "split_digest": digest}
+                        {"config": _hashed_config(cfg), "split_digest": digest}
                     )
                     key = (di, -1 if split is None else split, li, seed)
                     if run_id in seen:
@@ -1059,6 +1093,10 @@ def plan_table(study: Study) -> str:
         f"adapt: {', '.join(s['mode'] + ' ' + str(s['shots']) for s in study.adapt) or 'none'}; "
         f"runs in {study.runs_dir}"
     )
+    rules = sorted({selection_of(r.config) for r in study.runs})
+    protocols = sorted({str(r.config.get("protocol") or "default") for r in study.runs})
+    lines.append(f"protocol: {', '.join(protocols)}; checkpoint selection: "
+                 + ", ".join(f"{x} (ORACLE: chosen on the test classes)" if x == "test" else x for x in rules))
     lines.append(_counts_line(st))
     return "\n".join(lines)
 
@@ -1147,7 +1185,7 @@ def collect_rows(study: Study) -> tuple[list[dict], list[str]]:
         m = json.loads((r.run_dir / METRICS).read_text(encoding="utf-8"))
         fid = _num(m.get("fid")) if _num(m.get("fid")) is not None else r.fid
         base = {"study": study.name, "dataset": r.dataset, "split": r.split, "fid": fid, "loss": r.loss,
-                "seed": r.seed}
+                "seed": r.seed, "selection": str(m.get("selection") or selection_of(r.config))}
         for metric, value in (m.get("test") or {}).items():
             v = _num(value)
             if v is not None:

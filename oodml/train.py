@@ -28,6 +28,20 @@ What a run does
   The test classes are used once, at the end, on that checkpoint — except with
   ``test_curve=True``, which also scores them after every epoch into ``test_curve.csv``
   (columns ``test_*``, never used for any choice).
+* **Protocol and checkpoint rule** (``protocol``, ``selection``). ``protocol: default`` is the
+  above. ``protocol: oodml`` reproduces the ooDML study: the model is fitted on *all* of the
+  split's train classes (no validation classes are held out; ``val_fraction`` and a split's
+  ``val`` list are ignored) and the checkpoint is chosen the way the study's code chose it,
+  by the best test Recall@1 over the evaluated epochs. ``selection`` makes the rule explicit:
+  ``val`` (best validation Recall@1; the default protocol's rule), ``last`` (the last epoch)
+  or ``test`` (best *test* Recall@1 every ``eval_every`` epochs and after the last, earliest on
+  ties: an **oracle** that looks at the test classes, the study's rule and the default under
+  ``protocol: oodml``). ``metrics.json`` records ``protocol``, ``selection`` and ``oracle``;
+  ``log.csv`` gets ``oracle_test_*`` columns under ``test`` selection. ``protocol: oodml`` with
+  ``selection: val`` is refused (there are no validation classes).
+* **Test metrics** of the chosen checkpoint: Recall@k, precision@1, R-precision, MAP@R, NMI and
+  the study's mAP@1000, clustering F1, ρ-spectrum decay and intra/inter distance ratio
+  (:data:`oodml.evaluate.STUDY_METRICS`).
 * **Loop.** Class-balanced batches (:mod:`oodml.data`), Adam (default; ``adamw``/``sgd``) with
   the objective's own parameter groups, an optional per-epoch scheduler (``cosine``, ``step``,
   ``multistep``), AMP on CUDA only (``amp="auto"``: bf16 when supported, else fp16 with a
@@ -69,9 +83,12 @@ import torch
 
 from oodml.cli import add_quiet, progress_disabled, run_cli
 from oodml.errors import BadInputError, OodmlError
+from oodml.evaluate import STUDY_METRICS
 from oodml.io import atomic_open, atomic_write, dump_yaml, file_digest, load_yaml, read_json, write_json
 
 __all__ = [
+    "PROTOCOLS",
+    "SELECTIONS",
     "LoadedRun",
     "RunClasses",
     "TrainConfig",
@@ -88,6 +105,13 @@ BEST_SCHEMA = "oodml.train.best/1"
 SCHEDULERS = ("cosine", "step", "multistep")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+#: Training protocols: oodml's own (validation classes held out) and the ooDML study's.
+PROTOCOLS = ("default", "oodml")
+#: Checkpoint rules; ``test`` is an oracle (it looks at the test classes).
+SELECTIONS = ("val", "last", "test")
+#: Config keys added after the first release, with the value a file without them means (old
+#: checkpoints resume, old study runs keep their ids).
+ADDED_KEYS: dict[str, Any] = {"protocol": "default", "selection": None}
 #: Config keys that do not change the result: they may differ when a run is resumed.
 _RESUME_FREE = ("device", "workers", "threads", "tensorboard", "eval_batch_size")
 
@@ -144,6 +168,8 @@ class TrainConfig:
     # evaluation
     eval_every: int = 1
     eval_batch_size: int = 256
+    protocol: str = "default"  # "default" (validation classes held out) | "oodml" (the study's)
+    selection: str | None = None  # checkpoint rule "val" | "last" | "test" (oracle); None = the protocol's
     ks: Any = None  # Recall@k for the test metrics: list of ints or preset; None = "sop" for SOP else default
     test_curve: bool = False
     # execution
@@ -218,6 +244,13 @@ class TrainConfig:
             bad(f"workers must be 'auto' or a number >= 0 (got {self.workers!r})")
         if self.threads is not None and self.threads < 1:
             bad(f"threads must be at least 1 or null (got {self.threads})")
+        if self.protocol not in PROTOCOLS:
+            bad(f"protocol must be one of {', '.join(PROTOCOLS)} (got {self.protocol!r})")
+        if self.selection is not None and self.selection not in SELECTIONS:
+            bad(f"selection must be null or one of {', '.join(SELECTIONS)} (test = oracle; got {self.selection!r})")
+        if self.protocol == "oodml" and self.selection == "val":
+            bad("protocol oodml trains on all train classes, so there are no validation classes to select on; "
+                "use selection: test (the study's rule, an oracle) or last, or protocol: default")
         if self.split is not None and self.split < 1:
             bad(f"split must be a series id >= 1 or null for the standard split (got {self.split})")
         from oodml.losses import get_spec
@@ -228,6 +261,14 @@ class TrainConfig:
             bad(str(exc))
 
     # ---------------------------------------------------------------------------------------
+    @property
+    def selection_rule(self) -> str:
+        """The checkpoint rule in force: ``selection``, else ``test`` under ``protocol: oodml``
+        (the study's rule) and ``val`` under the default protocol."""
+        if self.selection is not None:
+            return self.selection
+        return "test" if self.protocol == "oodml" else "val"
+
     @property
     def dataset_name(self) -> str:
         from oodml.datasets import canonical_name
@@ -243,7 +284,7 @@ _FIELD_KINDS: dict[str, str] = {
     "crop_scale_min": "float", "batch_size": "int", "m_per_class": "int", "epochs": "int",
     "iterations_per_epoch": "int?", "optimizer": "str", "lr": "float", "weight_decay": "float",
     "head_lr_mult": "float", "scheduler": "str?", "scheduler_params": "dict", "grad_clip": "float?",
-    "eval_every": "int", "eval_batch_size": "int", "ks": "ks", "test_curve": "bool", "device": "str",
+    "eval_every": "int", "eval_batch_size": "int", "protocol": "str", "selection": "str?", "ks": "ks", "test_curve": "bool", "device": "str",
     "workers": "workers", "amp": "amp", "threads": "int?", "deterministic": "bool", "tensorboard": "bool",
 }
 
@@ -380,7 +421,9 @@ def resolve_classes(cfg: TrainConfig, dataset=None, progress: bool = True) -> Ru
         train_classes, test_classes = list(split.train), list(split.test)
         val_given = list(split.val or [])
         fid = None if split.fid is None else float(split.fid)
-    if val_given:
+    if cfg.protocol == "oodml":  # the study fits on every train class
+        val_classes = []
+    elif val_given:
         val = set(val_given)
         val_classes = [c for c in train_classes if c in val]
     elif cfg.val_fraction > 0 and cfg.eval_every > 0:
@@ -635,7 +678,7 @@ def _same_config(saved: Mapping[str, Any], now: Mapping[str, Any]) -> str | None
     for k in now:
         if k in _RESUME_FREE:
             continue
-        if saved.get(k) != now[k]:
+        if saved.get(k, ADDED_KEYS.get(k)) != now[k]:
             return k
     return None
 
@@ -815,6 +858,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
     val_ks = "default"
     val_metrics = ("recall", "precision@1", "r_precision", "map@r")
     has_val = bool(rc.val_classes) and cfg.eval_every > 0
+    rule = cfg.selection_rule
 
     def best_payload(epoch: int, val: Mapping[str, float]) -> dict[str, Any]:
         return {
@@ -876,16 +920,26 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
             row: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(count, 1), "lr": lr_now}
             last = epoch + 1 == cfg.epochs
             val: dict[str, float] = {}
-            if has_val and ((epoch + 1) % cfg.eval_every == 0 or last):
+            eval_now = (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0) or last
+            if has_val and eval_now:
                 val = _evaluate(model, rc, rc.val_classes, cfg, cache, device, val_ks, val_metrics, workers)
-                if val["recall@1"] > best_val:
+                if rule == "val" and val["recall@1"] > best_val:
                     best_val, best_epoch, best_metrics = float(val["recall@1"]), epoch + 1, dict(val)
                     _save(best_payload(epoch + 1, val), run_dir / "best.pt")
-            elif not has_val:
-                best_epoch, best_metrics = epoch + 1, {}
-                _save(best_payload(epoch + 1, {}), run_dir / "best.pt")
+            oracle: dict[str, float] | None = None
+            if rule == "test" and eval_now:  # the study's rule: an oracle on the test classes
+                oracle = _evaluate(model, rc, rc.test_classes, cfg, cache, device, _test_ks(cfg), val_metrics, workers)
+                row.update({f"oracle_test_{k}": v for k, v in oracle.items()})
+                if oracle["recall@1"] > best_val:
+                    best_val, best_epoch = float(oracle["recall@1"]), epoch + 1
+                    best_metrics = {f"oracle_test_{k}": v for k, v in oracle.items()}
+                    _save(best_payload(epoch + 1, best_metrics), run_dir / "best.pt")
+            elif rule == "last" or (rule == "val" and not has_val):
+                best_epoch, best_metrics = epoch + 1, dict(val)
+                _save(best_payload(epoch + 1, val), run_dir / "best.pt")
             if cfg.test_curve:
-                test = _evaluate(model, rc, rc.test_classes, cfg, cache, device, _test_ks(cfg), val_metrics, workers)
+                test = oracle if oracle is not None else _evaluate(
+                    model, rc, rc.test_classes, cfg, cache, device, _test_ks(cfg), val_metrics, workers)
                 curve.append({"epoch": epoch + 1, **{f"test_{k}": v for k, v in test.items()}})
                 atomic_write(run_dir / "test_curve.csv", _csv_text(curve))
             row["seconds"] = time.perf_counter() - t0
@@ -937,7 +991,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
             raise OodmlError(f"{run_dir}: no checkpoint was chosen (no epoch ran); check epochs")
         best = _load(run_dir / "best.pt", device)
         model.load_state_dict(best["model"])
-        test = _evaluate(model, rc, rc.test_classes, cfg, cache, device, _test_ks(cfg), ("recall", "precision@1", "r_precision", "map@r", "nmi"), workers)
+        test = _evaluate(model, rc, rc.test_classes, cfg, cache, device, _test_ks(cfg), STUDY_METRICS, workers)
         if tb is not None:
             for k, v in test.items():
                 tb.add_scalar(f"test/{k}", v, best_epoch)
@@ -946,6 +1000,9 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
             "split": cfg.split,
             "fid": rc.fid,
             "best_epoch": best_epoch,
+            "protocol": cfg.protocol,
+            "selection": rule,
+            "oracle": rule == "test",
             "val": best_metrics,
             "test": test,
             "epochs": cfg.epochs,
@@ -1056,6 +1113,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
     a("--deterministic", action="store_true", default=None, help="torch deterministic algorithms")
     a("--test-curve", action="store_true", default=None, help="also score the test classes every epoch (test_curve.csv)")
+    a("--protocol", choices=list(PROTOCOLS), help="default (validation classes held out) or oodml (the study's: "
+      "all train classes, checkpoint by test Recall@1)")
+    a("--selection", choices=list(SELECTIONS), help="checkpoint rule: val, last, or test (an ORACLE; the study's); "
+      "default: the protocol's")
     a("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig key (repeatable)")
     a("--list-losses", action="store_true", help="print the objectives and their defaults, then exit")
     add_quiet(p)
@@ -1066,6 +1127,7 @@ _FLAG_KEYS = (
     "dataset", "root", "splits", "split", "loss", "seed", "backbone", "pretrained", "weights", "embed_dim",
     "pooling", "image_size", "resize_size", "batch_size", "m_per_class", "epochs", "iterations_per_epoch", "lr",
     "weight_decay", "scheduler", "eval_every", "device", "workers", "amp", "threads", "deterministic", "test_curve",
+    "protocol", "selection",
 )
 
 
@@ -1112,7 +1174,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics = train(cfg, out, resume=not args.no_resume, progress=not quiet)
     test = metrics["test"]
     shown = "  ".join(f"{k} {v:.4f}" for k, v in test.items() if v is not None)
-    print(f"{out}: best epoch {metrics['best_epoch']}/{metrics['epochs']}, test {shown}")
+    rule = metrics.get("selection", "val")
+    chosen = f" (selection: {rule}{', ORACLE: chosen on the test classes' if rule == 'test' else ''})"
+    print(f"{out}: best epoch {metrics['best_epoch']}/{metrics['epochs']}{chosen if rule != 'val' else ''}, test {shown}")
     return 0
 
 
