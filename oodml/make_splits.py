@@ -110,8 +110,7 @@ def _dataset_name(args, default: str | None = None) -> str:
 
 
 def _check(args, progress: bool) -> int:
-    from oodml import features as feats
-    from oodml.datasets import load_dataset
+    from oodml.feature_files import load_features_file  # no torch for a features file
     from oodml.splits import _table_from_featureset, check_split_file, load_splits
 
     path = Path(args.check)
@@ -119,7 +118,7 @@ def _check(args, progress: bool) -> int:
     prov = sf.provenance
     source = prov.get("source")
     if args.features_file:
-        fs = feats.load_features_file(args.features_file)
+        fs = load_features_file(args.features_file)
         if source == "features-file" and prov.get("fingerprint") and prov["fingerprint"] != fs.fingerprint:
             raise BadInputError(
                 f"split file {path} was made from other features (fingerprint {str(prov['fingerprint'])[:12]}…, "
@@ -131,6 +130,9 @@ def _check(args, progress: bool) -> int:
         raise BadInputError(f"split file {path} was made from a features file ({prov.get('features_file')}); "
                             "pass it with --features-file to check it")
     else:
+        from oodml import features as feats
+        from oodml.datasets import load_dataset
+
         ds = load_dataset(prov.get("dataset") or None, root=args.root, download=args.download)
         sf = load_splits(path, dataset=ds)
         if source == "oodml-import":

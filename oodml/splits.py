@@ -693,11 +693,39 @@ def assemble_document(traj: Trajectory, classes: list[str], images_by_class: dic
 # ============================================================================================
 # Writing
 # ============================================================================================
-def _is_leaf_list(x) -> bool:
-    return isinstance(x, list) and all(isinstance(v, (str, int, float, bool)) or v is None for v in x)
+_SCALARS = (str, int, float, bool, type(None))
+_LEAF_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # C-accelerated, ", " separators
+_encode_str = json.encoder.encode_basestring  # what json.dumps(s, ensure_ascii=False) returns for a str
+
+
+def _scalar(v):
+    """A scalar as plain JSON data, normalised like :func:`oodml.io.dumps_json` (numpy scalars to
+    Python, non-finite floats to ``None``, paths to strings)."""
+    if type(v) is int or type(v) is str or v is None or type(v) is bool:
+        return v
+    from oodml.io import _jsonable
+
+    return _jsonable(v)
+
+
+def _leaf_text(items: list) -> str | None:
+    """One-line JSON of a flat list of scalars, or ``None`` when ``items`` holds a container.
+
+    Fast path: lists of plain ``int`` or ``str`` (image ids, class names: nearly all of a file's
+    bytes) go to the C encoder in one call, without a Python-level visit per value."""
+    kinds = set(map(type, items))
+    if kinds <= {int, str}:
+        return _LEAF_ENCODER.encode(items)
+    if not all(isinstance(v, _SCALARS) or np.isscalar(v) and not isinstance(v, (bytes, np.bytes_)) for v in items):
+        return None
+    return _LEAF_ENCODER.encode([_scalar(v) for v in items])
 
 
 def _dump(obj, indent: int, level: int, out: list[str]) -> None:
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    elif isinstance(obj, tuple):
+        obj = list(obj)
     pad = " " * (indent * (level + 1))
     end = " " * (indent * level)
     if isinstance(obj, dict):
@@ -705,30 +733,37 @@ def _dump(obj, indent: int, level: int, out: list[str]) -> None:
             out.append("{}")
             return
         out.append("{\n")
+        last = len(obj) - 1
         for n, (k, v) in enumerate(obj.items()):
-            out.append(pad + json.dumps(str(k), ensure_ascii=False) + ": ")
+            out.append(pad + _encode_str(str(k)) + ": ")
             _dump(v, indent, level + 1, out)
-            out.append(",\n" if n < len(obj) - 1 else "\n")
+            out.append(",\n" if n < last else "\n")
         out.append(end + "}")
-    elif isinstance(obj, list) and obj and not _is_leaf_list(obj):
+    elif isinstance(obj, list):
+        leaf = _leaf_text(obj)
+        if leaf is not None:  # includes the empty list
+            out.append(leaf)
+            return
         out.append("[\n")
+        last = len(obj) - 1
         for n, v in enumerate(obj):
             out.append(pad)
             _dump(v, indent, level + 1, out)
-            out.append(",\n" if n < len(obj) - 1 else "\n")
+            out.append(",\n" if n < last else "\n")
         out.append(end + "]")
     else:
-        out.append(json.dumps(obj, ensure_ascii=False, allow_nan=False))
+        out.append(_LEAF_ENCODER.encode(_scalar(obj)))
 
 
 def dumps_split_document(doc: dict) -> str:
-    """Canonical text of a split document: values normalised by :func:`oodml.io.dumps_json`,
-    nested containers indented, flat lists (class names, image ids) on one line, trailing newline."""
-    from oodml.io import dumps_json
+    """Canonical text of a split document: values normalised as by :func:`oodml.io.dumps_json`
+    (numpy to Python, NaN/inf to ``null``), nested containers indented, flat lists (class names,
+    image ids) on one line, trailing newline.
 
-    plain = json.loads(dumps_json(doc, indent=None))
+    One pass over the document; flat lists of ``int``/``str`` (and numpy integer arrays) are
+    encoded by the C JSON encoder in one call each."""
     out: list[str] = []
-    _dump(plain, 1, 0, out)
+    _dump(doc, 1, 0, out)
     return "".join(out) + "\n"
 
 
@@ -737,8 +772,9 @@ def write_split_document(path, doc: dict) -> Path:
     from oodml.io import atomic_write
 
     path = Path(path)
-    validate_split_document(json.loads(dumps_split_document(doc)), str(path))
-    atomic_write(path, dumps_split_document(doc))
+    text = dumps_split_document(doc)
+    validate_split_document(json.loads(text), str(path))
+    atomic_write(path, text)
     return path
 
 
@@ -1309,15 +1345,14 @@ def make_splits(
     or :func:`oodml.features.extract_features` on the loaded dataset (cached) with ``extractor``
     (default: the dataset's default extractor) and ``weights``.  Returns the :class:`SplitFile`.
     """
-    from oodml import features as feats
-
     p = params or SearchParams()
     if features_file is not None:
+        from oodml.feature_files import load_features_file, standard_split_for_features  # no torch
         from oodml.io import file_digest
 
-        fs = feats.load_features_file(features_file)
+        fs = load_features_file(features_file)
         x, lab, classes = _table_from_featureset(fs)
-        std_train, std_test = feats.standard_split_for_features(fs)
+        std_train, std_test = standard_split_for_features(fs)
         name = dataset or getattr(fs, "dataset", None) or getattr(fs, "dataset_name", None) or Path(features_file).stem
         extra = {"features_file": Path(features_file).name, "features_md5": file_digest(features_file)}
         doc = build_split_document(x, lab, classes, list(std_train), list(std_test), p, seed=seed, dataset=str(name),
@@ -1325,6 +1360,7 @@ def make_splits(
                                    extractor=str(getattr(fs, "extractor", "") or ""), source="features-file",
                                    extra_provenance=extra, progress=progress)
     else:
+        from oodml import features as feats
         from oodml.datasets import canonical_name, load_dataset
 
         ds = load_dataset(dataset, root=root, download=download)
@@ -1341,11 +1377,13 @@ def make_splits(
                                    dataset=ds.name, fingerprint=ds.fingerprint(),
                                    extractor=str(getattr(fs, "extractor", ext)), source="search",
                                    extra_provenance=extra, progress=progress)
-    text = dumps_split_document(doc)
+    text = dumps_split_document(doc)  # serialised once: validated, written and returned from the same text
     plain = json.loads(text)
     validate_split_document(plain, str(out) if out else "<new split file>")
     if out is not None:
-        write_split_document(out, doc)
+        from oodml.io import atomic_write
+
+        atomic_write(out, text)
     return SplitFile(path=Path(out) if out else None, schema=plain["schema"], provenance=plain["provenance"],
                      classes=plain["classes"], num_images=plain["num_images"], trajectory=plain["trajectory"],
                      series=[_to_split(s) for s in plain["series"]], raw=plain)
