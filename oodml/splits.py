@@ -81,6 +81,13 @@ byte-identical file.  Lists of numbers and of class names are written on one lin
 instead of tens of MB for large datasets).  :func:`load_splits` validates a file and names it in
 every error; :func:`check_split_file` recomputes its FIDs.
 
+**FIDs are written at** :data:`FID_DIGITS` **(12) significant digits** (:func:`round_fid`), and the
+series is selected on those rounded values.  Another CPU's BLAS rounds the last of a float64's ~16
+digits differently (e.g. ``0.19190092937261793`` against ``0.1919009293726175``); at 12 digits both
+give ``0.191900929373``, so a split file regenerated on any machine is byte-identical to the shipped
+one.  ``--check`` compares recomputed FIDs at a relative tolerance (:data:`FID_RTOL`, 1e-5), far
+above both the rounding and the run-to-run differences.
+
 Python API::
 
     from oodml.splits import make_splits, load_splits
@@ -128,6 +135,7 @@ __all__ = [
     "make_episodes",
     "make_splits",
     "replay_from",
+    "round_fid",
     "side_scores",
     "search_trajectory",
     "select_series",
@@ -145,6 +153,17 @@ DEFAULT_SHOTS = (1, 2, 5, 10)
 PHASES = ("start", "easier", "harder", "removal")
 #: Relative tolerance of :func:`check_split_file` when comparing recomputed FIDs.
 FID_RTOL = 1e-5
+#: Significant digits of the FIDs written in a split file (see "The file" above).
+FID_DIGITS = 12
+
+
+def round_fid(value: float) -> float:
+    """``value`` rounded to :data:`FID_DIGITS` significant digits (what a split file stores):
+    machine-independent where float64 results differ in their last digits between BLAS builds."""
+    v = float(value)
+    if not math.isfinite(v):
+        return v
+    return float(f"{v:.{FID_DIGITS}g}")
 
 
 # ============================================================================================
@@ -577,7 +596,7 @@ def _finish_series(entries: list[dict], classes: list[str], images_by_class: dic
                    params: SearchParams, seed: int) -> list[dict]:
     """Add ids (1..K by FID), val, image counts and episodes to selected entries."""
     index = {c: i for i, c in enumerate(classes)}
-    entries = sorted(entries, key=lambda e: (e["fid"], e["step"]))
+    entries = sorted(entries, key=lambda e: (round_fid(e["fid"]), e["step"]))
     out = []
     for i, e in enumerate(entries, 1):
         train = _ordered(e["train"], index)
@@ -591,7 +610,7 @@ def _finish_series(entries: list[dict], classes: list[str], images_by_class: dic
         if eps is None:
             eps = make_episodes(test, images_by_class, shots=params.shots, episodes=params.episodes, seed=seed)
         item = OrderedDict(
-            id=i, fid=float(e["fid"]), step=int(e["step"]), phase=e["phase"], standard=bool(e["standard"]),
+            id=i, fid=round_fid(e["fid"]), step=int(e["step"]), phase=e["phase"], standard=bool(e["standard"]),
             train=train, test=test, val=val,
             n_train_images=int(sum(len(images_by_class[c]) for c in train)),
             n_test_images=int(sum(len(images_by_class[c]) for c in test)),
@@ -659,7 +678,7 @@ def assemble_document(traj: Trajectory, classes: list[str], images_by_class: dic
     trajectory = []
     for r in traj.records:
         trajectory.append({
-            "step": r["step"], "phase": r["phase"], "fid": r["fid"],
+            "step": r["step"], "phase": r["phase"], "fid": None if r["fid"] is None else round_fid(r["fid"]),
             "to_test": [names[c] for c in r["to_test"]], "to_train": [names[c] for c in r["to_train"]],
             "removed": [names[c] for c in r["removed"]], "n_train": r["n_train"], "n_test": r["n_test"],
             "parent": r["parent"],
@@ -670,12 +689,12 @@ def assemble_document(traj: Trajectory, classes: list[str], images_by_class: dic
         key = (frozenset(tr), frozenset(te))
         seen.setdefault(key, i)
     distinct = sorted(seen.values())
-    picks = select_series([traj.records[i]["fid"] for i in distinct], params.num_splits, required=0)
+    picks = select_series([trajectory[i]["fid"] for i in distinct], params.num_splits, required=0)
     entries = []
     for j in picks:
         s = distinct[j]
         tr, te = traj.states[s]
-        entries.append({"fid": traj.records[s]["fid"], "step": s, "phase": traj.records[s]["phase"],
+        entries.append({"fid": trajectory[s]["fid"], "step": s, "phase": traj.records[s]["phase"],
                         "standard": s == 0, "train": [names[c] for c in tr], "test": [names[c] for c in te]})
     series = _finish_series(entries, classes, images_by_class, params, seed)
     prov = OrderedDict(
