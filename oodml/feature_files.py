@@ -144,7 +144,7 @@ def features_fingerprint(features: np.ndarray, labels: Sequence[str], superclass
     h = hashlib.sha256()
     f = np.ascontiguousarray(features, dtype="<f4")
     h.update(f"oodml-features-v{FEATURES_FILE_VERSION}\n{f.shape[0]} {f.shape[1]}\n".encode())
-    h.update(f.tobytes())
+    h.update(memoryview(f).cast("B"))  # the same bytes, without a copy of the table
     h.update(("\n" + "\x1f".join(labels) + "\n").encode("utf-8"))
     if superclasses is not None:
         h.update(("\x1f".join("" if s is None else s for s in superclasses) + "\n").encode("utf-8"))

@@ -81,6 +81,15 @@ byte-identical file.  Lists of numbers and of class names are written on one lin
 instead of tens of MB for large datasets).  :func:`load_splits` validates a file and names it in
 every error; :func:`check_split_file` recomputes its FIDs.
 
+**A stride** (``SearchParams.trajectory_stride``, ``--trajectory-stride S``): the moves of every
+phase need only class means, so with ``S > 1`` the FID is evaluated only every ``S``-th iteration
+of a phase and at its last step (the other records carry ``"fid": null``); patience is checked at
+evaluated steps (``patience`` iterations since the last new best), the hardest state is the
+hardest evaluated one, and the series is selected among evaluated steps, so every selected split
+has its exact FID.  At image level, where each FID is one ``d × d`` eigenvalue problem, this cuts
+the series' cost by about ``S`` (``S = 1``, the default, is the full search, and its files carry
+no ``trajectory_stride`` key).
+
 **FIDs are written at** :data:`FID_DIGITS` **(12) significant digits** (:func:`round_fid`), and the
 series is selected on those rounded values.  Another CPU's BLAS rounds the last of a float64's ~16
 digits differently (e.g. ``0.19190092937261793`` against ``0.1919009293726175``); at 12 digits both
@@ -190,6 +199,8 @@ class SearchParams:
     episodes: int = 10
     shots: tuple[int, ...] = DEFAULT_SHOTS
     val_fraction: float = 0.15
+    #: FID evaluated every this many iterations of a phase (and at its last); 1 = every step.
+    trajectory_stride: int = 1
 
     def __post_init__(self) -> None:
         self.phases = tuple(self.phases)
@@ -218,11 +229,15 @@ class SearchParams:
             raise OodmlError(f"shots must be positive, got {list(self.shots)}")
         if not 0.0 <= float(self.val_fraction) < 1.0:
             raise OodmlError(f"val-fraction must be in [0, 1), got {self.val_fraction}")
+        if int(self.trajectory_stride) < 1:
+            raise OodmlError(f"trajectory-stride must be at least 1, got {self.trajectory_stride}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["phases"] = list(self.phases)
         d["shots"] = list(self.shots)
+        if self.trajectory_stride == 1:  # the default: files stay as they were before the option
+            del d["trajectory_stride"]
         return d
 
 
@@ -387,13 +402,21 @@ def search_trajectory(
 
     bar_kw = dict(disable=not progress, leave=False, unit="it")
 
+    stride = int(p.trajectory_stride)
+
+    def settle(tr, te) -> None:
+        """With a stride, the last step of a phase gets its FID too (if it has none yet)."""
+        r = records[-1]
+        if r["fid"] is None:
+            r["fid"] = fid_of(tr, te)
+
     def swap_phase(name: str, reverse: bool) -> int:
         tr, te = list(train), list(test)
         blocked: deque = deque(maxlen=max(H, 1) * S + S)
-        best, best_step, since, parent = f0, 0, 0, 0
+        best, best_step, best_it, parent = f0, 0, 0, 0
         sign = -1.0 if reverse else 1.0  # harder: maximise; easier: minimise
         with tqdm(total=max_iters, desc=f"{name} phase", **bar_kw) as bar:
-            for _ in range(max_iters):
+            for it in range(1, max_iters + 1):
                 s_tr, s_te = side_scores(means[tr], means[te])
                 o_tr = np.argsort(s_tr, kind="stable")
                 o_te = np.argsort(s_te, kind="stable")
@@ -402,16 +425,21 @@ def search_trajectory(
                 moved = _pick_pairs(list(o_tr), list(o_te), tr, te, S, blocked, H)
                 if not moved:
                     break
-                value = fid_of(tr, te)
+                value = fid_of(tr, te) if it % stride == 0 else None  # the moves need class means only
                 parent = add(name, parent, tr, te, value, [a for a, _ in moved], [b for _, b in moved])
                 bar.update(1)
+                if value is None:
+                    continue
                 bar.set_postfix(fid=f"{value:.4g}")
                 if sign * value > sign * best:
-                    best, best_step, since = value, parent, 0
-                else:
-                    since += 1
-                    if p.patience is not None and since >= int(p.patience):
-                        break
+                    best, best_step, best_it = value, parent, it
+                elif p.patience is not None and it - best_it >= int(p.patience):
+                    break  # (with stride 1: `patience` iterations in a row without a new best)
+        if records[-1]["fid"] is None:
+            settle(tr, te)
+            value = records[-1]["fid"]
+            if sign * value > sign * best:
+                best_step = len(records) - 1
         return best_step
 
     hardest = 0
@@ -421,10 +449,11 @@ def search_trajectory(
         hardest = swap_phase("harder", reverse=False)
     if "removal" in p.phases:
         tr, te = list(states[hardest][0]), list(states[hardest][1])
-        best, since, parent = records[hardest]["fid"], 0, hardest
+        best, best_it, it, parent = records[hardest]["fid"], 0, 0, hardest
         limit = math.ceil(max(len(tr) - floors[0], len(te) - floors[1], 0) / S)
         with tqdm(total=limit, desc="removal phase", **bar_kw) as bar:
             while True:
+                it += 1
                 r_tr = max(0, min(S, len(tr) - floors[0]))
                 r_te = max(0, min(S, len(te) - floors[1]))
                 if r_tr == 0 and r_te == 0:
@@ -436,16 +465,18 @@ def search_trajectory(
                 drop_tr, drop_te = set(o_tr.tolist()), set(o_te.tolist())
                 tr = [c for i, c in enumerate(tr) if i not in drop_tr]
                 te = [c for i, c in enumerate(te) if i not in drop_te]
-                value = fid_of(tr, te)
+                value = fid_of(tr, te) if it % stride == 0 else None
                 parent = add("removal", parent, tr, te, value, removed=gone)
                 bar.update(1)
+                if value is None:
+                    continue
                 bar.set_postfix(fid=f"{value:.4g}")
                 if value > best:
-                    best, since = value, 0
-                else:
-                    since += 1
-                    if p.patience is not None and since >= int(p.patience):
-                        break
+                    best, best_it = value, it
+                elif p.patience is not None and it - best_it >= int(p.patience):
+                    break
+        if records[-1]["fid"] is None:
+            settle(tr, te)
     return Trajectory(records, states, floors, max_iters, calls[0],
                       {"setup": t_setup, "fid": t_fid[0], "total": time.perf_counter() - t0})
 
@@ -686,6 +717,8 @@ def assemble_document(traj: Trajectory, classes: list[str], images_by_class: dic
     # distinct states: the first step that reached each
     seen: dict = {}
     for i, (tr, te) in enumerate(traj.states):
+        if trajectory[i]["fid"] is None:  # not evaluated (--trajectory-stride): not selectable
+            continue
         key = (frozenset(tr), frozenset(te))
         seen.setdefault(key, i)
     distinct = sorted(seen.values())
@@ -733,8 +766,10 @@ def _leaf_text(items: list) -> str | None:
     Fast path: lists of plain ``int`` or ``str`` (image ids, class names: nearly all of a file's
     bytes) go to the C encoder in one call, without a Python-level visit per value."""
     kinds = set(map(type, items))
+    if kinds == {int}:
+        return repr(items)  # a list of Python ints prints exactly as JSON does ("[1, 2, 3]")
     if kinds <= {int, str}:
-        return _LEAF_ENCODER.encode(items)
+        return "[" + ", ".join([_encode_str(v) if type(v) is str else repr(v) for v in items]) + "]"
     if not all(isinstance(v, _SCALARS) or np.isscalar(v) and not isinstance(v, (bytes, np.bytes_)) for v in items):
         return None
     return _LEAF_ENCODER.encode([_scalar(v) for v in items])
@@ -755,7 +790,11 @@ def _dump(obj, indent: int, level: int, out: list[str]) -> None:
         last = len(obj) - 1
         for n, (k, v) in enumerate(obj.items()):
             out.append(pad + _encode_str(str(k)) + ": ")
-            _dump(v, indent, level + 1, out)
+            leaf = _leaf_text(v) if type(v) is list else None  # fast path: an episode's id lists
+            if leaf is not None:
+                out.append(leaf)
+            else:
+                _dump(v, indent, level + 1, out)
             out.append(",\n" if n < last else "\n")
         out.append(end + "}")
     elif isinstance(obj, list):
@@ -1366,14 +1405,19 @@ def make_splits(
     """
     p = params or SearchParams()
     if features_file is not None:
+        from concurrent.futures import ThreadPoolExecutor
+
         from oodml.feature_files import load_features_file, standard_split_for_features  # no torch
         from oodml.io import file_digest
 
-        fs = load_features_file(features_file)
-        x, lab, classes = _table_from_featureset(fs)
+        with ThreadPoolExecutor(1) as pool:  # hashlib releases the GIL: the MD5 overlaps the reading
+            md5 = pool.submit(file_digest, features_file)
+            fs = load_features_file(features_file)
+            x, lab, classes = _table_from_featureset(fs)
+            md5 = md5.result()
         std_train, std_test = standard_split_for_features(fs)
         name = dataset or getattr(fs, "dataset", None) or getattr(fs, "dataset_name", None) or Path(features_file).stem
-        extra = {"features_file": Path(features_file).name, "features_md5": file_digest(features_file)}
+        extra = {"features_file": Path(features_file).name, "features_md5": md5}
         doc = build_split_document(x, lab, classes, list(std_train), list(std_test), p, seed=seed, dataset=str(name),
                                    fingerprint=str(getattr(fs, "fingerprint", "") or ""),
                                    extractor=str(getattr(fs, "extractor", "") or ""), source="features-file",

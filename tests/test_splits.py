@@ -555,3 +555,51 @@ def test_import_oodml_reference_structure(tmp_path):
     # names that match nothing: a clear error
     with pytest.raises(BadInputError, match="matches no class"):
         import_oodml(path, make_dataset([f"x{i}" for i in range(20)], per=7))
+
+
+def test_trajectory_stride_evaluates_every_sth_step_and_the_selected_ones_exactly():
+    from oodml.fid import FIDComputer
+
+    x, lab = structured(C=40, per=6, d=16, seed=5)
+    cls = names(40)
+    full = SearchParams(num_splits=4, patience=None, max_iters=6, min_classes=12, episodes=1)
+    strided = SearchParams(num_splits=4, patience=None, max_iters=6, min_classes=12, episodes=1,
+                           trajectory_stride=3)
+    t1 = search_trajectory(x, lab, range(20), range(20, 40), full)
+    t3 = search_trajectory(x, lab, range(20), range(20, 40), strided)
+    swaps = sum(r["phase"] != "removal" for r in t1.records)
+    assert t3.states[:swaps] == t1.states[:swaps]  # the same swap moves (no patience here)
+    evaluated = [i for i, r in enumerate(t3.records) if r["fid"] is not None]
+    assert 0 < len(evaluated) < len(t3.records) and t3.fid_calls == len(evaluated)
+    for i in evaluated[: sum(i < swaps for i in evaluated)]:  # evaluated = the full search's FID
+        assert t3.records[i]["fid"] == pytest.approx(t1.records[i]["fid"], rel=1e-12)
+    hardest = t3.records[swaps]["parent"]  # removal starts from the hardest *evaluated* state
+    assert t3.records[hardest]["fid"] == max(t3.records[i]["fid"] for i in evaluated if i < swaps)
+    for i, r in enumerate(t3.records):  # every 3rd iteration of a phase, and each phase's last step
+        last_of_phase = i + 1 == len(t3.records) or t3.records[i + 1]["phase"] != r["phase"]
+        if r["phase"] != "start":
+            k = i - next(j for j, q in enumerate(t3.records) if q["phase"] == r["phase"]) + 1
+            assert (r["fid"] is not None) == (k % 3 == 0 or last_of_phase)
+    doc = build_split_document(x, lab, cls, cls[:20], cls[20:], strided, dataset="synthetic")
+    assert doc["provenance"]["params"]["trajectory_stride"] == 3
+    assert "trajectory_stride" not in build_split_document(
+        x, lab, cls, cls[:20], cls[20:], full, dataset="synthetic")["provenance"]["params"]
+    text = dumps_split_document(doc)
+    assert '"fid": null' in text
+    sf = load_splits_from_text(text)
+    fc = FIDComputer(x, lab)
+    for s in sf["series"]:  # selected splits are evaluated steps, with their exact FIDs
+        assert doc["trajectory"][s["step"]]["fid"] == s["fid"]
+        tr, te = t3.states[s["step"]]
+        assert s["fid"] == round_fid(fc.from_scratch(tr, te)) or s["fid"] == pytest.approx(
+            fc.from_scratch(tr, te), rel=1e-11)
+    with pytest.raises(OodmlError, match="trajectory-stride"):
+        SearchParams(trajectory_stride=0)
+
+
+def load_splits_from_text(text):
+    from oodml.splits import validate_split_document
+
+    doc = json.loads(text)
+    validate_split_document(doc, "<strided>")
+    return doc
