@@ -373,9 +373,16 @@ def resolve_dense_backend(backend: str = "auto", device=None) -> tuple[str, str 
     one thread pool) on ``device`` -- a torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``);
     ``None`` picks CUDA when a GPU is visible, else the CPU.  ``"auto"`` falls back to scipy if
     torch cannot be imported.  ``"scipy"``: scipy's LAPACK (``potrf``, ``sygst``, ``syevd``), CPU.
+    The environment variable ``OODML_FID_BACKEND`` (``torch`` or ``scipy``) overrides ``"auto"``,
+    e.g. for ``python -m oodml.make_splits --level image`` (benchmarks compare the two this way).
     """
+    if backend == "auto":
+        import os
+
+        backend = os.environ.get("OODML_FID_BACKEND", "").strip().lower() or "auto"
     if backend not in DENSE_BACKENDS:
-        raise ValueError(f"dense backend must be one of {', '.join(DENSE_BACKENDS)}, got {backend!r}")
+        raise ValueError(f"dense backend must be one of {', '.join(DENSE_BACKENDS)}, got {backend!r} "
+                         "(argument or OODML_FID_BACKEND)")
     if backend == "scipy":
         if device not in (None, "cpu"):
             raise ValueError(f"the scipy dense backend runs on the CPU only, got device={device!r}")
@@ -925,7 +932,7 @@ class FIDComputer:
 
     def _threads(self, a: np.ndarray, b: np.ndarray):
         if self.dense_backend == "torch" and self._dense_sides(a, b):
-            return self._torch_threads()
+            return self._torch_threads(3.0 * self.dim ** 3)
         if self.blas_threads is not None:
             return _blas_threads(threads=self.blas_threads)
         n1, n2 = int(self._point_counts[a].sum()), int(self._point_counts[b].sum())
@@ -935,14 +942,16 @@ class FIDComputer:
         return min(int(self._point_counts[a].sum()), int(self._point_counts[b].sum())) > self.dim
 
     @contextlib.contextmanager
-    def _torch_threads(self):
+    def _torch_threads(self, work: float):
         """One thread pool for a dense call on the torch backend: scipy's OpenBLAS (left with
         the O(d²) scatter updates) pinned to one thread so that its idle workers do not spin
-        against torch's, and torch at ``blas_threads`` threads when given."""
+        against torch's; torch at ``blas_threads`` threads when given, at one thread for small
+        problems (below :data:`SMALL_WORK_FLOPS`, as on scipy's path: threads buy nothing there
+        and collapse on an oversubscribed machine), else at its own default."""
         from oodml.threads import torch_threads
 
-        with _blas_threads(threads=1), torch_threads(self.blas_threads or 1,
-                                                     enabled=self.blas_threads is not None):
+        threads = self.blas_threads if self.blas_threads is not None else (1 if work < SMALL_WORK_FLOPS else None)
+        with _blas_threads(threads=1), torch_threads(threads or 1, enabled=threads is not None):
             yield
 
     def from_scratch(self, train_classes, test_classes) -> float:

@@ -417,6 +417,17 @@ def test_dense_backend_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             fid.resolve_dense_backend("torch", "cuda")
+    import os
+
+    os.environ["OODML_FID_BACKEND"] = "scipy"
+    try:
+        assert fid.resolve_dense_backend("auto") == ("scipy", None)
+        assert fid.resolve_dense_backend("torch", "cpu") == ("torch", "cpu")  # explicit wins
+        os.environ["OODML_FID_BACKEND"] = "lapack"
+        with pytest.raises(ValueError, match="OODML_FID_BACKEND"):
+            fid.resolve_dense_backend("auto")
+    finally:
+        del os.environ["OODML_FID_BACKEND"]
     # class level never needs the dense path (nor torch)
     x, labels = _toy_problem(seed=3)
     assert FIDComputer(x, labels, level="class", dense_backend="torch").dense_backend == "scipy"
@@ -426,6 +437,13 @@ def test_dense_backend_resolution():
 def test_torch_dense_trace_sqrt_equals_the_lapack_path(d):
     """The device-agnostic float64 path (here on the CPU; the same code runs on CUDA) against
     scipy's potrf + sygst + syevd, on PD, singular and swapped-role inputs."""
+    from oodml.threads import torch_threads
+
+    with torch_threads(1):  # small problems: one thread (quick on a shared machine too)
+        _check_torch_dense_path(d)
+
+
+def _check_torch_dense_path(d):
     rng = np.random.default_rng(d)
     a = _features(rng, 3 * d, d, rank=max(2, d // 4))
     b = _features(rng, 3 * d, d, rank=max(2, d // 3), shift=0.5)
