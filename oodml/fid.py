@@ -45,8 +45,10 @@ Numerical choices
   symmetric eigendecomposition, ``F = V₊ Λ₊^{1/2}`` keeping eigenvalues above ``d·eps·λ_max``, and
   the small ``r × r`` matrix ``Fᵀ Σ2 F`` is diagonalised.
 * The result is not clipped at 0 (near-identical inputs can give ``-1e-13``-sized values).
-* All BLAS/LAPACK calls go to one library (scipy's OpenBLAS): see the note above
-  :func:`_lstore` on thread pools.
+* Each dense path keeps to one library and one thread pool: scipy's OpenBLAS (``potrf``,
+  ``sygst``, ``syevd``; see the note above :func:`_lstore` on thread pools) or, for
+  :class:`FIDComputer`'s image level by default, torch (Cholesky, a blocked congruence,
+  ``eigvalsh``; CUDA when present; :func:`resolve_dense_backend`), equal to ~1e-15 relative.
 
 The low-rank identity
 ---------------------
