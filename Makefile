@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.bench_splits
 	$(PY) -m benchmarks.bench_data
 	$(PY) -m benchmarks.bench_evaluate
+	$(PY) -m benchmarks.bench_cli
+	$(PY) -m benchmarks.bench_train
 
 clean-venv:
 	rm -rf $(VENV)

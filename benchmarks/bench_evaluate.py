@@ -94,6 +94,52 @@ def _load() -> str:
         return "load ?"
 
 
+def floors(x: np.ndarray, y: np.ndarray) -> None:
+    """Issue 15's floors, same data, same run: (1) the leave-one-out neighbour pass against the
+    blocked half similarity product it is built on (the same block pairs through the same GEMM,
+    nothing else); (2) our exact k-means against faiss' k-means, per iteration (k = classes)."""
+    import time
+
+    from oodml.cluster import ExactKMeans, sgemm_nt
+    from oodml.knn import _class_blocks, loo_neighbour_stats
+
+    order = np.argsort(y, kind="stable")
+    bounds = _class_blocks(y[order], 4096)
+    t0 = time.perf_counter()
+    blocks = [np.ascontiguousarray(x[order[bounds[i]:bounds[i + 1]]]) for i in range(len(bounds) - 1)]
+    bmax = max(len(b) for b in blocks)
+    buf = np.empty(bmax * bmax, np.float32)
+    for i, bi in enumerate(blocks):
+        for bj in blocks[i:]:
+            sgemm_nt(bi, bj, buf[: len(bi) * len(bj)].reshape(len(bi), len(bj)))
+    gemm = time.perf_counter() - t0
+    before = _load()
+    t0 = time.perf_counter()
+    loo_neighbour_stats(x, y)
+    knn = time.perf_counter() - t0
+    print(f"floor 1: blocked half similarity product {gemm:.2f} s; leave-one-out neighbour pass {knn:.2f} s "
+          f"= {knn / gemm:.2f}x the product (goal <= 1.3; {before} -> {_load()})", flush=True)
+    k = len(np.unique(y))
+    km = ExactKMeans(x, k, seed=0)
+    t0 = time.perf_counter()
+    res = km.fit(20)
+    ours = time.perf_counter() - t0
+    iters = max(1, int(getattr(res, "n_iter", 20) or 20))
+    try:
+        import faiss
+
+        fk = faiss.Kmeans(x.shape[1], k, niter=20, seed=0, verbose=False)
+        t0 = time.perf_counter()
+        fk.train(x)
+        theirs = time.perf_counter() - t0
+        print(f"floor 2: k-means (k = {k}) ours {ours:.2f} s for {iters} updates ({ours / (iters + 1):.3f} s per "
+              f"assignment pass, the initial one included); faiss {theirs:.2f} s for 20 iterations "
+              f"({theirs / 20:.3f} s per iteration); per iteration ours / faiss = "
+              f"{(ours / (iters + 1)) / (theirs / 20):.2f} ({_load()})", flush=True)
+    except ImportError:  # pragma: no cover
+        print(f"floor 2: k-means ours {ours:.2f} s ({iters} updates); faiss not installed")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="10x smaller problem (6,050 x 512, 1,132 classes)")
@@ -102,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="interleaved rounds (ours then pml, then pml then ours, ...); the median ratio is the result")
     p.add_argument("--skip-pml", action="store_true", help="time only oodml.evaluate")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--floors", action="store_true",
+                   help="also time the neighbour pass against its blocked half GEMM and k-means per iteration "
+                        "against faiss (issue 15)")
     args = p.parse_args(argv)
 
     n, n_classes = (6050, 1132) if args.quick else (60502, 11318)
@@ -114,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__} threads={torch.get_num_threads()}",
         flush=True,
     )
+    if args.floors:
+        floors(x, y)
     ratios: list[float] = []
     ours: dict[str, float] = {}
     theirs: dict[str, float] = {}

@@ -45,8 +45,10 @@ Numerical choices
   symmetric eigendecomposition, ``F = V₊ Λ₊^{1/2}`` keeping eigenvalues above ``d·eps·λ_max``, and
   the small ``r × r`` matrix ``Fᵀ Σ2 F`` is diagonalised.
 * The result is not clipped at 0 (near-identical inputs can give ``-1e-13``-sized values).
-* All BLAS/LAPACK calls go to one library (scipy's OpenBLAS): see the note above
-  :func:`_lstore` on thread pools.
+* Each dense path keeps to one library and one thread pool: scipy's OpenBLAS (``potrf``,
+  ``sygst``, ``syevd``; see the note above :func:`_lstore` on thread pools) or, for
+  :class:`FIDComputer`'s image level by default, torch (Cholesky, a blocked congruence,
+  ``eigvalsh``; CUDA when present; :func:`resolve_dense_backend`), equal to ~1e-15 relative.
 
 The low-rank identity
 ---------------------
@@ -361,6 +363,117 @@ def _sygst(s: np.ndarray, chol: np.ndarray, overwrite: bool) -> np.ndarray:
     return m
 
 
+# ------------------------------------------------------------------ dense path on torch (CPU or CUDA)
+#: Backends of the dense (image-level) trace-sqrt term, see :class:`FIDComputer`.
+DENSE_BACKENDS = ("auto", "torch", "scipy")
+
+
+def resolve_dense_backend(backend: str = "auto", device=None) -> tuple[str, str | None]:
+    """``(backend, device)`` of the dense path.
+
+    ``"auto"`` and ``"torch"``: torch (its Cholesky, products and ``eigvalsh`` in one library and
+    one thread pool) on ``device`` -- a torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``);
+    ``None`` picks CUDA when a GPU is visible, else the CPU.  ``"auto"`` falls back to scipy if
+    torch cannot be imported.  ``"scipy"``: scipy's LAPACK (``potrf``, ``sygst``, ``syevd``), CPU.
+    The environment variable ``OODML_FID_BACKEND`` (``torch`` or ``scipy``) overrides ``"auto"``,
+    e.g. for ``python -m oodml.make_splits --level image`` (benchmarks compare the two this way).
+    """
+    if backend == "auto":
+        import os
+
+        backend = os.environ.get("OODML_FID_BACKEND", "").strip().lower() or "auto"
+    if backend not in DENSE_BACKENDS:
+        raise ValueError(f"dense backend must be one of {', '.join(DENSE_BACKENDS)}, got {backend!r} "
+                         "(argument or OODML_FID_BACKEND)")
+    if backend == "scipy":
+        if device not in (None, "cpu"):
+            raise ValueError(f"the scipy dense backend runs on the CPU only, got device={device!r}")
+        return "scipy", None
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency of the project
+        if backend == "torch":
+            raise
+        return "scipy", None
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested for the dense FID path but CUDA is not available")
+    return "torch", str(dev)
+
+
+def _torch_lower(s: np.ndarray, device: str):
+    """An L-storage float64 numpy matrix as a torch tensor on ``device`` (no copy on the CPU)."""
+    import torch
+
+    t = torch.from_numpy(s)
+    return t if device == "cpu" else t.to(device, non_blocking=False)
+
+
+def _torch_full(t):
+    """The full symmetric matrix of an L-storage (lower-triangle) square tensor."""
+    import torch
+
+    full = torch.tril(t)
+    full += torch.tril(t, -1).mT
+    return full
+
+
+def _congruence_lower(chol, other):
+    """Lower triangle (and diagonal blocks) of ``Lᵀ S L`` for lower-triangular ``L = chol`` and a
+    full symmetric ``S = other`` (torch, any device): with ``L = [[A, 0], [B, C]]`` in 2 × 2
+    blocks, only the products that reach the lower blocks are formed, ``9 (d/2)³ · 2`` flops
+    instead of the ``4 d³`` of two full products (the role LAPACK's ``sygst`` plays on the
+    scipy path, which torch does not expose).  The upper block is left as zeros: ``eigvalsh``
+    reads the lower triangle only."""
+    import torch
+
+    d = chol.shape[0]
+    h = d // 2
+    if h < 64:
+        return chol.mT @ (other @ chol)
+    a, b, c = chol[:h, :h], chol[h:, :h], chol[h:, h:]
+    s11, s21, s22 = other[:h, :h], other[h:, :h], other[h:, h:]
+    y11 = torch.addmm(s11 @ a, s21.mT, b)
+    y21 = torch.addmm(s21 @ a, s22, b)
+    m = torch.zeros_like(other)
+    m[:h, :h] = torch.addmm(a.mT @ y11, b.mT, y21)
+    m[h:, :h] = c.mT @ y21
+    m[h:, h:] = c.mT @ (s22 @ c)
+    return m
+
+
+def _trace_sqrt_dense_torch(s1: np.ndarray, s2: np.ndarray, device: str) -> float | None:
+    """``tr sqrt(S1^{1/2} S2 S1^{1/2})`` of two L-storage PSD float64 matrices with torch on
+    ``device``: Cholesky of one side (the other if it is not numerically PD, same rule as
+    :func:`_cholesky`), the congruence ``Lᵀ S L`` and its eigenvalues, all float64 in one library.
+
+    Returns ``None`` when neither matrix is numerically positive definite (the caller then takes
+    the scipy eigendecomposition fallback).
+    """
+    import torch
+
+    d = s1.shape[0]
+    if d == 0:
+        return 0.0
+    t1, t2 = _torch_lower(s1, device), _torch_lower(s2, device)
+    for factor, other in ((t1, t2), (t2, t1)):
+        diag_max = float(torch.diagonal(factor).max())
+        if not diag_max > 0:
+            continue
+        chol, info = torch.linalg.cholesky_ex(factor)
+        if int(info) != 0:
+            continue
+        piv = torch.diagonal(chol)
+        if float((piv * piv).min()) <= d * _EPS * diag_max:
+            continue
+        m = _congruence_lower(chol, _torch_full(other))
+        w = torch.linalg.eigvalsh(m)
+        return _sum_sqrt(w.cpu().numpy())
+    return None
+
+
 def trace_sqrt_product(sigma1, sigma2) -> float:
     """``tr (Σ1^{1/2} Σ2 Σ1^{1/2})^{1/2}`` (= ``tr sqrtm(Σ1 Σ2)``) for two PSD (d, d) matrices.
 
@@ -577,7 +690,14 @@ class FIDComputer:
         a split); 0 disables.  The key is unordered: ``fc(a, b)`` and ``fc(b, a)`` share it.
     blas_threads : BLAS threads during a call.  None (default): 1 for small calls (class level),
         the configured pools otherwise.  On a machine shared with other jobs, ``blas_threads=1``
-        avoids OpenBLAS's collapse under oversubscription (see :func:`_blas_threads`).
+        avoids OpenBLAS's collapse under oversubscription (see :func:`_blas_threads`).  With the
+        torch dense backend on the CPU it sets torch's thread count during a call.
+    dense_backend, device : the library of the image-level dense path (:func:`resolve_dense_backend`).
+        ``"auto"`` (default): torch -- Cholesky, congruence, ``eigvalsh`` and the ``T`` updates in
+        one BLAS/LAPACK library and one thread pool (MKL on this project's CPUs), on CUDA when a
+        GPU is visible (``device``) -- else scipy.  ``"scipy"``: LAPACK ``potrf``/``sygst``/``syevd``
+        through scipy's OpenBLAS.  Both are float64 and agree to ~1e-15 relative.  Torch is
+        imported only when the dense path runs (never at class level).
 
     How a call is computed
     ----------------------
@@ -631,7 +751,8 @@ class FIDComputer:
     """
 
     def __init__(self, features, labels, level: str = "class", *, refresh_every: int = 50,
-                 cache_size: int = 256, blas_threads: int | None = None):
+                 cache_size: int = 256, blas_threads: int | None = None, dense_backend: str = "auto",
+                 device=None):
         if level not in ("class", "image"):
             raise ValueError(f"level must be 'class' or 'image', got {level!r}")
         x = _as_float_array(features, "features")
@@ -661,6 +782,8 @@ class FIDComputer:
         _check_finite(x, "features")
 
         self.level = level
+        self.dense_backend, self.device = (
+            resolve_dense_backend(dense_backend, device) if level == "image" else ("scipy", None))
         self.refresh_every = int(refresh_every)
         self.cache_size = int(cache_size)
         self.blas_threads = None if blas_threads is None else int(blas_threads)
@@ -685,7 +808,8 @@ class FIDComputer:
                 sums[c] = blk.sum(axis=0)
                 sqn[c] = float(np.einsum("ij,ij->", blk, blk))
         else:
-            xs = x[order]
+            sorted_already = lab.size < 2 or bool(np.all(lab[1:] >= lab[:-1]))
+            xs = x if sorted_already else x[order]  # a table grouped by class needs no copy
             means = np.zeros((C, d))
             for c in np.flatnonzero(img_counts):
                 means[c] = xs[img_offsets[c]:img_offsets[c + 1]].sum(axis=0, dtype=np.float64)
@@ -809,10 +933,28 @@ class FIDComputer:
         return value
 
     def _threads(self, a: np.ndarray, b: np.ndarray):
+        if self.dense_backend == "torch" and self._dense_sides(a, b):
+            return self._torch_threads(3.0 * self.dim ** 3)
         if self.blas_threads is not None:
             return _blas_threads(threads=self.blas_threads)
         n1, n2 = int(self._point_counts[a].sum()), int(self._point_counts[b].sum())
         return _blas_threads(work=_work_estimate(n1, n2, self.dim))
+
+    def _dense_sides(self, a: np.ndarray, b: np.ndarray) -> bool:
+        return min(int(self._point_counts[a].sum()), int(self._point_counts[b].sum())) > self.dim
+
+    @contextlib.contextmanager
+    def _torch_threads(self, work: float):
+        """One thread pool for a dense call on the torch backend: scipy's OpenBLAS (left with
+        the O(d²) scatter updates) pinned to one thread so that its idle workers do not spin
+        against torch's; torch at ``blas_threads`` threads when given, at one thread for small
+        problems (below :data:`SMALL_WORK_FLOPS`, as on scipy's path: threads buy nothing there
+        and collapse on an oversubscribed machine), else at its own default."""
+        from oodml.threads import torch_threads
+
+        threads = self.blas_threads if self.blas_threads is not None else (1 if work < SMALL_WORK_FLOPS else None)
+        with _blas_threads(threads=1), torch_threads(threads or 1, enabled=threads is not None):
+            yield
 
     def from_scratch(self, train_classes, test_classes) -> float:
         """Reference value: :func:`frechet_distance_from_features` on the two sides' points."""
@@ -887,6 +1029,18 @@ class FIDComputer:
         side's state, so an unchanged side is not factored again.
         """
         scale = 1.0 / math.sqrt((n1 - 1.0) * (n2 - 1.0))
+        if self.dense_backend == "torch":
+            if use_state:
+                st1, st2 = self._acquire_states([a, b])
+                sc1, sc2 = self._scatter_from_T(st1.T, n1, s1), self._scatter_from_T(st2.T, n2, s2)
+            else:
+                sc1, sc2 = self._scatter_scratch(a, n1, s1), self._scatter_scratch(b, n2, s2)
+            sc1, sc2, _ = _common_support(sc1, sc2)  # dead units: dropped exactly, as on scipy's path
+            value = _trace_sqrt_dense_torch(sc1, sc2, self.device)
+            if value is None:  # neither side numerically PD: the eigendecomposition fallback
+                with _blas_threads(threads=self.blas_threads) if self.blas_threads else contextlib.nullcontext():
+                    value = _trace_sqrt_eigh_fallback(sc1, sc2)
+            return value * scale
         if not use_state:
             sc1, sc2 = self._scatter_scratch(a, n1, s1), self._scatter_scratch(b, n2, s2)
             return _trace_sqrt_sym(sc1, sc2, overwrite=True) * scale
@@ -926,6 +1080,23 @@ class FIDComputer:
         sig *= 1.0 / (n - 1)
         return sig
 
+    def _syrk(self, x: np.ndarray, alpha: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+        """``alpha · xᵀx`` (valid in the lower triangle), accumulated into ``out`` if given: BLAS
+        ``syrk`` on scipy's backend, torch's ``addmm`` (same library as the rest of the dense
+        path) on the torch backend."""
+        if self.dense_backend != "torch":
+            return _syrk(x, alpha, out)
+        import torch
+
+        xt = torch.from_numpy(np.ascontiguousarray(x))
+        if out is None:
+            res = torch.mm(xt.mT, xt)
+            if alpha != 1.0:
+                res *= alpha
+            return res.numpy().T  # symmetric: the Fortran-ordered view of the same matrix
+        torch.from_numpy(out).addmm_(xt.mT, xt, alpha=alpha)  # in place on the numpy buffer
+        return out
+
     @staticmethod
     def _scatter_from_T(t: np.ndarray, n: int, s: np.ndarray, copy: bool = True) -> np.ndarray:
         """Scatter ``T - s sᵀ/n`` (L-storage; in a new buffer unless ``copy=False``)."""
@@ -935,7 +1106,7 @@ class FIDComputer:
         return out
 
     def _scatter_scratch(self, idx, n, s) -> np.ndarray:
-        return self._scatter_from_T(_syrk(self._gather(idx)), n, s, copy=False)
+        return self._scatter_from_T(self._syrk(self._gather(idx)), n, s, copy=False)
 
     # ------------------------------------------------------------------ incremental states
 
@@ -979,7 +1150,7 @@ class FIDComputer:
             st = slots[p]
             rows, incremental = self._update_cost(st, t, n)
             if st is None or not incremental:
-                tmat = _syrk(self._gather(idx))
+                tmat = self._syrk(self._gather(idx))
                 if st is None:
                     st = _SideState(classes=t, rows=n, T=tmat)
                 else:
@@ -990,9 +1161,9 @@ class FIDComputer:
                 added = np.array(sorted(t - st.classes), dtype=np.int64)
                 removed = np.array(sorted(st.classes - t), dtype=np.int64)
                 if added.size:  # T += Σ x xᵀ over the entering rows (syrk, in place)
-                    _syrk(self._gather(added), 1.0, out=st.T)
+                    self._syrk(self._gather(added), 1.0, out=st.T)
                 if removed.size:  # T -= Σ x xᵀ over the leaving rows
-                    _syrk(self._gather(removed), -1.0, out=st.T)
+                    self._syrk(self._gather(removed), -1.0, out=st.T)
                 st.classes, st.rows, st.chol = t, n, None
                 st.updates += 1
                 self.counters["incremental_updates"] += 1

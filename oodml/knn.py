@@ -488,7 +488,11 @@ def loo_neighbour_stats(
         depth: columns of ``hits``; default the largest R.
         chunk_size: items per block (memory ``~ 10 * chunk_size**2`` bytes); results do not
             depend on it.
-        progress: called with the number of queries finished after every block.
+        progress: called after every block product with a number of queries, in proportion to
+            the products done (they sum to ``n``): block ``k`` from the end meets ``k + 1`` blocks,
+            so counting its queries only when it is finished made the bar's rate fall steadily
+            over the run (≈ 7,000 queries/s at the start, ≈ 1,800 on average at SOP's size) while
+            the products ran at a constant speed.
         workers: threads for the per-block scans (default: CPUs, at most 2).
 
     Returns:
@@ -504,7 +508,7 @@ def loo_neighbour_stats(
     if depth is None:
         depth = int(n_pos.max(initial=0))
     depth = int(max(0, min(depth, n - 1)))
-    tick = progress or (lambda _n: None)
+    report = progress or (lambda _n: None)
     if workers is None:
         try:
             workers = min(2, max(1, len(os.sched_getaffinity(0))))
@@ -513,6 +517,17 @@ def loo_neighbour_stats(
     order = np.argsort(labels, kind="stable")
     bounds = _class_blocks(labels[order], int(chunk_size or 4096))
     nblk = len(bounds) - 1
+    sizes = np.diff(bounds)
+    total_work = float(sizes.sum()) ** 2 / 2 or 1.0  # Σ b_i²/2 (own blocks) + Σ_{i<j} b_i b_j (pairs)
+    work = [0.0, 0]  # products done (area), queries reported
+
+    def tick(area: float) -> None:
+        work[0] += area
+        target = n if work[0] >= total_work * (1 - 1e-9) else int(n * work[0] / total_work)
+        if target > work[1]:
+            report(target - work[1])
+            work[1] = target
+
     bmax = int(np.diff(bounds).max(initial=1))
     s_buf = np.empty(bmax * bmax, np.float32)
     m_bufs = [np.empty(bmax * bmax, bool) for _ in range(2)]
@@ -566,6 +581,7 @@ def loo_neighbour_stats(
             blocks[i] = blk
             cnt, cand = _scan(np.ascontiguousarray(s[ro]), blk, ids, 1, m_bufs[0])
             add((cnt, cand, blk.ids))
+            tick(b * b / 2)
             # every later block j, once for the queries of both
             for j in range(i + 1, nblk):
                 oth = blocks[j]
@@ -578,7 +594,7 @@ def loo_neighbour_stats(
                 else:
                     add((*_scan(sj, blk, oth.ids, 1, m_bufs[0]), blk.ids))
                     add((*_scan(sj, oth, blk.ids, 0, m_bufs[1]), oth.ids))
-            tick(b)
+                tick(b * len(oth.ids))
     finally:
         if pool is not None:
             pool.shutdown()

@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="removal floor per side (default: max(10, MIN_FRACTION of the side's standard size))")
     ap.add_argument("--min-fraction", type=float, default=0.5, metavar="F",
                     help="default removal floor as a fraction of each side's standard size (default 0.5)")
+    ap.add_argument("--trajectory-stride", type=int, default=1, metavar="S",
+                    help="evaluate the FID every S search iterations (and at each phase's last step) instead "
+                         "of every one; the selected splits are evaluated steps, so their FIDs are exact. The "
+                         "moves need only class means, so they are unchanged; only where a phase stops can "
+                         "move (patience is checked at evaluated steps). For --level image on a laptop "
+                         "(default 1)")
     ap.add_argument("--episodes", type=int, default=10, metavar="E", help="few-shot episodes per shot (default 10)")
     ap.add_argument("--val-fraction", type=float, default=0.15, help="validation classes per split (default 0.15)")
     ap.add_argument("--seed", type=int, default=0, help="seed of validation classes and episodes (default 0)")
@@ -94,6 +100,7 @@ def _params(args):
         level=args.level, num_splits=args.num_splits, swaps_per_iter=args.swaps_per_iter, history=args.history,
         patience=None if args.patience == 0 else args.patience, max_iters=args.max_iters,
         min_classes=args.min_classes, min_fraction=args.min_fraction, episodes=args.episodes, val_fraction=args.val_fraction,
+        trajectory_stride=args.trajectory_stride,
     )
 
 
@@ -108,6 +115,23 @@ def format_summary(sf) -> str:
         return "  ".join(c.rjust(w) if i != 2 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _prefetch_figure_modules(args) -> None:
+    """Import matplotlib (≈ 0.5–1 s) in a background thread while the search runs, when a figure
+    will be drawn: the search is mostly BLAS and numpy work that releases the GIL."""
+    if (args.figure or "").lower() == "none":
+        return
+    import threading
+
+    def _import() -> None:
+        try:
+            import matplotlib.figure  # noqa: F401
+            from matplotlib.backends import backend_agg, backend_pdf  # noqa: F401
+        except Exception:  # noqa: BLE001 - the foreground import reports any real problem
+            pass
+
+    threading.Thread(target=_import, name="oodml-prefetch-matplotlib", daemon=True).start()
 
 
 def _figure(args, name: str, sf, quiet: bool) -> None:
@@ -130,8 +154,7 @@ def _dataset_name(args, default: str | None = None) -> str:
 
 
 def _check(args, progress: bool) -> int:
-    from oodml import features as feats
-    from oodml.datasets import load_dataset
+    from oodml.feature_files import load_features_file  # no torch for a features file
     from oodml.splits import _table_from_featureset, check_split_file, load_splits
 
     path = Path(args.check)
@@ -139,7 +162,7 @@ def _check(args, progress: bool) -> int:
     prov = sf.provenance
     source = prov.get("source")
     if args.features_file:
-        fs = feats.load_features_file(args.features_file)
+        fs = load_features_file(args.features_file)
         if source == "features-file" and prov.get("fingerprint") and prov["fingerprint"] != fs.fingerprint:
             raise BadInputError(
                 f"split file {path} was made from other features (fingerprint {str(prov['fingerprint'])[:12]}…, "
@@ -151,6 +174,9 @@ def _check(args, progress: bool) -> int:
         raise BadInputError(f"split file {path} was made from a features file ({prov.get('features_file')}); "
                             "pass it with --features-file to check it")
     else:
+        from oodml import features as feats
+        from oodml.datasets import load_dataset
+
         ds = load_dataset(prov.get("dataset") or None, root=args.root, download=args.download)
         sf = load_splits(path, dataset=ds)
         if source == "oodml-import":
@@ -247,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args, progress)
     if args.import_oodml:
         return _import(args, progress)
+    _prefetch_figure_modules(args)
     from oodml.splits import make_splits
 
     if args.features_file:

@@ -81,6 +81,22 @@ byte-identical file.  Lists of numbers and of class names are written on one lin
 instead of tens of MB for large datasets).  :func:`load_splits` validates a file and names it in
 every error; :func:`check_split_file` recomputes its FIDs.
 
+**A stride** (``SearchParams.trajectory_stride``, ``--trajectory-stride S``): the moves of every
+phase need only class means, so with ``S > 1`` the FID is evaluated only every ``S``-th iteration
+of a phase and at its last step (the other records carry ``"fid": null``); patience is checked at
+evaluated steps (``patience`` iterations since the last new best), the hardest state is the
+hardest evaluated one, and the series is selected among evaluated steps, so every selected split
+has its exact FID.  At image level, where each FID is one ``d × d`` eigenvalue problem, this cuts
+the series' cost by about ``S`` (``S = 1``, the default, is the full search, and its files carry
+no ``trajectory_stride`` key).
+
+**FIDs are written at** :data:`FID_DIGITS` **(12) significant digits** (:func:`round_fid`), and the
+series is selected on those rounded values.  Another CPU's BLAS rounds the last of a float64's ~16
+digits differently (e.g. ``0.19190092937261793`` against ``0.1919009293726175``); at 12 digits both
+give ``0.191900929373``, so a split file regenerated on any machine is byte-identical to the shipped
+one.  ``--check`` compares recomputed FIDs at a relative tolerance (:data:`FID_RTOL`, 1e-5), far
+above both the rounding and the run-to-run differences.
+
 Python API::
 
     from oodml.splits import make_splits, load_splits
@@ -128,6 +144,7 @@ __all__ = [
     "make_episodes",
     "make_splits",
     "replay_from",
+    "round_fid",
     "side_scores",
     "search_trajectory",
     "select_series",
@@ -145,6 +162,17 @@ DEFAULT_SHOTS = (1, 2, 5, 10)
 PHASES = ("start", "easier", "harder", "removal")
 #: Relative tolerance of :func:`check_split_file` when comparing recomputed FIDs.
 FID_RTOL = 1e-5
+#: Significant digits of the FIDs written in a split file (see "The file" above).
+FID_DIGITS = 12
+
+
+def round_fid(value: float) -> float:
+    """``value`` rounded to :data:`FID_DIGITS` significant digits (what a split file stores):
+    machine-independent where float64 results differ in their last digits between BLAS builds."""
+    v = float(value)
+    if not math.isfinite(v):
+        return v
+    return float(f"{v:.{FID_DIGITS}g}")
 
 
 # ============================================================================================
@@ -171,6 +199,8 @@ class SearchParams:
     episodes: int = 10
     shots: tuple[int, ...] = DEFAULT_SHOTS
     val_fraction: float = 0.15
+    #: FID evaluated every this many iterations of a phase (and at its last); 1 = every step.
+    trajectory_stride: int = 1
 
     def __post_init__(self) -> None:
         self.phases = tuple(self.phases)
@@ -199,11 +229,15 @@ class SearchParams:
             raise OodmlError(f"shots must be positive, got {list(self.shots)}")
         if not 0.0 <= float(self.val_fraction) < 1.0:
             raise OodmlError(f"val-fraction must be in [0, 1), got {self.val_fraction}")
+        if int(self.trajectory_stride) < 1:
+            raise OodmlError(f"trajectory-stride must be at least 1, got {self.trajectory_stride}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["phases"] = list(self.phases)
         d["shots"] = list(self.shots)
+        if self.trajectory_stride == 1:  # the default: files stay as they were before the option
+            del d["trajectory_stride"]
         return d
 
 
@@ -368,13 +402,21 @@ def search_trajectory(
 
     bar_kw = dict(disable=not progress, leave=False, unit="it")
 
+    stride = int(p.trajectory_stride)
+
+    def settle(tr, te) -> None:
+        """With a stride, the last step of a phase gets its FID too (if it has none yet)."""
+        r = records[-1]
+        if r["fid"] is None:
+            r["fid"] = fid_of(tr, te)
+
     def swap_phase(name: str, reverse: bool) -> int:
         tr, te = list(train), list(test)
         blocked: deque = deque(maxlen=max(H, 1) * S + S)
-        best, best_step, since, parent = f0, 0, 0, 0
+        best, best_step, best_it, parent = f0, 0, 0, 0
         sign = -1.0 if reverse else 1.0  # harder: maximise; easier: minimise
         with tqdm(total=max_iters, desc=f"{name} phase", **bar_kw) as bar:
-            for _ in range(max_iters):
+            for it in range(1, max_iters + 1):
                 s_tr, s_te = side_scores(means[tr], means[te])
                 o_tr = np.argsort(s_tr, kind="stable")
                 o_te = np.argsort(s_te, kind="stable")
@@ -383,16 +425,21 @@ def search_trajectory(
                 moved = _pick_pairs(list(o_tr), list(o_te), tr, te, S, blocked, H)
                 if not moved:
                     break
-                value = fid_of(tr, te)
+                value = fid_of(tr, te) if it % stride == 0 else None  # the moves need class means only
                 parent = add(name, parent, tr, te, value, [a for a, _ in moved], [b for _, b in moved])
                 bar.update(1)
+                if value is None:
+                    continue
                 bar.set_postfix(fid=f"{value:.4g}")
                 if sign * value > sign * best:
-                    best, best_step, since = value, parent, 0
-                else:
-                    since += 1
-                    if p.patience is not None and since >= int(p.patience):
-                        break
+                    best, best_step, best_it = value, parent, it
+                elif p.patience is not None and it - best_it >= int(p.patience):
+                    break  # (with stride 1: `patience` iterations in a row without a new best)
+        if records[-1]["fid"] is None:
+            settle(tr, te)
+            value = records[-1]["fid"]
+            if sign * value > sign * best:
+                best_step = len(records) - 1
         return best_step
 
     hardest = 0
@@ -402,10 +449,11 @@ def search_trajectory(
         hardest = swap_phase("harder", reverse=False)
     if "removal" in p.phases:
         tr, te = list(states[hardest][0]), list(states[hardest][1])
-        best, since, parent = records[hardest]["fid"], 0, hardest
+        best, best_it, it, parent = records[hardest]["fid"], 0, 0, hardest
         limit = math.ceil(max(len(tr) - floors[0], len(te) - floors[1], 0) / S)
         with tqdm(total=limit, desc="removal phase", **bar_kw) as bar:
             while True:
+                it += 1
                 r_tr = max(0, min(S, len(tr) - floors[0]))
                 r_te = max(0, min(S, len(te) - floors[1]))
                 if r_tr == 0 and r_te == 0:
@@ -417,16 +465,18 @@ def search_trajectory(
                 drop_tr, drop_te = set(o_tr.tolist()), set(o_te.tolist())
                 tr = [c for i, c in enumerate(tr) if i not in drop_tr]
                 te = [c for i, c in enumerate(te) if i not in drop_te]
-                value = fid_of(tr, te)
+                value = fid_of(tr, te) if it % stride == 0 else None
                 parent = add("removal", parent, tr, te, value, removed=gone)
                 bar.update(1)
+                if value is None:
+                    continue
                 bar.set_postfix(fid=f"{value:.4g}")
                 if value > best:
-                    best, since = value, 0
-                else:
-                    since += 1
-                    if p.patience is not None and since >= int(p.patience):
-                        break
+                    best, best_it = value, it
+                elif p.patience is not None and it - best_it >= int(p.patience):
+                    break
+        if records[-1]["fid"] is None:
+            settle(tr, te)
     return Trajectory(records, states, floors, max_iters, calls[0],
                       {"setup": t_setup, "fid": t_fid[0], "total": time.perf_counter() - t0})
 
@@ -577,7 +627,7 @@ def _finish_series(entries: list[dict], classes: list[str], images_by_class: dic
                    params: SearchParams, seed: int) -> list[dict]:
     """Add ids (1..K by FID), val, image counts and episodes to selected entries."""
     index = {c: i for i, c in enumerate(classes)}
-    entries = sorted(entries, key=lambda e: (e["fid"], e["step"]))
+    entries = sorted(entries, key=lambda e: (round_fid(e["fid"]), e["step"]))
     out = []
     for i, e in enumerate(entries, 1):
         train = _ordered(e["train"], index)
@@ -591,7 +641,7 @@ def _finish_series(entries: list[dict], classes: list[str], images_by_class: dic
         if eps is None:
             eps = make_episodes(test, images_by_class, shots=params.shots, episodes=params.episodes, seed=seed)
         item = OrderedDict(
-            id=i, fid=float(e["fid"]), step=int(e["step"]), phase=e["phase"], standard=bool(e["standard"]),
+            id=i, fid=round_fid(e["fid"]), step=int(e["step"]), phase=e["phase"], standard=bool(e["standard"]),
             train=train, test=test, val=val,
             n_train_images=int(sum(len(images_by_class[c]) for c in train)),
             n_test_images=int(sum(len(images_by_class[c]) for c in test)),
@@ -659,7 +709,7 @@ def assemble_document(traj: Trajectory, classes: list[str], images_by_class: dic
     trajectory = []
     for r in traj.records:
         trajectory.append({
-            "step": r["step"], "phase": r["phase"], "fid": r["fid"],
+            "step": r["step"], "phase": r["phase"], "fid": None if r["fid"] is None else round_fid(r["fid"]),
             "to_test": [names[c] for c in r["to_test"]], "to_train": [names[c] for c in r["to_train"]],
             "removed": [names[c] for c in r["removed"]], "n_train": r["n_train"], "n_test": r["n_test"],
             "parent": r["parent"],
@@ -667,15 +717,17 @@ def assemble_document(traj: Trajectory, classes: list[str], images_by_class: dic
     # distinct states: the first step that reached each
     seen: dict = {}
     for i, (tr, te) in enumerate(traj.states):
+        if trajectory[i]["fid"] is None:  # not evaluated (--trajectory-stride): not selectable
+            continue
         key = (frozenset(tr), frozenset(te))
         seen.setdefault(key, i)
     distinct = sorted(seen.values())
-    picks = select_series([traj.records[i]["fid"] for i in distinct], params.num_splits, required=0)
+    picks = select_series([trajectory[i]["fid"] for i in distinct], params.num_splits, required=0)
     entries = []
     for j in picks:
         s = distinct[j]
         tr, te = traj.states[s]
-        entries.append({"fid": traj.records[s]["fid"], "step": s, "phase": traj.records[s]["phase"],
+        entries.append({"fid": trajectory[s]["fid"], "step": s, "phase": traj.records[s]["phase"],
                         "standard": s == 0, "train": [names[c] for c in tr], "test": [names[c] for c in te]})
     series = _finish_series(entries, classes, images_by_class, params, seed)
     prov = OrderedDict(
@@ -693,11 +745,41 @@ def assemble_document(traj: Trajectory, classes: list[str], images_by_class: dic
 # ============================================================================================
 # Writing
 # ============================================================================================
-def _is_leaf_list(x) -> bool:
-    return isinstance(x, list) and all(isinstance(v, (str, int, float, bool)) or v is None for v in x)
+_SCALARS = (str, int, float, bool, type(None))
+_LEAF_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # C-accelerated, ", " separators
+_encode_str = json.encoder.encode_basestring  # what json.dumps(s, ensure_ascii=False) returns for a str
+
+
+def _scalar(v):
+    """A scalar as plain JSON data, normalised like :func:`oodml.io.dumps_json` (numpy scalars to
+    Python, non-finite floats to ``None``, paths to strings)."""
+    if type(v) is int or type(v) is str or v is None or type(v) is bool:
+        return v
+    from oodml.io import _jsonable
+
+    return _jsonable(v)
+
+
+def _leaf_text(items: list) -> str | None:
+    """One-line JSON of a flat list of scalars, or ``None`` when ``items`` holds a container.
+
+    Fast path: lists of plain ``int`` or ``str`` (image ids, class names: nearly all of a file's
+    bytes) go to the C encoder in one call, without a Python-level visit per value."""
+    kinds = set(map(type, items))
+    if kinds == {int}:
+        return repr(items)  # a list of Python ints prints exactly as JSON does ("[1, 2, 3]")
+    if kinds <= {int, str}:
+        return "[" + ", ".join([_encode_str(v) if type(v) is str else repr(v) for v in items]) + "]"
+    if not all(isinstance(v, _SCALARS) or np.isscalar(v) and not isinstance(v, (bytes, np.bytes_)) for v in items):
+        return None
+    return _LEAF_ENCODER.encode([_scalar(v) for v in items])
 
 
 def _dump(obj, indent: int, level: int, out: list[str]) -> None:
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    elif isinstance(obj, tuple):
+        obj = list(obj)
     pad = " " * (indent * (level + 1))
     end = " " * (indent * level)
     if isinstance(obj, dict):
@@ -705,30 +787,41 @@ def _dump(obj, indent: int, level: int, out: list[str]) -> None:
             out.append("{}")
             return
         out.append("{\n")
+        last = len(obj) - 1
         for n, (k, v) in enumerate(obj.items()):
-            out.append(pad + json.dumps(str(k), ensure_ascii=False) + ": ")
-            _dump(v, indent, level + 1, out)
-            out.append(",\n" if n < len(obj) - 1 else "\n")
+            out.append(pad + _encode_str(str(k)) + ": ")
+            leaf = _leaf_text(v) if type(v) is list else None  # fast path: an episode's id lists
+            if leaf is not None:
+                out.append(leaf)
+            else:
+                _dump(v, indent, level + 1, out)
+            out.append(",\n" if n < last else "\n")
         out.append(end + "}")
-    elif isinstance(obj, list) and obj and not _is_leaf_list(obj):
+    elif isinstance(obj, list):
+        leaf = _leaf_text(obj)
+        if leaf is not None:  # includes the empty list
+            out.append(leaf)
+            return
         out.append("[\n")
+        last = len(obj) - 1
         for n, v in enumerate(obj):
             out.append(pad)
             _dump(v, indent, level + 1, out)
-            out.append(",\n" if n < len(obj) - 1 else "\n")
+            out.append(",\n" if n < last else "\n")
         out.append(end + "]")
     else:
-        out.append(json.dumps(obj, ensure_ascii=False, allow_nan=False))
+        out.append(_LEAF_ENCODER.encode(_scalar(obj)))
 
 
 def dumps_split_document(doc: dict) -> str:
-    """Canonical text of a split document: values normalised by :func:`oodml.io.dumps_json`,
-    nested containers indented, flat lists (class names, image ids) on one line, trailing newline."""
-    from oodml.io import dumps_json
+    """Canonical text of a split document: values normalised as by :func:`oodml.io.dumps_json`
+    (numpy to Python, NaN/inf to ``null``), nested containers indented, flat lists (class names,
+    image ids) on one line, trailing newline.
 
-    plain = json.loads(dumps_json(doc, indent=None))
+    One pass over the document; flat lists of ``int``/``str`` (and numpy integer arrays) are
+    encoded by the C JSON encoder in one call each."""
     out: list[str] = []
-    _dump(plain, 1, 0, out)
+    _dump(doc, 1, 0, out)
     return "".join(out) + "\n"
 
 
@@ -737,8 +830,9 @@ def write_split_document(path, doc: dict) -> Path:
     from oodml.io import atomic_write
 
     path = Path(path)
-    validate_split_document(json.loads(dumps_split_document(doc)), str(path))
-    atomic_write(path, dumps_split_document(doc))
+    text = dumps_split_document(doc)
+    validate_split_document(json.loads(text), str(path))
+    atomic_write(path, text)
     return path
 
 
@@ -1187,22 +1281,27 @@ def make_splits(
     or :func:`oodml.features.extract_features` on the loaded dataset (cached) with ``extractor``
     (default: the dataset's default extractor) and ``weights``.  Returns the :class:`SplitFile`.
     """
-    from oodml import features as feats
-
     p = params or SearchParams()
     if features_file is not None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from oodml.feature_files import load_features_file, standard_split_for_features  # no torch
         from oodml.io import file_digest
 
-        fs = feats.load_features_file(features_file)
-        x, lab, classes = _table_from_featureset(fs)
-        std_train, std_test = feats.standard_split_for_features(fs)
+        with ThreadPoolExecutor(1) as pool:  # hashlib releases the GIL: the MD5 overlaps the reading
+            md5 = pool.submit(file_digest, features_file)
+            fs = load_features_file(features_file)
+            x, lab, classes = _table_from_featureset(fs)
+            md5 = md5.result()
+        std_train, std_test = standard_split_for_features(fs)
         name = dataset or getattr(fs, "dataset", None) or getattr(fs, "dataset_name", None) or Path(features_file).stem
-        extra = {"features_file": Path(features_file).name, "features_md5": file_digest(features_file)}
+        extra = {"features_file": Path(features_file).name, "features_md5": md5}
         doc = build_split_document(x, lab, classes, list(std_train), list(std_test), p, seed=seed, dataset=str(name),
                                    fingerprint=str(getattr(fs, "fingerprint", "") or ""),
                                    extractor=str(getattr(fs, "extractor", "") or ""), source="features-file",
                                    extra_provenance=extra, progress=progress)
     else:
+        from oodml import features as feats
         from oodml.datasets import canonical_name, load_dataset
 
         ds = load_dataset(dataset, root=root, download=download)
@@ -1219,11 +1318,13 @@ def make_splits(
                                    dataset=ds.name, fingerprint=ds.fingerprint(),
                                    extractor=str(getattr(fs, "extractor", ext)), source="search",
                                    extra_provenance=extra, progress=progress)
-    text = dumps_split_document(doc)
+    text = dumps_split_document(doc)  # serialised once: validated, written and returned from the same text
     plain = json.loads(text)
     validate_split_document(plain, str(out) if out else "<new split file>")
     if out is not None:
-        write_split_document(out, doc)
+        from oodml.io import atomic_write
+
+        atomic_write(out, text)
     return SplitFile(path=Path(out) if out else None, schema=plain["schema"], provenance=plain["provenance"],
                      classes=plain["classes"], num_images=plain["num_images"], trajectory=plain["trajectory"],
                      series=[_to_split(s) for s in plain["series"]], raw=plain)

@@ -184,6 +184,23 @@ def test_leave_one_out_half_matrix_equals_full_rows(data, chunk, depth):
     assert half.hits.shape == (n, full.hits.shape[1]) and full.hits.any() == (depth is None)
 
 
+def test_leave_one_out_progress_follows_the_products_not_the_blocks():
+    """Progress is reported after every block product in proportion to its area, summing to n:
+    a steady rate for steady work (block k from the end meets k + 1 blocks)."""
+    from oodml.knn import loo_neighbour_stats
+
+    x, y = _clustered(seed=15)
+    x = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    ticks: list[int] = []
+    loo_neighbour_stats(x, y, chunk_size=40, progress=ticks.append)
+    n, nblk = len(x), -(-len(x) // 40)
+    assert sum(ticks) == n and all(t > 0 for t in ticks)
+    assert len(ticks) > nblk  # more often than once per block
+    # the last block processed (the first in order) meets every block: its share is the largest,
+    # not one block's worth of queries
+    assert max(ticks) < n / 2
+
+
 def test_classes_too_large_for_the_half_matrix_path_fall_back(monkeypatch):
     import oodml.evaluate as ev
 

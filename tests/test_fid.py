@@ -400,3 +400,74 @@ def test_fid_computer_input_errors():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         FIDComputer(bad, labels)
+
+
+# --------------------------------------------------------------------------- dense path on torch
+def test_dense_backend_resolution():
+    assert fid.resolve_dense_backend("scipy") == ("scipy", None)
+    assert fid.resolve_dense_backend("torch", "cpu") == ("torch", "cpu")
+    import torch
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert fid.resolve_dense_backend("auto")[0] == "torch" and fid.resolve_dense_backend("auto")[1].startswith(expected)
+    with pytest.raises(ValueError, match="dense backend"):
+        fid.resolve_dense_backend("magma")
+    with pytest.raises(ValueError, match="CPU only"):
+        fid.resolve_dense_backend("scipy", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            fid.resolve_dense_backend("torch", "cuda")
+    import os
+
+    os.environ["OODML_FID_BACKEND"] = "scipy"
+    try:
+        assert fid.resolve_dense_backend("auto") == ("scipy", None)
+        assert fid.resolve_dense_backend("torch", "cpu") == ("torch", "cpu")  # explicit wins
+        os.environ["OODML_FID_BACKEND"] = "lapack"
+        with pytest.raises(ValueError, match="OODML_FID_BACKEND"):
+            fid.resolve_dense_backend("auto")
+    finally:
+        del os.environ["OODML_FID_BACKEND"]
+    # class level never needs the dense path (nor torch)
+    x, labels = _toy_problem(seed=3)
+    assert FIDComputer(x, labels, level="class", dense_backend="torch").dense_backend == "scipy"
+
+
+@pytest.mark.parametrize("d", [8, 200])  # below and above the 2 x 2 blocking threshold (h >= 64)
+def test_torch_dense_trace_sqrt_equals_the_lapack_path(d):
+    """The device-agnostic float64 path (here on the CPU; the same code runs on CUDA) against
+    scipy's potrf + sygst + syevd, on PD, singular and swapped-role inputs."""
+    from oodml.threads import torch_threads
+
+    with torch_threads(1):  # small problems: one thread (quick on a shared machine too)
+        _check_torch_dense_path(d)
+
+
+def _check_torch_dense_path(d):
+    rng = np.random.default_rng(d)
+    a = _features(rng, 3 * d, d, rank=max(2, d // 4))
+    b = _features(rng, 3 * d, d, rank=max(2, d // 3), shift=0.5)
+    s1, s2 = fid._lstore(np.cov(a, rowvar=False)), fid._lstore(np.cov(b, rowvar=False))
+    ref = fid._trace_sqrt_sym(s1.copy(order="F"), s2.copy(order="F"))
+    got = fid._trace_sqrt_dense_torch(s1, s2, "cpu")
+    assert _rel(got, ref) < 1e-12
+    # the first matrix singular: Cholesky of the second one instead (as on the LAPACK path)
+    low = fid._lstore(np.cov(a[: d // 2], rowvar=False))
+    ref2 = fid._trace_sqrt_sym(low.copy(order="F"), s2.copy(order="F"))
+    assert _rel(fid._trace_sqrt_dense_torch(low, s2, "cpu"), ref2) < 1e-10
+    # both singular: None, the caller takes the eigendecomposition fallback
+    assert fid._trace_sqrt_dense_torch(low, low.copy(order="F"), "cpu") is None
+
+
+@pytest.mark.parametrize("blas_threads", [None, 1])
+def test_fid_computer_torch_backend_equals_scipy_backend(blas_threads):
+    x, labels = _toy_problem(seed=4, num_classes=12, d=24, lo=8, hi=14)
+    x[:, 5] = 1.0  # a dead unit: restricted away on both backends
+    fcs = FIDComputer(x, labels, level="image", dense_backend="scipy")
+    fct = FIDComputer(x, labels, level="image", dense_backend="torch", device="cpu", blas_threads=blas_threads)
+    rng = np.random.default_rng(5)
+    for train, test in _random_walk(rng, 12, 30, (list(range(6)), list(range(6, 12)))):
+        a, b = fcs(train, test), fct(train, test)
+        assert _rel(b, a) < 1e-10
+        assert _rel(fct.compute(train, test, incremental=False), a) < 1e-10
+    assert fct.counters["path_dense"] > 5 and fct.counters["incremental_updates"] > 0

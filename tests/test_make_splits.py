@@ -166,3 +166,26 @@ def test_cli_errors(tmp_path, capsys):
     code, _, err = run(["--features-file", npz, "--swaps-per-iter", "0", "--out", tmp_path / "x.json"], capsys)
     assert code == 2 and "swaps-per-iter" in err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_features_file_never_imports_torch_or_timm(tmp_path):
+    """A feature table needs no network: the whole command runs without importing torch or timm
+    (checked in a fresh interpreter, since this test process has long imported them)."""
+    import subprocess
+    import sys
+
+    npz = synthetic_npz(tmp_path / "feats.npz")
+    code = (
+        "import sys\n"
+        "from oodml.make_splits import cli\n"
+        f"rc = cli(['--features-file', {str(npz)!r}, '--out', {str(tmp_path / 's.json')!r},\n"
+        f"          '--figure', {str(tmp_path / 'fig')!r}, '--episodes', '2', '--min-classes', '5', '-q'])\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'timm', 'torchvision'})\n"
+        "print('HEAVY', heavy, rc)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(__import__('pathlib').Path(__file__).parents[1]),
+                                                                   os.environ.get("PYTHONPATH")])))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "HEAVY [] 0" in res.stdout, res.stdout + res.stderr
+    assert (tmp_path / "s.json").exists() and (tmp_path / "fig.png").exists()

@@ -22,6 +22,7 @@ from oodml.splits import (
     load_splits,
     make_episodes,
     replay_from,
+    round_fid,
     search_trajectory,
     select_series,
     side_scores,
@@ -432,6 +433,55 @@ def test_check_recomputes_fids(tmp_path, doc40):
     assert bad[0]["recomputed"] == pytest.approx(doc["trajectory"][3]["fid"], rel=1e-9)
 
 
+def test_fids_are_written_at_12_significant_digits():
+    assert round_fid(0.19190092937261793) == round_fid(0.1919009293726175) == 0.191900929373
+    assert round_fid(1234.5678901234567) == 1234.56789012 and round_fid(0.0) == 0.0
+    assert round_fid(-3.2e-14) == -3.2e-14 and np.isnan(round_fid(float("nan")))
+    doc = small_doc()[0]
+    for value in [r["fid"] for r in doc["trajectory"]] + [s["fid"] for s in doc["series"]]:
+        assert value == round_fid(value) and len(repr(value).lstrip("-0.").replace(".", "").split("e")[0]) <= 12
+
+
+def test_file_survives_last_digit_rounding_differences(tmp_path):
+    """Another machine's BLAS changes the last digits of every FID: the file must not change."""
+    x, lab = structured(C=40, per=6, d=16, seed=3)
+    cls = names(40)
+    p = SearchParams(num_splits=5, patience=3, min_classes=6, episodes=2)
+
+    def doc(features):
+        return build_split_document(features, lab, cls, cls[:20], cls[20:], p, seed=0, dataset="synthetic")
+
+    x = x.astype(np.float64)
+    a = doc(x)
+    # the same table, each feature moved by one float64 ulp in a random direction: FIDs differ
+    # in their last digits, as between two BLAS builds
+    rng = np.random.default_rng(0)
+    nudged = np.nextafter(x, np.where(rng.random(x.shape) < 0.5, np.inf, -np.inf))
+    b = doc(nudged)
+    raw_a = search_trajectory(x, lab, range(20), range(20, 40), p).records
+    raw_b = search_trajectory(nudged, lab, range(20), range(20, 40), p).records
+    assert any(r["fid"] != q["fid"] for r, q in zip(raw_a, raw_b))  # the raw values do differ
+    assert dumps_split_document(a) == dumps_split_document(b)  # the written file does not
+    path = tmp_path / "s.json"
+    write_split_document(path, a)
+    assert check_split_file(load_splits(path), nudged, lab, cls).ok  # --check at its tolerance
+
+
+def test_one_pass_serialiser_matches_the_canonical_json():
+    """dumps_split_document == the former json.loads(dumps_json(doc)) + indent-walk, numpy included."""
+    from oodml.io import dumps_json
+
+    doc = {"a": [1, 2, np.int64(3)], "b": {"x": np.arange(4), "y": []}, 7: "é\"",
+           "c": [{}, {"q": (1.5, float("nan"), None, True, np.float32(0.1))}], "e": [[1], [2, [3]]],
+           "f": np.float64(np.inf), "g": [np.bool_(True), "s"], "h": np.array([0.5, 2.0])}
+    text = dumps_split_document(doc)
+    assert json.loads(text) == json.loads(dumps_json(doc))
+    assert text == (
+        '{\n "a": [1, 2, 3],\n "b": {\n  "x": [0, 1, 2, 3],\n  "y": []\n },\n "7": "é\\"",\n'
+        ' "c": [\n  {},\n  {\n   "q": [1.5, null, null, true, 0.10000000149011612]\n  }\n ],\n'
+        ' "e": [\n  [1],\n  [\n   2,\n   [3]\n  ]\n ],\n "f": null,\n "g": [true, "s"],\n "h": [0.5, 2.0]\n}\n')
+
+
 # ------------------------------------------------------------------------------ ooDML import
 class _Evil:
     def __init__(self, marker):
@@ -505,3 +555,51 @@ def test_import_oodml_reference_structure(tmp_path):
     # names that match nothing: a clear error
     with pytest.raises(BadInputError, match="matches no class"):
         import_oodml(path, make_dataset([f"x{i}" for i in range(20)], per=7))
+
+
+def test_trajectory_stride_evaluates_every_sth_step_and_the_selected_ones_exactly():
+    from oodml.fid import FIDComputer
+
+    x, lab = structured(C=40, per=6, d=16, seed=5)
+    cls = names(40)
+    full = SearchParams(num_splits=4, patience=None, max_iters=6, min_classes=12, episodes=1)
+    strided = SearchParams(num_splits=4, patience=None, max_iters=6, min_classes=12, episodes=1,
+                           trajectory_stride=3)
+    t1 = search_trajectory(x, lab, range(20), range(20, 40), full)
+    t3 = search_trajectory(x, lab, range(20), range(20, 40), strided)
+    swaps = sum(r["phase"] != "removal" for r in t1.records)
+    assert t3.states[:swaps] == t1.states[:swaps]  # the same swap moves (no patience here)
+    evaluated = [i for i, r in enumerate(t3.records) if r["fid"] is not None]
+    assert 0 < len(evaluated) < len(t3.records) and t3.fid_calls == len(evaluated)
+    for i in evaluated[: sum(i < swaps for i in evaluated)]:  # evaluated = the full search's FID
+        assert t3.records[i]["fid"] == pytest.approx(t1.records[i]["fid"], rel=1e-12)
+    hardest = t3.records[swaps]["parent"]  # removal starts from the hardest *evaluated* state
+    assert t3.records[hardest]["fid"] == max(t3.records[i]["fid"] for i in evaluated if i < swaps)
+    for i, r in enumerate(t3.records):  # every 3rd iteration of a phase, and each phase's last step
+        last_of_phase = i + 1 == len(t3.records) or t3.records[i + 1]["phase"] != r["phase"]
+        if r["phase"] != "start":
+            k = i - next(j for j, q in enumerate(t3.records) if q["phase"] == r["phase"]) + 1
+            assert (r["fid"] is not None) == (k % 3 == 0 or last_of_phase)
+    doc = build_split_document(x, lab, cls, cls[:20], cls[20:], strided, dataset="synthetic")
+    assert doc["provenance"]["params"]["trajectory_stride"] == 3
+    assert "trajectory_stride" not in build_split_document(
+        x, lab, cls, cls[:20], cls[20:], full, dataset="synthetic")["provenance"]["params"]
+    text = dumps_split_document(doc)
+    assert '"fid": null' in text
+    sf = load_splits_from_text(text)
+    fc = FIDComputer(x, lab)
+    for s in sf["series"]:  # selected splits are evaluated steps, with their exact FIDs
+        assert doc["trajectory"][s["step"]]["fid"] == s["fid"]
+        tr, te = t3.states[s["step"]]
+        assert s["fid"] == round_fid(fc.from_scratch(tr, te)) or s["fid"] == pytest.approx(
+            fc.from_scratch(tr, te), rel=1e-11)
+    with pytest.raises(OodmlError, match="trajectory-stride"):
+        SearchParams(trajectory_stride=0)
+
+
+def load_splits_from_text(text):
+    from oodml.splits import validate_split_document
+
+    doc = json.loads(text)
+    validate_split_document(doc, "<strided>")
+    return doc
