@@ -76,7 +76,10 @@ def tuning_curve_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1",
         return pd.DataFrame(columns=cols)
     parts = []
     for label in TUNING_STYLE:
-        cur = curve_table(df[df["tuning"] == label], dataset, metric, percent)
+        part = df[df["tuning"] == label]
+        if part.empty:
+            continue
+        cur = curve_table(part, dataset, metric, percent)
         if not cur.empty:
             parts.append(cur.assign(tuning=label))
     if not parts:
