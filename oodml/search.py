@@ -453,7 +453,9 @@ def trial_params(ref: dict, run_dir: Path) -> dict:
 
 
 def report_trial(ref: dict, run_dir: Path, failed: bool = False) -> None:
-    """Tell Optuna the trial's validation value (or that it failed)."""
+    """Tell Optuna the trial's validation value (or that it failed). A trial retried after a
+    failure (its Optuna trial already FAIL) is added as a new completed trial with its settings."""
+    import optuna
     from optuna.trial import TrialState
 
     info = _read_tuned(run_dir)
@@ -461,15 +463,22 @@ def report_trial(ref: dict, run_dir: Path, failed: bool = False) -> None:
         return
     study = _optuna_study(ref, None)
     t = {tr.number: tr for tr in study.get_trials(deepcopy=False)}.get(int(info["optuna_trial"]))
-    if t is None:
-        return
-    if t.state != TrialState.RUNNING:
-        return
     value = None if failed else _val_value(run_dir, ref["metric"])
-    if value is None:
-        study.tell(int(info["optuna_trial"]), state=TrialState.FAIL)
-    else:
-        study.tell(int(info["optuna_trial"]), value)
+    if t is not None and t.state == TrialState.RUNNING:
+        if value is None:
+            study.tell(t.number, state=TrialState.FAIL)
+        else:
+            study.tell(t.number, value)
+        return
+    if value is None or (t is not None and t.state == TrialState.COMPLETE):
+        return
+    space = _space(ref)
+    params = info["params"]
+    study.add_trial(optuna.trial.create_trial(
+        params=params, distributions={k: space[k].distribution() for k in params}, value=value,
+        user_attrs={"slot": int(ref["trial"]), "retry_of": info["optuna_trial"]}))
+    number = max(tr.number for tr in study.get_trials(deepcopy=False))
+    write_json(run_dir / TUNED, {**info, "optuna_trial": number})
 
 
 def search_complete(ref: dict) -> bool:

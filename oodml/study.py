@@ -1132,7 +1132,7 @@ def _fmt_duration(seconds: float) -> str:
 def status_summary(study: Study) -> dict:
     """Counts per state, mean seconds per finished run and an ETA for the rest.
 
-    The ETA assumes the remaining runs (pending, queued, running; failed excluded) take the mean
+    The ETA assumes the remaining runs (pending, queued, running, waiting; failed excluded) take the mean
     time of the finished ones (wall time of training + adaptation recorded by the runner in
     ``study_timing.json``, else the trainer's ``seconds`` in ``metrics.json``), spread over the
     executor's parallel capacity (1 local, GPUs × runs_per_gpu, the Slurm array parallelism).
@@ -1152,7 +1152,7 @@ def status_summary(study: Study) -> dict:
                     secs.append(float(m["seconds"]))
                     break
     mean = sum(secs) / len(secs) if secs else None
-    remaining = counts["pending"] + counts["queued"] + counts["running"]
+    remaining = counts["pending"] + counts["queued"] + counts["running"] + counts["waiting"]
     from oodml.executors import parallel_capacity
 
     par = max(1, min(parallel_capacity(study), max(remaining, 1)))
@@ -1163,8 +1163,9 @@ def status_summary(study: Study) -> dict:
 
 def format_status(summary: dict) -> str:
     c = summary["counts"]
+    shown = [s for s in STATES if s != "done" and (s != "waiting" or c[s])]  # waiting: tuned runs of a search
     lines = [f"study {summary['study']}: {c['done']}/{summary['total']} runs done "
-             f"({', '.join(f'{c[s]} {s}' for s in STATES if s != 'done')}) in {summary['runs_dir']}"]
+             f"({', '.join(f'{c[s]} {s}' for s in shown)}) in {summary['runs_dir']}"]
     if summary["mean_seconds"] is not None:
         eta = summary["eta_seconds"]
         lines.append(f"mean {_fmt_duration(summary['mean_seconds'])} per run; "

@@ -301,6 +301,9 @@ def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path, fake, monkeyp
     before = SR.read_tuned(bad.run_dir)["params"]
     _run(st, fake, retry_failed=True)
     assert S.run_state(bad) == "done" and SR.read_tuned(bad.run_dir)["params"] == before
+    retried = [t for t in ost.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+               if t.user_attrs.get("retry_of") is not None]
+    assert len(retried) == 1 and retried[0].params == before  # Optuna learns the retried result
 
 
 def test_all_trials_failing_fails_the_tuned_runs_clearly(tmp_path, fake, monkeypatch):
