@@ -409,3 +409,51 @@ def test_figure_without_tuned_rows_is_a_clear_error(tmp_path):
     with pytest.raises(BadInputError, match="no tuned runs"):
         tp.default_vs_tuned_figure(df, "glyphs")
     assert tp.transfer_gap_table(df, "glyphs").empty and not tp.has_tuning(df)
+
+
+@pytest.mark.slow
+def test_real_tiny_search_through_the_trainer(tmp_path, monkeypatch):
+    """The real oodml.train: a trial trains with its drawn settings and reports validation MAP@R;
+    the tuned run trains with the chosen ones."""
+    monkeypatch.setenv("OODML_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OODML_QUIET", "1")
+    tiny = {"backbone": "resnet10t", "pretrained": False, "image_size": 32, "resize_size": 36, "embed_dim": 16,
+            "batch_size": 16, "val_fraction": 0.25, "m_per_class": 4, "epochs": 1, "iterations_per_epoch": 2, "workers": 0,
+            "tensorboard": False, "eval_batch_size": 512}
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    for c in range(16):  # a small folder dataset: 16 classes of 8 noisy images around a class pattern
+        (root / f"class{c:02d}").mkdir(parents=True)
+        base = rng.integers(0, 256, (36, 36, 3))
+        for i in range(8):
+            img = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / f"class{c:02d}" / f"{i}.png")
+    train = ", ".join(f"{k}: {json.dumps(v) if isinstance(v, bool) else v}" for k, v in tiny.items())
+    p = _study(tmp_path, f"""
+    name: tinysearch
+    datasets: [{{name: folder, root: {root}}}]
+    losses: [margin]
+    seeds: [0]
+    train: {{{train}}}
+    search: {{trials: 2, default: false, space: {{margin: {{beta: null, beta_lr: null, miner.cutoff: null}}}}}}
+    """)
+    assert S.main(["run", str(p), "--quiet"]) == 0
+    st = S.load_study(p)
+    assert [r.tuning for r in st.runs] == ["trial", "trial", "tuned-standard"]
+    assert set(S.states(st).values()) == {"done"}
+    for r in st.runs[:2]:
+        params = SR.read_tuned(r.run_dir)["params"]
+        m = json.loads((r.run_dir / "metrics.json").read_text())
+        assert m["run"]["loss_params"]["margin"] == params["margin"] and m["run"]["lr"] == params["train.lr"]
+        assert 0.0 <= m["val"]["map@r"] <= 1.0
+    chosen = SR.chosen_settings(st.runs[0].search)
+    final = json.loads((st.runs[2].run_dir / "metrics.json").read_text())["run"]
+    assert final["loss_params"]["margin"] == chosen["params"]["margin"] and final["lr"] == chosen["params"]["train.lr"]
+    assert S.main(["collect", str(p)]) == 0
+    with open(st.runs_dir / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["tuning"] for r in rows} == {"tuned-standard"}
+    assert json.loads(rows[0]["hparams"]) == chosen["params"]
