@@ -26,6 +26,7 @@ Study file (YAML, loaded safely with :func:`oodml.io.load_yaml`)::
       - {mode: probe, shots: [2, 5]}
     executor: {kind: local}             # local (jobs) | gpus (gpus, runs_per_gpu) | slurm (slurm: {...})
     runs_dir: runs/embedded_quick       # default runs/<name>
+    search: {sampler: random, trials: 4, scope: standard}   # optional: see oodml.search
 
 Relative paths (split files, dataset roots, ``runs_dir``) are relative to the study's *base
 folder*: the nearest folder above the study file holding ``pyproject.toml`` or ``.git`` (the
