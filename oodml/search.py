@@ -286,6 +286,10 @@ def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Seque
     for k in overrides:
         if k != "all" and k not in names:
             raise BadInputError(f"{path}: search.space.{k}: not one of the study's losses ({', '.join(names)}) or all")
+    for key in (overrides.get("all") or {}):  # a key for all losses must fit at least one of them
+        key = str(key)
+        if not key.startswith("train.") and not any(key in valid_keys(n) for n in tuned):
+            raise BadInputError(f"{path}: search.space.all.{key}: no tuned loss ({', '.join(tuned)}) has this option")
     spaces: dict[str, dict[str, Tunable]] = {}
     for name in tuned:
         space = search_space(name)

@@ -1363,7 +1363,11 @@ def _main(argv: list[str] | None = None) -> int:
             jobs=args.jobs,
         )
         print(", ".join(f"{v} {k}" for k, v in counts.items()))
-        print(format_status(status_summary(study)))
+        summary = status_summary(study)
+        print(format_status(summary))
+        if summary["counts"].get("waiting"):
+            print(f"{summary['counts']['waiting']} tuned runs wait for their search's trials; "
+                  "run this command again once the trials have finished")
         return 1 if counts.get("failed") else 0
     return 0
 

@@ -175,6 +175,7 @@ def test_tunable_parse_and_errors():
         ("search: {losses: [arcface]}", "not one of the study's losses"),
         ("search: {space: {margin: {margn: [0, 1]}}}", "unknown option for loss margin"),
         ("search: {space: {margin: {train.seed: [0, 3]}}}", "not a tunable TrainConfig key"),
+        ("search: {space: {all: {margn: [0, 1]}}}", "search.space.all.margn: no tuned loss"),
         ("search: {space: {margin: {margin: [0.5, 0.1]}}}", "search.space.margin.margin: a range needs low < high"),
     ],
 )
