@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from oodml.errors import BadInputError, OodmlError
-from oodml.io import read_json, stable_hash, write_json
+from oodml.io import stable_hash, write_json
 
 __all__ = [
     "SAMPLERS",
@@ -347,6 +347,7 @@ def make_ref(search: dict, loss: str, sid: str, runs_dir: Path, role: str, scope
 
 
 def tuning_label(ref: dict | None) -> str:
+    """The ``tuning`` value of a run with search record ``ref`` (None: ``default``)."""
     if ref is None:
         return "default"
     return "trial" if ref["role"] == "trial" else f"tuned-{ref['scope']}"
@@ -647,9 +648,6 @@ def read_tuned(run_dir: str | os.PathLike) -> dict | None:
     """The ``tuned.json`` of a run folder (None for a default run)."""
     return _read_tuned(Path(run_dir))
 
-
-def load_chosen(path: str | os.PathLike) -> dict:
-    return read_json(Path(path), "chosen settings")
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 from oodml import losses as L
 from oodml import search as SR
 from oodml import study as S
-from oodml.errors import BadInputError, OodmlError
+from oodml.errors import BadInputError
 
 # A fake trainer: marks each call, can sleep / fail, and scores the validation classes with a
 # known function of the settings (best: margin 0.3, lr 1e-3) so the chosen trial is predictable.
