@@ -35,13 +35,17 @@ recorded as failed (in the run folder and in Optuna) and the search goes on.
 ``hash(seed, k)``: with the random sampler they are a pure function of (seed, k, space), whatever
 the order, the process or the number of workers. TPE draws its first ``n_startup_trials`` (10)
 the same way; later TPE draws depend on the trials finished at that moment (sequential with one
-worker, so reproducible; with parallel workers the history they see depends on timing).
+worker, so reproducible; with parallel workers the history they see depends on timing). Slot
+seeds do not depend on the search, so searches with the same seed and space (per-split searches of
+one loss, say) draw the same random candidates -- common random numbers: they differ only in which
+candidate their split's validation classes prefer.
 
 **Storage.** One Optuna study per search, in ``<runs_dir>/search/<search id>/journal.log``:
 Optuna's ``JournalStorage`` over a ``JournalFileBackend`` with ``JournalFileOpenLock``. The journal
 is an append-only log guarded by a lock file created with ``O_CREAT|O_EXCL`` (atomic on NFS too),
-so separate processes and Slurm tasks on other nodes share it safely; SQLite relies on POSIX file
-locks, which NFS does not honour reliably. The run folders remain the source of truth: the chosen
+so separate processes and Slurm tasks on other nodes share it safely (a lock left by a killed
+process is broken after Optuna's 30 s grace period); SQLite relies on POSIX file locks, which NFS
+does not honour reliably. The run folders remain the source of truth: the chosen
 settings are read from the trials' ``metrics.json`` (the best validation value, ties to the lowest
 slot), and results a killed process trained but never reported reach Optuna on the next draw.
 
