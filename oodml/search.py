@@ -59,6 +59,7 @@ split) and its settings serve every split; ``scope: per-split`` searches on each
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -586,9 +587,7 @@ def run_hparams(run: Any, study_search: dict | None) -> dict:
     if info is not None and isinstance(info.get("params"), dict):
         return dict(info["params"])
     if study_search is not None and run.loss in study_search["spaces"]:
-        from oodml.losses import list_objectives
-
-        defaults = next(r["defaults"] for r in list_objectives() if r["name"] == run.loss)
+        defaults = _defaults(run.loss)
         out = {}
         for key in study_search["spaces"][run.loss]:
             if key.startswith("train."):
@@ -597,6 +596,14 @@ def run_hparams(run: Any, study_search: dict | None) -> dict:
                 out[key] = run.loss_params.get(key, defaults.get(key))
         return out
     return dict(run.loss_params)
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults(loss: str) -> dict:
+    """Every overridable key of objective ``loss`` with its default (cached: collect asks per run)."""
+    from oodml.losses import list_objectives
+
+    return next(r["defaults"] for r in list_objectives() if r["name"] == loss)
 
 
 def hparams_text(params: Mapping[str, Any]) -> str:
