@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from oodml.errors import BadInputError
+from oodml.search import Tunable
 
 # pml constructor arguments we never expose as overrides (objects, or set from the split/model).
 _NOT_OVERRIDABLE = {"num_classes", "embedding_size", "self", "args", "kwargs"}
@@ -122,6 +123,9 @@ class ObjectiveSpec:
     # loss argument -> (converter to pml units, note for the table)
     to_pml: Mapping[str, tuple[Callable[[Any], Any], str]] = field(default_factory=dict)
     params: str = ""  # what the loss's own parameters are, for the table
+    # tunable hyperparameters (override key or ``train.<TrainConfig key>`` -> range) for
+    # ``search:`` in studies (oodml.search); empty = a search must give the space itself
+    search_space: Mapping[str, Tunable] = field(default_factory=dict)
 
     @property
     def pml_class(self) -> type:
@@ -141,6 +145,17 @@ def _deg(x: Any) -> Any:
 
 _LR_MULT = {"lr": None, "lr_mult": 100.0}
 
+
+def _space(**ranges: Tunable) -> dict[str, Tunable]:
+    """A search space: the training learning rate plus the objective's own ranges.  Keyword
+    ``miner__x`` stands for the key ``miner.x``."""
+    space = {"train.lr": Tunable(1e-6, 1e-3, log=True)}  # ooDML's 1e-5 in the middle; CPU recipes override it
+    space.update({k.replace("__", "."): v for k, v in ranges.items()})
+    return space
+
+
+_PROXY_LR_MULT = Tunable(1.0, 1000.0, log=True)  # proxies / class weights: x base lr
+
 _SPECS: list[ObjectiveSpec] = [
     ObjectiveSpec(
         "margin", "MarginLoss", "pair",
@@ -149,12 +164,14 @@ _SPECS: list[ObjectiveSpec] = [
         miner="distance_weighted", miner_defaults={"cutoff": 0.5, "nonzero_loss_cutoff": 1.4},
         options={"beta_lr": 5e-4, "per_class_beta": True},
         params="beta",
+        search_space=_space(margin=Tunable(0.0, 0.5), beta=Tunable(0.5, 2.0), beta_lr=Tunable(1e-5, 1e-2, log=True), miner__cutoff=Tunable(0.0, 0.8)),
     ),
     ObjectiveSpec(
         "multisimilarity", "MultiSimilarityLoss", "pair",
         "Multi-Similarity loss (Wang et al. 2019) with its pair miner",
         loss_defaults={"alpha": 2.0, "beta": 40.0, "base": 0.5},
         miner="multisimilarity", miner_defaults={"epsilon": 0.1},
+        search_space=_space(alpha=Tunable(0.5, 20.0, log=True), beta=Tunable(10.0, 80.0), base=Tunable(0.2, 0.8), miner__epsilon=Tunable(0.01, 0.5, log=True)),
     ),
     ObjectiveSpec(
         "triplet", "TripletMarginLoss", "pair",
@@ -162,38 +179,45 @@ _SPECS: list[ObjectiveSpec] = [
         loss_defaults={"margin": 0.2},
         miner="triplet_margin", miner_defaults={"type_of_triplets": "semihard"},
         miner_tied={"margin": "margin"},
+        search_space=_space(margin=Tunable(0.01, 0.5, log=True), miner__type_of_triplets=Tunable(choices=("semihard", "hard", "all"))),
     ),
     ObjectiveSpec(
         "contrastive", "ContrastiveLoss", "pair",
         "Contrastive loss (Hadsell et al. 2006) on all pairs of the batch",
         loss_defaults={"pos_margin": 0.0, "neg_margin": 1.0},
+        search_space=_space(pos_margin=Tunable(0.0, 0.5), neg_margin=Tunable(0.3, 1.5)),
     ),
     ObjectiveSpec(
         "lifted", "GeneralizedLiftedStructureLoss", "pair",
         "Generalized lifted structure loss (Oh Song et al. 2016; Hermans et al. 2017)",
         loss_defaults={"neg_margin": 1.0, "pos_margin": 0.0},
+        search_space=_space(pos_margin=Tunable(0.0, 0.5), neg_margin=Tunable(0.3, 1.5)),
     ),
     ObjectiveSpec(
         "npairs", "NPairsLoss", "pair",
         "N-pair loss (Sohn 2016): one positive per anchor, the other classes' positives as negatives",
+        search_space=_space(),
     ),
     ObjectiveSpec(
         "proxynca", "ProxyNCALoss", "proxy",
         "ProxyNCA (Movshovitz-Attias et al. 2017), softmax scale 9 as in ProxyNCA++ / ooDML",
         loss_defaults={"softmax_scale": 9.0},
         options={"lr": None, "lr_mult": 50.0}, sized=True, params="proxies",
+        search_space=_space(softmax_scale=Tunable(1.0, 32.0, log=True), lr_mult=_PROXY_LR_MULT),
     ),
     ObjectiveSpec(
         "proxyanchor", "ProxyAnchorLoss", "proxy",
         "Proxy-Anchor loss (Kim et al. 2020)",
         loss_defaults={"alpha": 32.0, "margin": 0.1},
         options=dict(_LR_MULT), sized=True, params="proxies",
+        search_space=_space(alpha=Tunable(4.0, 64.0, log=True), margin=Tunable(0.0, 0.5), lr_mult=_PROXY_LR_MULT),
     ),
     ObjectiveSpec(
         "softtriple", "SoftTripleLoss", "proxy",
         "SoftTriple loss (Qian et al. 2019), 10 centres per class",
         loss_defaults={"centers_per_class": 10, "la": 20.0, "gamma": 0.1, "margin": 0.01},
         options=dict(_LR_MULT), sized=True, params="centres",
+        search_space=_space(la=Tunable(5.0, 50.0, log=True), gamma=Tunable(0.01, 0.5, log=True), margin=Tunable(0.0, 0.1), lr_mult=_PROXY_LR_MULT),
     ),
     ObjectiveSpec(
         "arcface", "ArcFaceLoss", "classifier",
@@ -201,28 +225,33 @@ _SPECS: list[ObjectiveSpec] = [
         loss_defaults={"margin": 0.5, "scale": 16.0},
         options={"lr": None, "lr_mult": 50.0}, sized=True,
         to_pml={"margin": (_deg, "radians here, degrees in pml")}, params="class weights",
+        search_space=_space(margin=Tunable(0.1, 0.8), scale=Tunable(8.0, 64.0, log=True), lr_mult=_PROXY_LR_MULT),
     ),
     ObjectiveSpec(
         "cosface", "CosFaceLoss", "classifier",
         "CosFace additive cosine margin (Wang et al. 2018)",
         loss_defaults={"margin": 0.35, "scale": 64.0},
         options={"lr": None, "lr_mult": 50.0}, sized=True, params="class weights",
+        search_space=_space(margin=Tunable(0.05, 0.5), scale=Tunable(8.0, 64.0, log=True), lr_mult=_PROXY_LR_MULT),
     ),
     ObjectiveSpec(
         "normsoftmax", "NormalizedSoftmaxLoss", "classifier",
         "Normalized softmax / NormFace (Zhai & Wu 2019), temperature 0.05",
         loss_defaults={"temperature": 0.05},
         options={"lr": None, "lr_mult": 50.0}, sized=True, params="class weights",
+        search_space=_space(temperature=Tunable(0.01, 0.2, log=True), lr_mult=_PROXY_LR_MULT),
     ),
     ObjectiveSpec(
         "circle", "CircleLoss", "pair",
         "Circle loss (Sun et al. 2020), m 0.4, gamma 80",
         loss_defaults={"m": 0.4, "gamma": 80.0},
+        search_space=_space(m=Tunable(0.1, 0.5), gamma=Tunable(16.0, 256.0, log=True)),
     ),
     ObjectiveSpec(
         "supcon", "SupConLoss", "pair",
         "Supervised contrastive loss (Khosla et al. 2020), temperature 0.1",
         loss_defaults={"temperature": 0.1},
+        search_space=_space(temperature=Tunable(0.03, 0.5, log=True)),
     ),
 ]
 OBJECTIVES: dict[str, ObjectiveSpec] = {s.name: s for s in _SPECS}

@@ -564,6 +564,11 @@ def make_all(results: PathLike | pd.DataFrame, out_dir: PathLike = "figures", me
     out_dir = Path(out_dir)
     out = Outputs()
     out.notes.extend(notes)
+    from oodml import tuning_plot
+
+    tuned_df = df if tuning_plot.has_tuning(df) else None
+    if tuned_df is not None:  # hyperparameter search: the ordinary figures show one tuning per loss
+        df = tuning_plot.main_rows(df)
     splits: dict[str, Path] = dict(study_splits)
     if isinstance(split_files, Mapping):
         splits.update({str(k): Path(v) for k, v in split_files.items()})
@@ -656,6 +661,8 @@ def make_all(results: PathLike | pd.DataFrame, out_dir: PathLike = "figures", me
             else:
                 fig_out(ds, "linear_probe", probe_figure(df, ds, x_label=xl), "linear-probe top-1 accuracy vs FID")
                 tab_out(ds, "linear_probe", _file_table(probe), "linear-probe top-1 accuracy")
+        if tuned_df is not None and ds in set(tuned_df["dataset"]):
+            _tuning_outputs(tuned_df, ds, metric, xl, fig_out, tab_out, out.notes)
         if ds not in splits:
             out.notes.append(f"{ds}: no split file given (--splits); split-series figure skipped")
         elif split_fn is None:
@@ -693,6 +700,30 @@ def _selection_rule(df: pd.DataFrame, source: str) -> str:
             "numbers are not comparable: plot each rule on its own (filter the selection column)"
         )
     return rules[0] if rules else "val"
+
+
+def _tuning_outputs(df: pd.DataFrame, ds: str, metric: str, xl: str, fig_out, tab_out, notes: list[str]) -> None:
+    """Default-vs-tuned curves, the transfer gap and the chosen settings (see oodml.tuning_plot)."""
+    from oodml import tuning_plot as tp
+
+    m, mname = sanitize(metric), metric_name(metric)
+    cur = tp.tuning_curve_table(df, ds, metric)
+    if cur.empty or not (cur["tuning"] != "default").any():
+        notes.append(f"{ds}: no tuned zero-shot {metric} rows with an FID; default-vs-tuned figure skipped")
+    else:
+        fig_out(ds, f"tuning_{m}", tp.default_vs_tuned_figure(df, ds, metric, x_label=xl),
+                f"{mname} vs FID per loss: default settings vs settings tuned on the standard split / on each split")
+        tab_out(ds, f"tuning_{m}", _file_table(cur), f"{mname} per tuning, loss and split (mean over seeds)")
+    gap = tp.transfer_gap_table(df, ds, metric)
+    if gap.empty:
+        notes.append(f"{ds}: no split with both tuned-per-split and tuned-standard runs; transfer-gap figure skipped")
+    else:
+        fig_out(ds, f"transfer_gap_{m}", tp.transfer_gap_figure(df, ds, metric, x_label=xl),
+                f"per-split tuned minus standard-tuned {mname} vs FID")
+        tab_out(ds, f"transfer_gap_{m}", _file_table(gap), f"transfer gap of tuned settings ({mname})")
+    chosen = tp.chosen_settings_table(df, ds)
+    if not chosen.empty:
+        tab_out(ds, "chosen_settings", chosen, "hyperparameters chosen by the searches on validation classes")
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ Study file (YAML, loaded safely with :func:`oodml.io.load_yaml`)::
     protocol: oodml                     # optional: default | oodml (also accepted under train:)
     selection: test                     # optional: val | last | test (an ORACLE); default: the protocol's
     runs_dir: runs/embedded_quick       # default runs/<name>
+    search: {sampler: random, trials: 4, scope: standard}   # optional: see oodml.search
 
 Relative paths (split files, dataset roots, ``runs_dir``) are relative to the study's *base
 folder*: the nearest folder above the study file holding ``pyproject.toml`` or ``.git`` (the
@@ -116,12 +117,12 @@ RUN_SCHEMA = "oodml.study.run/1"
 HASH_EXCLUDED = ("root", "splits", "device", "workers", "tensorboard", "eval_batch_size")
 #: Columns of ``results.csv``, in order.
 RESULT_COLUMNS = ("study", "dataset", "split", "fid", "loss", "seed", "selection", "stage", "metric", "value", "ci95",
-                  "run_id")
+                  "run_id", "tuning", "hparams")
 #: Run states, in display order.
-STATES = ("done", "running", "queued", "failed", "pending")
+STATES = ("done", "running", "queued", "failed", "waiting", "pending")  # waiting: a tuned run whose search runs
 
 TOP_KEYS = ("name", "description", "datasets", "splits", "losses", "seeds", "train", "adapt", "executor", "runs_dir",
-            "protocol", "selection")
+            "protocol", "selection", "search")
 #: Top-level keys that are TrainConfig keys shared by every run (also accepted under ``train``).
 PROTOCOL_KEYS = ("protocol", "selection")
 DATASET_KEYS = ("name", "root", "splits")
@@ -167,10 +168,15 @@ class RunSpec:
     config: dict
     adapt: tuple
     order: tuple = field(compare=False)
+    #: "default", "trial" (a hyperparameter-search trial), "tuned-standard" or "tuned-per-split"
+    tuning: str = "default"
+    #: for trials and tuned runs: their search (see oodml.search.make_ref); None for default runs
+    search: dict | None = field(default=None, compare=False)
 
     def describe(self, study: str) -> dict:
         """The content of ``study_run.json``."""
-        return {
+        extra = {} if self.search is None else {"tuning": self.tuning, "search": self.search}
+        return {**extra,
             "schema": RUN_SCHEMA,
             "study": study,
             "run_id": self.run_id,
@@ -201,6 +207,7 @@ class Study:
     losses: list[dict]
     seeds: list[int]
     raw: dict
+    search: dict | None = None  # the resolved ``search:`` block (oodml.search.parse_search)
 
     def get(self, run_id: str) -> RunSpec:
         for r in self.runs:
@@ -520,28 +527,39 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
     else:
         rdir = base / "runs" / name
 
+    from oodml.search import expand_search, parse_search
+
+    search = parse_search(raw.get("search"), losses, path, train_keys)
+
+    def cells_of(ds: dict) -> list[tuple]:
+        if ds["series"] is None:
+            return [(None, None, None)]
+        ids = [int(s["id"]) for s in ds["series"]]
+        chosen = _split_ids(raw.get("splits", "all"), ids, Path(ds["splits"]), path)
+        by_id = {int(s["id"]): s for s in ds["series"]}
+        return [(sid, by_id[sid].get("fid"), stable_hash(by_id[sid], 32)) for sid in chosen]
+
+    def make_config(ds: dict, split: int | None, loss: dict, seed: int) -> dict:
+        d = dict(shared)
+        d.update(dataset=ds["name"], root=ds["root"], splits=ds["splits"], split=split,
+                 loss=loss["name"], loss_params=loss["params"], seed=seed)
+        try:
+            return _config_dict(TrainConfig.from_dict(d))
+        except OodmlError as exc:
+            raise BadInputError(f"{path}: invalid train settings: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"{path}: invalid train settings: {exc}") from None
+
     runs: list[RunSpec] = []
     seen: dict[str, tuple] = {}
     for di, ds in enumerate(datasets):
-        if ds["series"] is None:
-            cells = [(None, None, None)]
-        else:
-            ids = [int(s["id"]) for s in ds["series"]]
-            chosen = _split_ids(raw.get("splits", "all"), ids, Path(ds["splits"]), path)
-            by_id = {int(s["id"]): s for s in ds["series"]}
-            cells = [(sid, by_id[sid].get("fid"), stable_hash(by_id[sid], 32)) for sid in chosen]
+        cells = cells_of(ds)
         for split, fid, digest in cells:
             for li, loss in enumerate(losses):
+                if search is not None and not search["default"] and loss["name"] in search["spaces"]:
+                    continue  # only tuned runs for this loss
                 for seed in seeds:
-                    d = dict(shared)
-                    d.update(dataset=ds["name"], root=ds["root"], splits=ds["splits"], split=split,
-                             loss=loss["name"], loss_params=loss["params"], seed=seed)
-                    try:
-                        cfg = _config_dict(TrainConfig.from_dict(d))
-                    except OodmlError as exc:
-                        raise BadInputError(f"{path}: invalid train settings: {exc}") from None
-                    except (TypeError, ValueError) as exc:
-                        raise BadInputError(f"{path}: invalid train settings: {exc}") from None
+                    cfg = make_config(ds, split, loss, seed)
                     run_id = stable_hash(
                         {"config": _hashed_config(cfg), "split_digest": digest}
                     )
@@ -560,10 +578,16 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
                             adapt=tuple(adapt), order=key,
                         )
                     )
+    if search is not None:
+        for spec in expand_search(search, datasets, cells_of, losses, seeds, make_config, rdir, adapt, HASH_EXCLUDED):
+            if spec.run_id in seen:
+                raise BadInputError(f"{path}: a search run collides with a grid run ({spec.run_id}); report this")
+            seen[spec.run_id] = spec.order
+            runs.append(spec)
     runs.sort(key=lambda r: r.order)
     return Study(
         name=name, path=path, base_dir=base, runs_dir=rdir, runs=runs, adapt=adapt, executor=executor,
-        datasets=datasets, losses=losses, seeds=seeds, raw=raw,
+        datasets=datasets, losses=losses, seeds=seeds, raw=raw, search=search,
     )
 
 
@@ -817,6 +841,11 @@ def run_state(run: RunSpec, stale_after: float = DEFAULT_STALE_AFTER) -> str:
                 return "queued"
     if (run.run_dir / FAILED).is_file():
         return "failed"
+    if run.search is not None and run.search["role"] == "tuned":
+        from oodml.search import search_complete
+
+        if not search_complete(run.search):
+            return "waiting"
     return "pending"
 
 
@@ -913,6 +942,10 @@ def execute_run(
     """
     run_fn = run_fn or train_run
     adapt_fn = adapt_fn or adapt_run
+    if run.search is not None:  # a search trial or a tuned run: train with its drawn / chosen settings
+        from oodml.search import bind_run_fn
+
+        run_fn = bind_run_fn(run.search, run_fn)
     if is_done(run) or ((run.run_dir / FAILED).is_file() and not retry_failed):
         return "skipped"
     claim = try_claim(run.run_dir, stale_after, heartbeat, claim_extra)
@@ -1063,7 +1096,19 @@ def run_study(
     study.runs_dir.mkdir(parents=True, exist_ok=True)
     opts = dict(retry_failed=retry_failed, run_fn=run_fn, run_fn_spec=run_fn_spec, adapt_fn=adapt_fn,
                 progress=progress, wait=wait)
-    return executors.get_executor(kind)(study, runs, **opts)
+    counts = executors.get_executor(kind)(study, runs, **opts)
+    # Tuned runs wait for their search; once its trials have finished, run them in another pass
+    # (an executor that returns before its jobs finish, e.g. Slurm without --wait: run again later).
+    while study.search is not None and (wait or kind != "slurm") and only is None and max_runs is None:
+        more = select_runs(study, retry_failed=False)
+        if not more:
+            break
+        again = executors.get_executor(kind)(study, more, **opts)
+        for k, v in again.items():
+            counts[k] = counts.get(k, 0) + v
+        if not again.get("done"):
+            break
+    return counts
 
 
 # --------------------------------------------------------------------------------------------
@@ -1083,11 +1128,20 @@ def plan_table(study: Study) -> str:
     header = ("run_id", "dataset", "split", "fid", "loss", "seed", "state")
     rows = [(r.run_id, r.dataset, _fmt_split(r.split), _fmt_fid(r.fid), r.loss, str(r.seed), st[r.run_id])
             for r in study.runs]
+    if study.search is not None:  # which runs are search trials / tuned runs
+        from oodml.search import plan_label
+
+        header += ("tuning",)
+        rows = [row + (plan_label(r),) for row, r in zip(rows, study.runs)]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip(),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    n_split = len({(r.dataset, r.split) for r in study.runs})
+    n_split = len({(r.dataset, r.split) for r in study.runs if r.tuning == "default"})
+    if study.search is not None:
+        from oodml.search import plan_summary
+
+        lines.append(plan_summary(study))
     lines.append(
         f"{len(study.runs)} runs = {n_split} dataset splits x {len(study.losses)} losses x {len(study.seeds)} seeds; "
         f"adapt: {', '.join(s['mode'] + ' ' + str(s['shots']) for s in study.adapt) or 'none'}; "
@@ -1118,7 +1172,7 @@ def _fmt_duration(seconds: float) -> str:
 def status_summary(study: Study) -> dict:
     """Counts per state, mean seconds per finished run and an ETA for the rest.
 
-    The ETA assumes the remaining runs (pending, queued, running; failed excluded) take the mean
+    The ETA assumes the remaining runs (pending, queued, running, waiting; failed excluded) take the mean
     time of the finished ones (wall time of training + adaptation recorded by the runner in
     ``study_timing.json``, else the trainer's ``seconds`` in ``metrics.json``), spread over the
     executor's parallel capacity (1 local, GPUs × runs_per_gpu, the Slurm array parallelism).
@@ -1138,7 +1192,7 @@ def status_summary(study: Study) -> dict:
                     secs.append(float(m["seconds"]))
                     break
     mean = sum(secs) / len(secs) if secs else None
-    remaining = counts["pending"] + counts["queued"] + counts["running"]
+    remaining = counts["pending"] + counts["queued"] + counts["running"] + counts["waiting"]
     from oodml.executors import parallel_capacity
 
     par = max(1, min(parallel_capacity(study), max(remaining, 1)))
@@ -1149,8 +1203,9 @@ def status_summary(study: Study) -> dict:
 
 def format_status(summary: dict) -> str:
     c = summary["counts"]
+    shown = [s for s in STATES if s != "done" and (s != "waiting" or c[s])]  # waiting: tuned runs of a search
     lines = [f"study {summary['study']}: {c['done']}/{summary['total']} runs done "
-             f"({', '.join(f'{c[s]} {s}' for s in STATES if s != 'done')}) in {summary['runs_dir']}"]
+             f"({', '.join(f'{c[s]} {s}' for s in shown)}) in {summary['runs_dir']}"]
     if summary["mean_seconds"] is not None:
         eta = summary["eta_seconds"]
         lines.append(f"mean {_fmt_duration(summary['mean_seconds'])} per run; "
@@ -1178,7 +1233,11 @@ def collect_rows(study: Study) -> tuple[list[dict], list[str]]:
     rows: list[dict] = []
     missing: list[str] = []
     adaptation_rows = None
+    from oodml.search import hparams_text, run_hparams
+
     for r in study.runs:
+        if r.tuning == "trial":  # search trials: <runs_dir>/search/searches.csv, not the results table
+            continue
         if not _metrics_complete(r.run_dir):
             missing.append(r.run_id)
             continue
@@ -1186,6 +1245,8 @@ def collect_rows(study: Study) -> tuple[list[dict], list[str]]:
         fid = _num(m.get("fid")) if _num(m.get("fid")) is not None else r.fid
         base = {"study": study.name, "dataset": r.dataset, "split": r.split, "fid": fid, "loss": r.loss,
                 "seed": r.seed, "selection": str(m.get("selection") or selection_of(r.config))}
+        first = len(rows)
+        hp = hparams_text(run_hparams(r, study.search))
         for metric, value in (m.get("test") or {}).items():
             v = _num(value)
             if v is not None:
@@ -1201,6 +1262,11 @@ def collect_rows(study: Study) -> tuple[list[dict], list[str]]:
                     continue
                 rows.append({**base, "stage": str(a["stage"]), "metric": str(a["metric"]), "value": v,
                              "ci95": _num(a.get("ci95")), "run_id": r.run_id})
+        labels = r.search.get("tunings", [r.tuning]) if r.search is not None else [r.tuning]
+        own = rows[first:]
+        del rows[first:]
+        for label in labels:  # a run tuned on its own split by both scopes counts for both
+            rows.extend({**row, "tuning": label, "hparams": hp} for row in own)
     return rows, missing
 
 
@@ -1229,6 +1295,10 @@ def collect(study: Study, out: str | os.PathLike | None = None, parquet: bool = 
     rows, missing = collect_rows(study)
     out_csv = Path(out) if out is not None else study.runs_dir / "results.csv"
     atomic_write(out_csv, results_csv_text(rows))
+    if study.search is not None:
+        from oodml.search import write_search_summary
+
+        write_search_summary(study)
     pq_path = None
     if parquet:
         try:
@@ -1332,7 +1402,11 @@ def _main(argv: list[str] | None = None) -> int:
             jobs=args.jobs,
         )
         print(", ".join(f"{v} {k}" for k, v in counts.items()))
-        print(format_status(status_summary(study)))
+        summary = status_summary(study)
+        print(format_status(summary))
+        if summary["counts"].get("waiting"):
+            print(f"{summary['counts']['waiting']} tuned runs wait for their search's trials; "
+                  "run this command again once the trials have finished")
         return 1 if counts.get("failed") else 0
     return 0
 

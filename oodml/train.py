@@ -1119,6 +1119,8 @@ def build_parser() -> argparse.ArgumentParser:
       "default: the protocol's")
     a("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig key (repeatable)")
     a("--list-losses", action="store_true", help="print the objectives and their defaults, then exit")
+    a("--search-space", action="store_true",
+      help="with --list-losses: print each objective's tunable hyperparameters (ranges, scales, defaults)")
     add_quiet(p)
     return p
 
@@ -1166,8 +1168,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_losses:
         from oodml.losses import format_objectives_table
 
-        print(format_objectives_table())
+        if args.search_space:
+            from oodml.search import format_search_spaces
+
+            print(format_search_spaces())
+        else:
+            print(format_objectives_table())
         return 0
+    if args.search_space:
+        raise BadInputError("--search-space goes with --list-losses (python -m oodml.train --list-losses --search-space)")
     cfg = config_from_args(args)
     out = Path(args.out) if args.out else default_run_dir(cfg)
     quiet = progress_disabled(args.quiet)

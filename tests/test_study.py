@@ -267,7 +267,8 @@ def test_failure_recorded_retry_and_collect(tmp_path, fake, monkeypatch):
     assert len(rows) == 1 + 6 * (2 + 6) and res["missing"] == []
     first = dict(zip(rows[0], rows[1]))
     assert first == {"study": "fake", "dataset": "glyphs", "split": "1", "fid": "0.1", "loss": "margin", "seed": "0",
-                     "selection": "val", "stage": "zero-shot", "metric": "recall@1", "value": "0.5", "ci95": "", "run_id": st.runs[0].run_id}
+                     "selection": "val", "stage": "zero-shot", "metric": "recall@1", "value": "0.5", "ci95": "", "run_id": st.runs[0].run_id,
+                     "tuning": "default", "hparams": "{}"}
     stages = [r[S.RESULT_COLUMNS.index("stage")] for r in rows[1:9]]
     assert stages == ["zero-shot"] * 2 + ["few-shot-2"] * 3 + ["few-shot-5"] * 3
     assert [dict(zip(rows[0], r))["ci95"] for r in rows[3:4]] == ["0.05"]
