@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--episodes", type=int, default=10, metavar="E", help="few-shot episodes per shot (default 10)")
     ap.add_argument("--val-fraction", type=float, default=0.15, help="validation classes per split (default 0.15)")
     ap.add_argument("--seed", type=int, default=0, help="seed of validation classes and episodes (default 0)")
+    ap.add_argument("--controls", type=int, default=0, metavar="N",
+                    help="also write N matched random-removal control splits per removal split (default 0)")
     ap.add_argument("--out", metavar="FILE", help="split file to write (default splits/<dataset>.json)")
     ap.add_argument("--figure", metavar="STEM",
                     help="figure stem, writes STEM.png and STEM.pdf (default figures/splits_<dataset>; 'none' to skip)")
@@ -84,6 +86,8 @@ def format_summary(sf) -> str:
     head = ("id", "FID", "phase", "train cls", "test cls", "val cls", "train img", "test img")
     rows = [(str(s.id), f"{s.fid:.4g}", s.phase + (" (std)" if s.standard else ""), str(len(s.train)),
              str(len(s.test)), str(len(s.val)), str(s.n_train_images), str(s.n_test_images)) for s in sf.series]
+    rows += [(str(c.id), f"{c.fid:.4g}", f"control of {c.control_of}", str(len(c.train)), str(len(c.test)),
+              str(len(c.val)), str(c.n_train_images), str(c.n_test_images)) for c in getattr(sf, "controls", [])]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.rjust(w) if i != 2 else c.ljust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths)))
@@ -145,7 +149,9 @@ def _check(args, progress: bool) -> int:
     n_step = sum(r["what"] == "step" for r in report.rows)
     worst = max((abs(r["stored"] - r["recomputed"]) / max(abs(r["stored"]), 1e-12) for r in report.rows),
                 default=0.0)
-    print(f"{path}: recomputed {n_split} split FIDs and {n_step} trajectory FIDs "
+    n_ctrl = sum(r["what"] == "control" for r in report.rows)
+    ctrl = f", {n_ctrl} control FIDs" if n_ctrl else ""
+    print(f"{path}: recomputed {n_split} split FIDs{ctrl} and {n_step} trajectory FIDs "
           f"({prov.get('extractor')} features, {prov.get('level')} level); largest relative difference {worst:.2e}")
     for r in report.rows:
         if not r["ok"]:
@@ -178,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     progress = not progress_disabled(args.quiet)
     if args.check and args.import_oodml:
         raise OodmlError("--check and --import-oodml are separate tasks; give one of them")
+    if args.controls and (args.check or args.import_oodml):
+        raise OodmlError("--controls is drawn while building a split file; give it without --check / --import-oodml")
     if args.check:
         return _check(args, progress)
     if args.import_oodml:
@@ -191,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"splits/{name}.json")
     sf = make_splits(args.dataset if not args.features_file else name, root=args.root, download=args.download,
                      extractor=args.features, weights=args.weights, features_file=args.features_file,
-                     params=_params(args), seed=args.seed, out=out, progress=progress)
+                     params=_params(args), seed=args.seed, out=out, progress=progress, controls=args.controls)
     n_steps = len(sf.trajectory)
     print(f"wrote {out}: {len(sf.series)} splits selected from {n_steps} search steps "
           f"({sf.provenance.get('extractor')} features, {sf.provenance.get('level')} level)")
