@@ -18,6 +18,8 @@ Study file (YAML, loaded safely with :func:`oodml.io.load_yaml`)::
     datasets:                           # list of names or {name, root, splits}
       - {name: glyphs, splits: splits/glyphs.json}   # no ``splits`` -> the standard split only
     splits: all                         # or a list of series ids of the split files
+    controls: all                       # optional: also the class-count controls of those splits (or N draws)
+    frozen: true                        # optional: frozen-extractor reference rows (oodml.frozen) at collect
     losses: [margin, {name: multisimilarity, params: {alpha: 2.0}}]
     seeds: [0]
     train: {backbone: resnet10t, ...}  # shared TrainConfig keys
@@ -113,7 +115,10 @@ RESULT_COLUMNS = ("study", "dataset", "split", "fid", "loss", "seed", "stage", "
 #: Run states, in display order.
 STATES = ("done", "running", "queued", "failed", "pending")
 
-TOP_KEYS = ("name", "description", "datasets", "splits", "losses", "seeds", "train", "adapt", "executor", "runs_dir")
+TOP_KEYS = ("name", "description", "datasets", "splits", "losses", "seeds", "train", "adapt", "executor", "runs_dir",
+            "controls", "frozen")  # controls / frozen: oodml.controls, oodml.frozen
+#: Optional results columns, written only when a study has them (``control_of``: oodml.controls).
+EXTRA_RESULT_COLUMNS = ("control_of",)
 DATASET_KEYS = ("name", "root", "splits")
 LOSS_KEYS = ("name", "params")
 ADAPT_MODES = ("fewshot", "probe")
@@ -459,6 +464,10 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
         raise BadInputError(f"{path}: seeds has duplicates: {seeds}")
     adapt = _adapt_stages(raw.get("adapt"), path)
     executor = _executor_config(raw.get("executor"), path)
+    if raw.get("frozen"):
+        from oodml.frozen import frozen_specs
+
+        frozen_specs(raw["frozen"], path, base)  # checked now, computed by collect
 
     TrainConfig = _train_config_api()
     train_keys = _train_keys(TrainConfig)
@@ -493,6 +502,10 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
             chosen = _split_ids(raw.get("splits", "all"), ids, Path(ds["splits"]), path)
             by_id = {int(s["id"]): s for s in ds["series"]}
             cells = [(sid, by_id[sid].get("fid"), stable_hash(by_id[sid], 32)) for sid in chosen]
+            if raw.get("controls"):
+                from oodml.controls import control_cells
+
+                cells += control_cells(ds["splits"], chosen, raw["controls"], path)
         for split, fid, digest in cells:
             for li, loss in enumerate(losses):
                 for seed in seeds:
@@ -1160,7 +1173,21 @@ def collect_rows(study: Study) -> tuple[list[dict], list[str]]:
                     continue
                 rows.append({**base, "stage": str(a["stage"]), "metric": str(a["metric"]), "value": v,
                              "ci95": _num(a.get("ci95")), "run_id": r.run_id})
+    if study.raw.get("frozen"):
+        from oodml.frozen import frozen_rows
+
+        rows += frozen_rows(study)
+    if study.raw.get("controls"):
+        from oodml.controls import control_map
+
+        maps = {ds["name"]: control_map(ds["splits"]) for ds in study.datasets if ds["splits"]}
+        for row in rows:
+            row["control_of"] = maps.get(row["dataset"], {}).get(row["split"])
     return rows, missing
+
+
+def _result_columns(rows: list[dict]) -> tuple[str, ...]:
+    return RESULT_COLUMNS + tuple(c for c in EXTRA_RESULT_COLUMNS if any(c in row for row in rows))
 
 
 def _cell(v: Any) -> str:
@@ -1174,9 +1201,10 @@ def _cell(v: Any) -> str:
 def results_csv_text(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(RESULT_COLUMNS)
+    cols = _result_columns(rows)
+    w.writerow(cols)
     for row in rows:
-        w.writerow([_cell(row[c]) for c in RESULT_COLUMNS])
+        w.writerow([_cell(row.get(c)) for c in cols])
     return buf.getvalue()
 
 
@@ -1197,8 +1225,10 @@ def collect(study: Study, out: str | os.PathLike | None = None, parquet: bool = 
         if pyarrow is not None:
             import pandas as pd
 
-            df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+            df = pd.DataFrame(rows, columns=list(_result_columns(rows)))
             df["split"] = df["split"].astype("Int64")
+            if "control_of" in df:
+                df["control_of"] = df["control_of"].astype("Int64")
             df["seed"] = df["seed"].astype("int64")
             for c in ("fid", "value", "ci95"):
                 df[c] = df[c].astype("float64")
