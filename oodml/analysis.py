@@ -324,6 +324,9 @@ def loss_style(loss: str) -> dict[str, Any]:
     palette = sns.color_palette("colorblind", 10)
     i = loss_index(loss)
     linestyle = _LINESTYLES[(i // len(palette)) % len(_LINESTYLES)]
+    if loss.startswith("frozen:"):  # a frozen-extractor reference (oodml.frozen): dashed and grey
+        grey = ("#404040", "#7f7f7f", "#a0a0a0")[zlib.crc32(loss.encode("utf-8")) % 3]
+        return {"color": grey, "marker": "x", "linestyle": "--", "dashes": _DASHES["--"], "hatch": _HATCHES["--"]}
     return {
         "color": to_hex(palette[i % len(palette)]),
         "marker": _MARKERS[i % len(_MARKERS)],
@@ -396,6 +399,10 @@ def _select(df: pd.DataFrame, dataset: str | None, controls: bool = False) -> pd
     """Rows of ``dataset`` (all with None); class-count control rows (``control_of`` set, see
     :mod:`oodml.controls`) are left out unless ``controls`` (then only they are kept)."""
     df = _as_results(df)
+    if dataset is not None and dataset not in set(df["dataset"]):
+        raise BadInputError(
+            f"dataset {dataset!r} is not in the results table (datasets: {', '.join(datasets(df))})"
+        )
     if "control_of" in df.columns:
         is_control = df["control_of"].notna().to_numpy(bool)
         df = df[is_control] if controls else df[~is_control]
@@ -403,10 +410,6 @@ def _select(df: pd.DataFrame, dataset: str | None, controls: bool = False) -> pd
         df = df.iloc[0:0]
     if dataset is None:
         return df
-    if dataset not in set(df["dataset"]):
-        raise BadInputError(
-            f"dataset {dataset!r} is not in the results table (datasets: {', '.join(datasets(df))})"
-        )
     return df[df["dataset"] == dataset]
 
 
