@@ -716,6 +716,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="figures", help="output folder (default: figures/)")
     p.add_argument("--splits", nargs="+", default=None, metavar="FILE",
                    help="split files for the split-series figure (dataset read from each file)")
+    p.add_argument("--score", metavar="FILE", default=None,
+                   help="also write the citable score JSON (oodml.score: AUCs, intervals, protocol, digests)")
     add_quiet(p)
     return p
 
@@ -732,6 +734,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {n_fig} figures (.png + .pdf) and {n_tab} tables (.csv + .md + .tex) to {args.out}")
     for note in out.notes:
         print(f"note: {note}")
+    if args.score:
+        from oodml.score import write_score
+
+        print(f"wrote {write_score(args.score, args.results, args.metric, args.splits)}")
     return 0
 
 
