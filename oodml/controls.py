@@ -20,8 +20,8 @@ them like any split); ``control_of`` is the series id they match, ``draw`` the d
 control's FID is measured with the file's own features and level, and ``--check`` recomputes it.
 
 ``python -m oodml.make_splits --controls N`` writes ``N`` draws per removal split; a study adds
-them to its grid with ``controls: all`` (every control of the splits it runs) or ``controls: N``
-(the first ``N`` draws of each).
+them to its grid with ``controls: all`` (every control of the splits it runs), ``controls: N``
+(the first ``N`` draws of each) or ``controls: {draws: N, splits: [9]}`` (only some splits' controls).
 """
 
 from __future__ import annotations
@@ -137,23 +137,40 @@ def validate_controls(doc: dict, source: str, dataset=None) -> None:
 
 def control_cells(split_file: str | Path, chosen: Sequence[int], selection: Any, study_path: Path) -> list[tuple]:
     """Grid cells ``(id, fid, digest)`` of the controls of the ``chosen`` series splits, for a
-    study's ``controls:`` key (``all``/``true``: every draw; ``N``: the first ``N`` draws)."""
+    study's ``controls:`` key (``all``/``true``: every draw; ``N``: the first ``N`` draws;
+    ``{draws: N, splits: [ids]}``: only the controls of those of the chosen splits)."""
     from oodml.io import read_json, stable_hash
 
     if selection in (None, False, 0):
         return []
+    only = None
+    if isinstance(selection, dict):
+        unknown = set(selection) - {"draws", "splits"}
+        if unknown:
+            raise BadInputError(f"{study_path}: controls has unknown key {sorted(unknown)[0]!r} (keys: draws, splits)")
+        only = selection.get("splits")
+        if only is not None and (not isinstance(only, list) or not all(isinstance(i, int) for i in only)):
+            raise BadInputError(f"{study_path}: controls.splits must be a list of series ids, got {only!r}")
+        selection = selection.get("draws", "all")
     if selection is True or selection == "all":
         limit = None
     elif isinstance(selection, int) and not isinstance(selection, bool) and selection > 0:
         limit = selection
     else:
-        raise BadInputError(f"{study_path}: controls must be 'all' or a positive number of draws, got {selection!r}")
+        raise BadInputError(f"{study_path}: controls must be 'all', a positive number of draws, or "
+                            f"{{draws, splits}}, got {selection!r}")
     data = read_json(Path(split_file), "split file")
     controls = data.get("controls") or []
     if not controls:
         raise BadInputError(f"{study_path}: controls asked for but split file {split_file} has none; "
                             "add them with python -m oodml.make_splits --controls N")
     wanted = set(int(s) for s in chosen)
+    if only is not None:
+        missing = sorted(set(only) - wanted)
+        if missing:
+            raise BadInputError(f"{study_path}: controls.splits names split {missing[0]} which the study does not run "
+                                f"(its splits: {sorted(wanted)})")
+        wanted = set(only)
     return [(int(c["id"]), c.get("fid"), stable_hash(c, 32)) for c in controls
             if int(c["control_of"]) in wanted and (limit is None or int(c["draw"]) < limit)]
 

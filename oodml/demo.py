@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             from oodml.make_splits import main as make_splits_main
 
             _check(
-                make_splits_main(root + quiet + ["--out", args.splits, "--figure", str(out / "splits_glyphs")]),
+                make_splits_main(root + quiet + ["--out", args.splits, "--figure", str(out / "splits_glyphs"),
+                                                 "--controls", "1"]),  # class-count controls (oodml.controls)
                 "splits",
             )
         elif step == "study":

@@ -492,6 +492,10 @@ def test_controls_and_frozen_reference_in_a_study(tmp_path, fake):
     # only the controls of the chosen splits
     st2 = S.load_study(_study(tmp_path, body + "splits: [1, 2]\ncontrols: all\n", "two.yaml"))
     assert sorted({r.split for r in st2.runs}) == [1, 2]
+    st3 = S.load_study(_study(tmp_path, body + "controls: {draws: 1, splits: [3]}\n", "three.yaml"))
+    assert sorted({r.split for r in st3.runs}) == [1, 2, 3, 4]
+    with pytest.raises(BadInputError, match="does not run"):
+        S.load_study(_study(tmp_path, body + "splits: [1]\ncontrols: {splits: [3]}\n", "four.yaml"))
     for bad, needle in (("controls: maybe\n", "controls must be"), ("frozen: [3]\n", "frozen must be")):
         with pytest.raises(BadInputError, match=needle):
             S.load_study(_study(tmp_path, body + bad, "bad.yaml"))
