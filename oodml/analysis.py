@@ -473,12 +473,15 @@ def curve_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1", percen
 def relative_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent: bool | None = None) -> pd.DataFrame:
     """Each loss's difference from the field on every split: ``diff = mean - field_mean`` where
     ``mean`` is the loss's mean over seeds and ``field_mean`` the mean of those means over the
-    losses present on that split. Columns ``loss, split, fid, mean, field_mean, diff``."""
+    trained losses present on that split (frozen references, ``frozen:<name>``, are compared
+    with the field but not part of it). Columns ``loss, split, fid, mean, field_mean, diff``."""
     cur = curve_table(df, dataset, metric, percent)
     cols = ["loss", "split", "fid", "mean", "field_mean", "diff"]
     if cur.empty:
         return pd.DataFrame(columns=cols)
-    field = cur.groupby(["split", "fid"], dropna=False, sort=False)["mean"].mean().rename("field_mean").reset_index()
+    trained = cur[~cur["loss"].astype(str).str.startswith("frozen:")]  # frozen references are not in the field
+    trained = trained if not trained.empty else cur
+    field = trained.groupby(["split", "fid"], dropna=False, sort=False)["mean"].mean().rename("field_mean").reset_index()
     out = cur[["loss", "split", "fid", "mean"]].merge(field, on=["split", "fid"], how="left")
     out["diff"] = out["mean"] - out["field_mean"]
     return _sort(out[cols], ["loss", "fid", "split"])

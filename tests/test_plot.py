@@ -335,3 +335,13 @@ def test_curve_draws_bootstrap_band_frozen_dashed_and_controls():
     cur = ST.curve_intervals(full, "glyphs")
     assert set(cur["split"]) == {1, 2, 3}  # controls stay off the curve itself
     assert len(ST.auc_intervals(full, dataset="glyphs")) == 3
+
+
+def test_frozen_reference_is_not_part_of_the_field():
+    df = synthetic({"glyphs": [0.1, 0.2, 0.3]}, ["margin", "triplet"], [0])
+    frozen = df[df["loss"] == "margin"].assign(loss="frozen:pixels", value=0.0, run_id="frozen:pixels")
+    with_ref = A.relative_table(pd.concat([df, frozen], ignore_index=True), "glyphs", percent=False)
+    without = A.relative_table(df, "glyphs", percent=False)
+    assert np.allclose(with_ref.groupby("split")["field_mean"].first(), without.groupby("split")["field_mean"].first())
+    assert (with_ref.loc[with_ref["loss"] == "frozen:pixels", "diff"] < 0).all()
+    assert A.loss_style("frozen:pixels")["linestyle"] == "--"
