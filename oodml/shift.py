@@ -1,7 +1,7 @@
 r"""``python -m oodml.shift``: several measures of train→test shift, side by side, on a split series.
 
 A generalization curve orders the splits of a series by one number (the FID under one frozen
-network).  This module rescored every split under several extractors and several measures so a
+network).  This module rescores every split under several extractors and several measures so a
 reader can see whether another network or another distance would have ordered them the same way,
 and (with a results table) which measure predicts the drop of Recall@1 best::
 
@@ -506,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     progress = not progress_disabled(args.quiet)
+    if args.kid_subsets < 1 or args.kid_subset_size < 2 or args.median_points < 2:
+        raise OodmlError("--kid-subsets must be ≥ 1, --kid-subset-size and --median-points ≥ 2")
     sf = load_splits(args.splits)
     features = args.features
     if features is None:
