@@ -325,7 +325,7 @@ def loss_style(loss: str) -> dict[str, Any]:
     i = loss_index(loss)
     linestyle = _LINESTYLES[(i // len(palette)) % len(_LINESTYLES)]
     if loss.startswith("frozen:"):  # a frozen-extractor reference (oodml.frozen): dashed and grey
-        grey = ("#404040", "#7f7f7f", "#a0a0a0")[zlib.crc32(loss.encode("utf-8")) % 3]
+        grey = ("#1a1a1a", "#4d4d4d", "#737373")[zlib.crc32(loss.encode("utf-8")) % 3]
         return {"color": grey, "marker": "x", "linestyle": "--", "dashes": _DASHES["--"], "hatch": _HATCHES["--"]}
     return {
         "color": to_hex(palette[i % len(palette)]),

@@ -66,7 +66,10 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_
 
     Returns ``{"diff", "low", "high", "p_value", "n"}``: the observed mean difference, its
     percentile interval, and the two-sided p-value ``min(1, 2·min(P*(d ≤ 0), P*(d ≥ 0)))`` of the
-    bootstrap distribution ``d``.  NaNs (but ``diff``) with fewer than 2 pairs.
+    bootstrap distribution ``d`` (each proportion as ``(1 + count) / (n_boot + 1)``, so a Monte-Carlo
+    p-value is never exactly 0).  NaNs (but ``diff``) with fewer than 2 pairs.  With very few pairs
+    the bootstrap distribution has few distinct values (3 with 2 seeds) and the test is
+    anti-conservative: read it with the number of seeds beside it.
     """
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
@@ -82,7 +85,8 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_
     boot = d[rng.integers(0, len(d), size=(int(n_boot), len(d)))].mean(axis=1)
     al = (1.0 - level) / 2.0
     out["low"], out["high"] = (float(q) for q in np.quantile(boot, [al, 1.0 - al]))
-    out["p_value"] = float(min(1.0, 2.0 * min(np.mean(boot <= 0.0), np.mean(boot >= 0.0))))
+    nb = len(boot)
+    out["p_value"] = float(min(1.0, 2.0 * min((1 + np.sum(boot <= 0.0)) / (nb + 1), (1 + np.sum(boot >= 0.0)) / (nb + 1))))
     return out
 
 
