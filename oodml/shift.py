@@ -537,7 +537,9 @@ def main(argv: list[str] | None = None) -> int:
         written += analysis.write_table(pred, Path(f"{stem}_predicts_{analysis.sanitize(args.metric)}"))
         print()
         print(f"Spearman of each measure vs {args.metric} across splits (per loss; -1 = predicts the drop):")
-        print(pred.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        wide = pred.assign(key=pred["extractor"] + "/" + pred["measure"]).pivot_table(
+            index="key", columns="loss", values="spearman", sort=False)
+        print(wide.to_string(float_format=lambda v: f"{v:.2f}"))
     if args.attribution:
         attr = attribution_table(sf, tables[0], progress=progress)
         written += analysis.write_table(attr, Path(f"{stem}_attribution"))
