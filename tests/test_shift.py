@@ -179,6 +179,15 @@ def test_cli_on_a_features_file(tmp_path, capsys):
     first = [(tmp_path / "out" / n).read_bytes() for n in ("shift.csv", "shift.png")]
     assert cli(args) == 0
     assert [(tmp_path / "out" / n).read_bytes() for n in ("shift.csv", "shift.png")] == first
-    capsys.readouterr()
+    res = pd.DataFrame([{"study": "t", "dataset": "syn", "split": s, "fid": float(s), "loss": "margin", "seed": 0,
+                         "stage": "zero-shot", "metric": "recall@1", "value": 1.0 - s / 10, "ci95": np.nan,
+                         "run_id": f"r{s}"} for s in range(1, 5)])
+    res.to_csv(tmp_path / "res.csv", index=False)
+    assert cli(args[:3] + ["--measures", "fid_class", "mean_dist", "--results", str(tmp_path / "res.csv"),
+                           "--out", str(stem), "-q"]) == 0
+    assert "Spearman" in capsys.readouterr().out
+    pred = pd.read_csv(f"{stem}_predicts_recall1.csv")
+    assert len(pred) == 2 and set(pred["measure"]) == {"fid_class", "mean_dist"}
+    assert pred.loc[pred["measure"] == "fid_class", "spearman"].item() == -1.0  # recall falls in the FID order
     assert cli([str(sp), "--features-file", str(tmp_path / "missing.npz"), "-q"]) == 2
     assert "error:" in capsys.readouterr().err
