@@ -158,6 +158,20 @@ def validate_results(df: pd.DataFrame, source: str = "<DataFrame>") -> pd.DataFr
             raise bad("seed", i, raw, "an integer seed") from None
         seeds.append(int(f))
     out["seed"] = np.asarray(seeds, dtype=np.int64)
+    if "control_of" in out.columns:  # optional: class-count controls (oodml.controls)
+        ctrl = []
+        for i, raw in enumerate(out["control_of"]):
+            if _is_missing(raw):
+                ctrl.append(pd.NA)
+                continue
+            try:
+                f = float(raw)
+                if not f.is_integer():
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise bad("control_of", i, raw, "an integer split id (or empty)") from None
+            ctrl.append(int(f))
+        out["control_of"] = pd.array(ctrl, dtype="Int64")
     for col in ("dataset", "loss", "stage", "metric"):
         empty = np.flatnonzero(out[col].to_numpy() == "")
         if len(empty):
@@ -311,6 +325,9 @@ def loss_style(loss: str) -> dict[str, Any]:
     palette = sns.color_palette("colorblind", 10)
     i = loss_index(loss)
     linestyle = _LINESTYLES[(i // len(palette)) % len(_LINESTYLES)]
+    if loss.startswith("frozen:"):  # a frozen-extractor reference (oodml.frozen): dashed and grey
+        grey = ("#1a1a1a", "#4d4d4d", "#737373")[zlib.crc32(loss.encode("utf-8")) % 3]
+        return {"color": grey, "marker": "x", "linestyle": "--", "dashes": _DASHES["--"], "hatch": _HATCHES["--"]}
     return {
         "color": to_hex(palette[i % len(palette)]),
         "marker": _MARKERS[i % len(_MARKERS)],
@@ -379,14 +396,21 @@ def _sort(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return frame.drop(columns=[c for c in ("_loss_rank",) if c in frame]).reset_index(drop=True)
 
 
-def _select(df: pd.DataFrame, dataset: str | None) -> pd.DataFrame:
+def _select(df: pd.DataFrame, dataset: str | None, controls: bool = False) -> pd.DataFrame:
+    """Rows of ``dataset`` (all with None); class-count control rows (``control_of`` set, see
+    :mod:`oodml.controls`) are left out unless ``controls`` (then only they are kept)."""
     df = _as_results(df)
-    if dataset is None:
-        return df
-    if dataset not in set(df["dataset"]):
+    if dataset is not None and dataset not in set(df["dataset"]):
         raise BadInputError(
             f"dataset {dataset!r} is not in the results table (datasets: {', '.join(datasets(df))})"
         )
+    if "control_of" in df.columns:
+        is_control = df["control_of"].notna().to_numpy(bool)
+        df = df[is_control] if controls else df[~is_control]
+    elif controls:
+        df = df.iloc[0:0]
+    if dataset is None:
+        return df
     return df[df["dataset"] == dataset]
 
 
@@ -412,6 +436,30 @@ def zero_shot(df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent:
     return _sort(out[cols], ["loss", "fid", "split", "seed"])
 
 
+def control_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent: bool | None = None) -> pd.DataFrame:
+    """The class-count controls (:mod:`oodml.controls`) of a dataset: per loss and controlled
+    split, the mean over draws and seeds of ``metric`` at the mean FID of the draws, with the
+    spread over draws. Columns ``loss, control_of, fid, mean, std, n_draws, n_values``; empty
+    when the table has no control rows."""
+    cols = ["loss", "control_of", "fid", "mean", "std", "n_draws", "n_values"]
+    if dataset not in set(_as_results(df)["dataset"]):
+        return pd.DataFrame(columns=cols)
+    sel = _select(df, dataset, controls=True)
+    sel = sel[(sel["stage"] == "zero-shot") & (sel["metric"] == metric)]
+    sel = sel[np.isfinite(sel["fid"]) & np.isfinite(sel["value"])]
+    if sel.empty:
+        return pd.DataFrame(columns=cols)
+    per = sel.groupby(["loss", "control_of", "split"], sort=False).agg(fid=("fid", "first"), value=("value", "mean"))
+    per = per.reset_index()
+    g = per.groupby(["loss", "control_of"], sort=False)
+    out = g.agg(fid=("fid", "mean"), mean=("value", "mean"), std=("value", "std"), n_draws=("split", "nunique"))
+    out = out.join(sel.groupby(["loss", "control_of"], sort=False)["value"].size().rename("n_values")).reset_index()
+    out["mean"] = out["mean"] * _scale(metric, percent)
+    out["std"] = out["std"] * _scale(metric, percent)
+    out["control_of"] = out["control_of"].astype("Int64")
+    return _sort(out[cols], ["loss", "fid", "control_of"])
+
+
 def curve_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent: bool | None = None) -> pd.DataFrame:
     """The generalization curve: per (loss, split) the mean over seeds of ``metric`` with
     ``std``, ``ci95``, ``n_seeds``. Columns ``loss, split, fid, mean, std, ci95, n_seeds``."""
@@ -426,12 +474,15 @@ def curve_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1", percen
 def relative_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent: bool | None = None) -> pd.DataFrame:
     """Each loss's difference from the field on every split: ``diff = mean - field_mean`` where
     ``mean`` is the loss's mean over seeds and ``field_mean`` the mean of those means over the
-    losses present on that split. Columns ``loss, split, fid, mean, field_mean, diff``."""
+    trained losses present on that split (frozen references, ``frozen:<name>``, are compared
+    with the field but not part of it). Columns ``loss, split, fid, mean, field_mean, diff``."""
     cur = curve_table(df, dataset, metric, percent)
     cols = ["loss", "split", "fid", "mean", "field_mean", "diff"]
     if cur.empty:
         return pd.DataFrame(columns=cols)
-    field = cur.groupby(["split", "fid"], dropna=False, sort=False)["mean"].mean().rename("field_mean").reset_index()
+    trained = cur[~cur["loss"].astype(str).str.startswith("frozen:")]  # frozen references are not in the field
+    trained = trained if not trained.empty else cur
+    field = trained.groupby(["split", "fid"], dropna=False, sort=False)["mean"].mean().rename("field_mean").reset_index()
     out = cur[["loss", "split", "fid", "mean"]].merge(field, on=["split", "fid"], how="left")
     out["diff"] = out["mean"] - out["field_mean"]
     return _sort(out[cols], ["loss", "fid", "split"])
@@ -764,7 +815,7 @@ def write_table(df: pd.DataFrame, stem: PathLike, caption: str | None = None) ->
 __all__ = [
     "REQUIRED_COLUMNS", "load_results", "validate_results", "datasets", "metrics", "sanitize",
     "is_percent_metric", "metric_name", "metric_label", "fid_label", "registry_losses", "loss_order",
-    "loss_index", "loss_style", "loss_palette", "t_ci95", "zero_shot", "curve_table", "relative_table",
+    "loss_index", "loss_style", "loss_palette", "t_ci95", "zero_shot", "curve_table", "control_table", "relative_table",
     "relative_slopes", "normalized_auc", "auc_per_seed", "auc_table", "ranking_stability",
     "fewshot_table", "probe_table", "setting_label", "to_markdown", "to_latex", "to_csv", "write_table",
 ]

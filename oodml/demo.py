@@ -8,8 +8,8 @@ arguments a user would type, so the demo exercises exactly what the README docum
 2. **splits** -- ``python -m oodml.make_splits``: the FID-graded split series of the embedded
    dataset into ``splits/glyphs.json``, with its trajectory figure ``<out>/splits_glyphs.{png,pdf}``;
 3. **study** -- ``python -m oodml.study run studies/embedded_quick.yaml`` then ``collect``: a small
-   shift study (3 losses x 4 splits, small backbone on small images; about 10 minutes on 2 CPU
-   cores), resumable: run the demo again and finished runs are kept;
+   shift study (3 losses x (4 splits + a class-count control) x 2 seeds, small backbone on small
+   images, plus the frozen pixels reference), resumable: run the demo again and finished runs are kept;
 4. **plot** -- ``python -m oodml.plot``: the generalization curves, summary scores, ranking
    stability and adaptation figures and tables of that study, into ``<out>``.
 
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             from oodml.make_splits import main as make_splits_main
 
             _check(
-                make_splits_main(root + quiet + ["--out", args.splits, "--figure", str(out / "splits_glyphs")]),
+                make_splits_main(root + quiet + ["--out", args.splits, "--figure", str(out / "splits_glyphs"),
+                                                 "--controls", "1"]),  # class-count controls (oodml.controls)
                 "splits",
             )
         elif step == "study":

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--episodes", type=int, default=10, metavar="E", help="few-shot episodes per shot (default 10)")
     ap.add_argument("--val-fraction", type=float, default=0.15, help="validation classes per split (default 0.15)")
     ap.add_argument("--seed", type=int, default=0, help="seed of validation classes and episodes (default 0)")
+    ap.add_argument("--controls", type=int, default=0, metavar="N",
+                    help="also write N matched random-removal control splits per removal split (default 0)")
     ap.add_argument("--out", metavar="FILE", help="split file to write (default splits/<dataset>.json)")
     ap.add_argument("--figure", metavar="STEM",
                     help="figure stem, writes STEM.png and STEM.pdf (default figures/splits_<dataset>; 'none' to skip)")
@@ -109,6 +111,8 @@ def format_summary(sf) -> str:
     head = ("id", "FID", "phase", "train cls", "test cls", "val cls", "train img", "test img")
     rows = [(str(s.id), f"{s.fid:.4g}", s.phase + (" (std)" if s.standard else ""), str(len(s.train)),
              str(len(s.test)), str(len(s.val)), str(s.n_train_images), str(s.n_test_images)) for s in sf.series]
+    rows += [(str(c.id), f"{c.fid:.4g}", f"control of {c.control_of}", str(len(c.train)), str(len(c.test)),
+              str(len(c.val)), str(c.n_train_images), str(c.n_test_images)) for c in getattr(sf, "controls", [])]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
 
     def line(cells) -> str:
@@ -196,7 +200,9 @@ def _check(args, progress: bool) -> int:
     n_step = sum(r["what"] == "step" for r in report.rows)
     worst = max((abs(r["stored"] - r["recomputed"]) / max(abs(r["stored"]), 1e-12) for r in report.rows),
                 default=0.0)
-    print(f"{path}: recomputed {n_split} split FIDs and {n_step} trajectory FIDs "
+    n_ctrl = sum(r["what"] == "control" for r in report.rows)
+    ctrl = f", {n_ctrl} control FIDs" if n_ctrl else ""
+    print(f"{path}: recomputed {n_split} split FIDs{ctrl} and {n_step} trajectory FIDs "
           f"({prov.get('extractor')} features, {prov.get('level')} level); largest relative difference {worst:.2e}")
     for r in report.rows:
         if not r["ok"]:
@@ -269,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         raise OodmlError("--redraw-episodes needs the dataset on disk; drop --names-only (or --redraw-episodes)")
     if args.recompute_fid and not args.check:
         raise OodmlError("--recompute-fid goes with --check FILE")
+    if args.controls and (args.check or args.import_oodml):
+        raise OodmlError("--controls is drawn while building a split file; give it without --check / --import-oodml")
     if args.check:
         return _check(args, progress)
     if args.import_oodml:
@@ -283,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"splits/{name}.json")
     sf = make_splits(args.dataset if not args.features_file else name, root=args.root, download=args.download,
                      extractor=args.features, weights=args.weights, features_file=args.features_file,
-                     params=_params(args), seed=args.seed, out=out, progress=progress)
+                     params=_params(args), seed=args.seed, out=out, progress=progress, controls=args.controls)
     n_steps = len(sf.trajectory)
     print(f"wrote {out}: {len(sf.series)} splits selected from {n_steps} search steps "
           f"({sf.provenance.get('extractor')} features, {sf.provenance.get('level')} level)")

@@ -72,6 +72,7 @@ from oodml.analysis import (  # noqa: F401  (re-exported for notebooks)
     REQUIRED_COLUMNS,
     auc_per_seed,
     auc_table,
+    control_table,
     curve_table,
     datasets,
     fewshot_table,
@@ -184,8 +185,10 @@ def _legend_height(losses: Sequence[str]) -> float:
     return 0.16 * math.ceil(len(losses) / min(ncol, len(losses))) + 0.08
 
 
-def _draw_lines(ax, table: pd.DataFrame, y: str = "mean", ci: str | None = "ci95", band_alpha: float = 0.15) -> list[str]:
-    """One line per loss (x = FID) with its CI band; returns the losses drawn, in order."""
+def _draw_lines(ax, table: pd.DataFrame, y: str = "mean", ci: str | None = "ci95", band_alpha: float = 0.15,
+                band: tuple[str, str] | None = None) -> list[str]:
+    """One line per loss (x = FID) with its CI band (``y ± ci``, or between the two columns of
+    ``band``); returns the losses drawn, in order."""
     drawn = []
     for loss in loss_order(table["loss"].unique()):
         g = table[table["loss"] == loss].sort_values("fid", kind="mergesort")
@@ -193,7 +196,11 @@ def _draw_lines(ax, table: pd.DataFrame, y: str = "mean", ci: str | None = "ci95
         x = g["fid"].to_numpy(np.float64)
         m = g[y].to_numpy(np.float64)
         ax.plot(x, m, color=st["color"], marker=st["marker"], linestyle=st["linestyle"], label=loss, zorder=3)
-        if ci is not None:
+        if band is not None:
+            lo, hi = g[band[0]].to_numpy(np.float64), g[band[1]].to_numpy(np.float64)
+            if np.isfinite(lo).any():
+                ax.fill_between(x, lo, hi, color=st["color"], alpha=band_alpha, linewidth=0, zorder=2)
+        elif ci is not None:
             c = g[ci].to_numpy(np.float64)
             if np.isfinite(c).any():
                 ax.fill_between(x, m - c, m + c, color=st["color"], alpha=band_alpha, linewidth=0, zorder=2)
@@ -219,19 +226,37 @@ def _require(table: pd.DataFrame, what: str) -> None:
 # --------------------------------------------------------------------------------------------
 def generalization_curve(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, x_label: str | None = None,
                          percent: bool | None = None):
-    """Metric vs the split's FID, one line per loss: mean over seeds and its 95 % CI band (no
-    band with one seed). Data: :func:`oodml.analysis.curve_table`."""
-    tab = curve_table(df, dataset, metric, percent)
+    """Metric vs the split's FID, one line per loss: mean over seeds and its 95 % percentile
+    bootstrap band over seeds (no band with one seed; :func:`oodml.stats.curve_intervals`).
+    Frozen-extractor references (``frozen:<name>``, :mod:`oodml.frozen`) are dashed grey lines;
+    class-count controls (:mod:`oodml.controls`), when the table has them, are hollow markers of
+    each loss's colour joined by a dotted line, at the mean FID of their draws (error bars: the
+    spread over draws). Data: :func:`oodml.analysis.curve_table`, :func:`oodml.analysis.control_table`."""
+    from oodml.analysis import control_table
+    from oodml.stats import curve_intervals
+
+    tab = curve_intervals(df, dataset, metric, percent=percent)
     _require(tab, f"generalization curve of {metric} on {dataset}")
+    ctl = control_table(df, dataset, metric, percent)
     losses = loss_order(tab["loss"].unique())
     with paper_style():
-        fig, axes = _figure(2.3 + _legend_height(losses))
+        fig, axes = _figure(2.3 + _legend_height(losses) + (0.2 if not ctl.empty else 0.0))
         ax = axes[0, 0]
-        _draw_lines(ax, tab)
+        _draw_lines(ax, tab, band=("boot_low", "boot_high"))
+        for loss in loss_order(ctl["loss"].unique()) if not ctl.empty else []:
+            g = ctl[ctl["loss"] == loss].sort_values("fid", kind="mergesort")
+            st = loss_style(loss)
+            ax.errorbar(g["fid"], g["mean"], yerr=g["std"].fillna(0.0), color=st["color"], marker=st["marker"],
+                        markerfacecolor="white", linestyle=":", linewidth=0.9, elinewidth=0.6, capsize=1.5, zorder=4)
         _fid_axis(ax, x_label or fid_label())
         ax.set_ylabel(metric_label(metric, percent))
         ax.set_title(f"{dataset}: zero-shot {metric_name(metric)}")
         _loss_legend(fig, losses)
+        if not ctl.empty:
+            from matplotlib.lines import Line2D
+
+            ax.legend([Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle=":")],
+                      ["random-removal controls"], loc="best", frameon=False, fontsize="small")
     return fig
 
 
@@ -626,6 +651,10 @@ def make_all(results: PathLike | pd.DataFrame, out_dir: PathLike = "figures", me
                 fig_out(ds, f"curve_{m}", generalization_curve(df, ds, metric, x_label=xl),
                         f"{mname} vs FID, mean and 95 % CI over seeds")
                 tab_out(ds, f"curve_{m}", _file_table(cur), f"{mname} per loss and split (mean over seeds)")
+                ctl = control_table(df, ds, metric)
+                if not ctl.empty:
+                    tab_out(ds, f"controls_{m}", _file_table(ctl.rename(columns={"control_of": "split"})),
+                            f"{mname} on the random-removal controls of each split (mean over draws and seeds)")
                 n_fid = cur["fid"].nunique()
                 if n_fid < 2:
                     out.notes.append(f"{ds}: only one FID value; relative view, slopes and AUC skipped")
@@ -637,8 +666,22 @@ def make_all(results: PathLike | pd.DataFrame, out_dir: PathLike = "figures", me
                     tab_out(ds, f"slopes_{m}", _file_table(relative_slopes(df, metric, ds)),
                             f"slopes vs FID of {mname} relative to the field (slope_rel) and absolute (slope_abs)")
                     fig_out(ds, f"auc_{m}", auc_figure(df, ds, metric), f"normalized AUC of {mname} vs FID")
-                    tab_out(ds, f"auc_{m}", _file_table(auc_table(df, metric, ds)),
-                            f"normalized AUC of {mname} vs FID (mean, std, 95 % CI and per-seed values)")
+                    from oodml import stats as _stats
+
+                    tab_out(ds, f"auc_{m}", _file_table(_stats.auc_intervals(df, metric, ds)),
+                            f"normalized AUC of {mname} vs FID (mean, std, 95 % t and bootstrap intervals over "
+                            "seeds, per-seed values)")
+                    tab_out(ds, f"auc_tests_{m}", _file_table(_stats.pairwise_auc_tests(df, metric, ds)),
+                            f"paired bootstrap tests of the AUC difference between every two losses")
+                    if cur["loss"].nunique() < 2:
+                        out.notes.append(f"{ds}: a single loss; no Friedman test or critical-difference diagram")
+                    else:
+                        fr = _stats.friedman_nemenyi(df, metric, ds)
+                        fig_out(ds, f"cd_{m}", _stats.cd_diagram(fr, ds),
+                                "critical-difference diagram (Friedman test, Nemenyi CD) of the losses' ranks")
+                        tab_out(ds, f"friedman_{m}", fr["ranks"].assign(
+                            cd=fr["cd"], friedman_chi2=fr["statistic"], p_value=fr["p_value"], n_splits=fr["n_blocks"]),
+                            f"average rank by {mname} over splits, Friedman test and Nemenyi CD")
                 ranks, tau = ranking_stability(df, metric, ds)
                 fig_out(ds, f"ranks_{m}", ranking_figure(df, ds, metric),
                         f"rank of each loss per split and Kendall's tau vs the easiest split")
@@ -740,6 +783,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="figures", help="output folder (default: figures/)")
     p.add_argument("--splits", nargs="+", default=None, metavar="FILE",
                    help="split files for the split-series figure (dataset read from each file)")
+    p.add_argument("--score", metavar="FILE", default=None,
+                   help="also write the citable score JSON (oodml.score: AUCs, intervals, protocol, digests)")
     add_quiet(p)
     return p
 
@@ -756,6 +801,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {n_fig} figures (.png + .pdf) and {n_tab} tables (.csv + .md + .tex) to {args.out}")
     for note in out.notes:
         print(f"note: {note}")
+    if args.score:
+        from oodml.score import write_score
+
+        print(f"wrote {write_score(args.score, args.results, args.metric, args.splits)}")
     return 0
 
 

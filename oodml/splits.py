@@ -854,6 +854,8 @@ class Split:
     episodes: dict[int, list[dict[str, list[int]]]]
     n_train_images: int = 0
     n_test_images: int = 0
+    control_of: int | None = None  # a class-count control: the series id it matches (oodml.controls)
+    draw: int | None = None
 
     @property
     def fit_classes(self) -> list[str]:
@@ -874,6 +876,7 @@ class SplitFile:
     trajectory: list[dict]
     series: list[Split]
     raw: dict = field(repr=False, default_factory=dict)
+    controls: list[Split] = field(default_factory=list)  # class-count controls (oodml.controls)
 
     @property
     def dataset(self) -> str:
@@ -885,10 +888,11 @@ class SplitFile:
 
     def get(self, id: int) -> Split:
         """The split with this id (clear error listing the ids otherwise)."""
-        for s in self.series:
+        for s in self.series + self.controls:
             if s.id == int(id):
                 return s
-        raise BadInputError(f"split file {self.path}: no split with id {id}; ids are {self.ids}")
+        more = f" (controls {[c.id for c in self.controls]})" if self.controls else ""
+        raise BadInputError(f"split file {self.path}: no split with id {id}; ids are {self.ids}{more}")
 
     @property
     def standard(self) -> Split | None:
@@ -1045,6 +1049,10 @@ def validate_split_document(doc: Any, source: str = "<document>", dataset=None) 
                             f"split file {source}: split {sid} {k}-shot episode {e} gives image {bad_i} to class "
                             f"{c!r} but it belongs to {labels[bad_i]!r} in dataset {dataset.name!r}; regenerate it"
                         )
+    if doc.get("controls") is not None:
+        from oodml.controls import validate_controls
+
+        validate_controls(doc, source, dataset)
 
 
 def _to_split(s: dict) -> Split:
@@ -1052,7 +1060,7 @@ def _to_split(s: dict) -> Split:
     return Split(id=s["id"], fid=float(s["fid"]), phase=s.get("phase", ""), step=int(s.get("step", -1)),
                  standard=bool(s.get("standard", False)), train=list(s["train"]), test=list(s["test"]),
                  val=list(s.get("val", [])), episodes=eps, n_train_images=int(s.get("n_train_images", 0)),
-                 n_test_images=int(s.get("n_test_images", 0)))
+                 n_test_images=int(s.get("n_test_images", 0)), control_of=s.get("control_of"), draw=s.get("draw"))
 
 
 def load_splits(path, dataset=None) -> SplitFile:
@@ -1072,7 +1080,8 @@ def load_splits(path, dataset=None) -> SplitFile:
         doc = resolve_names_only(doc, dataset, str(path))
     return SplitFile(path=path, schema=doc["schema"], provenance=doc["provenance"], classes=list(doc["classes"]),
                      num_images=int(doc["num_images"]), trajectory=list(doc["trajectory"]),
-                     series=[_to_split(s) for s in doc["series"]], raw=doc)
+                     series=[_to_split(s) for s in doc["series"]], raw=doc,
+                     controls=[_to_split(c) for c in doc.get("controls") or []])
 
 
 # ============================================================================================
@@ -1143,6 +1152,7 @@ def check_split_file(sf: SplitFile, features, labels, classes: Sequence[str], *,
         return abs(a - b) <= rtol * max(abs(a), abs(b), 1e-12)
 
     items = [("split", s.id, s.train, s.test, s.fid) for s in sf.series]
+    items += [("control", c.id, c.train, c.test, c.fid) for c in sf.controls]
     structure_ok = True
     std = sf.standard
     if sf.provenance.get("source") != "oodml-import" and std is not None and sf.trajectory:
@@ -1274,12 +1284,14 @@ def make_splits(
     seed: int = 0,
     out=None,
     progress: bool = True,
+    controls: int = 0,
 ) -> SplitFile:
     """Search, select and (with ``out``) write the split series of a dataset.
 
     Features: ``features_file`` (an ``.npz`` written by :mod:`oodml.features`, no dataset needed)
     or :func:`oodml.features.extract_features` on the loaded dataset (cached) with ``extractor``
-    (default: the dataset's default extractor) and ``weights``.  Returns the :class:`SplitFile`.
+    (default: the dataset's default extractor) and ``weights``.  ``controls``: draws of matched
+    random-removal controls per removal split (:mod:`oodml.controls`).  Returns the :class:`SplitFile`.
     """
     p = params or SearchParams()
     if features_file is not None:
@@ -1318,6 +1330,10 @@ def make_splits(
                                    dataset=ds.name, fingerprint=ds.fingerprint(),
                                    extractor=str(getattr(fs, "extractor", ext)), source="search",
                                    extra_provenance=extra, progress=progress)
+    if controls:
+        from oodml.controls import make_controls
+
+        doc["controls"] = make_controls(doc, x, lab, draws=controls, seed=seed, params=p)
     text = dumps_split_document(doc)  # serialised once: validated, written and returned from the same text
     plain = json.loads(text)
     validate_split_document(plain, str(out) if out else "<new split file>")
@@ -1327,4 +1343,5 @@ def make_splits(
         atomic_write(out, text)
     return SplitFile(path=Path(out) if out else None, schema=plain["schema"], provenance=plain["provenance"],
                      classes=plain["classes"], num_images=plain["num_images"], trajectory=plain["trajectory"],
-                     series=[_to_split(s) for s in plain["series"]], raw=plain)
+                     series=[_to_split(s) for s in plain["series"]], raw=plain,
+                     controls=[_to_split(c) for c in plain.get("controls") or []])

@@ -18,6 +18,8 @@ Study file (YAML, loaded safely with :func:`oodml.io.load_yaml`)::
     datasets:                           # list of names or {name, root, splits}
       - {name: glyphs, splits: splits/glyphs.json}   # no ``splits`` -> the standard split only
     splits: all                         # or a list of series ids of the split files
+    controls: all                       # optional: also the class-count controls of those splits (or N draws)
+    frozen: true                        # optional: frozen-extractor reference rows (oodml.frozen) at collect
     losses: [margin, {name: multisimilarity, params: {alpha: 2.0}}]
     seeds: [0]
     train: {backbone: resnet10t, ...}  # shared TrainConfig keys
@@ -122,9 +124,11 @@ RESULT_COLUMNS = ("study", "dataset", "split", "fid", "loss", "seed", "selection
 STATES = ("done", "running", "queued", "failed", "waiting", "pending")  # waiting: a tuned run whose search runs
 
 TOP_KEYS = ("name", "description", "datasets", "splits", "losses", "seeds", "train", "adapt", "executor", "runs_dir",
-            "protocol", "selection", "search")
+            "protocol", "selection", "search", "controls", "frozen")  # controls / frozen: oodml.controls, oodml.frozen
 #: Top-level keys that are TrainConfig keys shared by every run (also accepted under ``train``).
 PROTOCOL_KEYS = ("protocol", "selection")
+#: Optional results columns, written only when a study has them (``control_of``: oodml.controls).
+EXTRA_RESULT_COLUMNS = ("control_of",)
 DATASET_KEYS = ("name", "root", "splits")
 LOSS_KEYS = ("name", "params")
 ADAPT_MODES = ("fewshot", "probe")
@@ -495,6 +499,10 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
         raise BadInputError(f"{path}: seeds has duplicates: {seeds}")
     adapt = _adapt_stages(raw.get("adapt"), path)
     executor = _executor_config(raw.get("executor"), path)
+    if raw.get("frozen"):
+        from oodml.frozen import frozen_specs
+
+        frozen_specs(raw["frozen"], path, base)  # checked now, computed by collect
 
     TrainConfig = _train_config_api()
     train_keys = _train_keys(TrainConfig)
@@ -554,6 +562,10 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
     seen: dict[str, tuple] = {}
     for di, ds in enumerate(datasets):
         cells = cells_of(ds)
+        if raw.get("controls") and ds["series"] is not None:
+            from oodml.controls import control_cells
+
+            cells += control_cells(ds["splits"], [c[0] for c in cells], raw["controls"], path)
         for split, fid, digest in cells:
             for li, loss in enumerate(losses):
                 if search is not None and not search["default"] and loss["name"] in search["spaces"]:
@@ -1267,7 +1279,23 @@ def collect_rows(study: Study) -> tuple[list[dict], list[str]]:
         del rows[first:]
         for label in labels:  # a run tuned on its own split by both scopes counts for both
             rows.extend({**row, "tuning": label, "hparams": hp} for row in own)
+    if study.raw.get("frozen"):
+        from oodml.frozen import frozen_rows
+
+        # a frozen network has no checkpoint rule or tuning of its own: it stands beside the study's runs
+        sel = selection_of(study.runs[0].config) if study.runs else "val"
+        rows += [{"selection": sel, "tuning": "default", "hparams": "{}", **row} for row in frozen_rows(study)]
+    if study.raw.get("controls"):
+        from oodml.controls import control_map
+
+        maps = {ds["name"]: control_map(ds["splits"]) for ds in study.datasets if ds["splits"]}
+        for row in rows:
+            row["control_of"] = maps.get(row["dataset"], {}).get(row["split"])
     return rows, missing
+
+
+def _result_columns(rows: list[dict]) -> tuple[str, ...]:
+    return RESULT_COLUMNS + tuple(c for c in EXTRA_RESULT_COLUMNS if any(c in row for row in rows))
 
 
 def _cell(v: Any) -> str:
@@ -1281,9 +1309,10 @@ def _cell(v: Any) -> str:
 def results_csv_text(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(RESULT_COLUMNS)
+    cols = _result_columns(rows)
+    w.writerow(cols)
     for row in rows:
-        w.writerow([_cell(row[c]) for c in RESULT_COLUMNS])
+        w.writerow([_cell(row.get(c)) for c in cols])
     return buf.getvalue()
 
 
@@ -1308,8 +1337,10 @@ def collect(study: Study, out: str | os.PathLike | None = None, parquet: bool = 
         if pyarrow is not None:
             import pandas as pd
 
-            df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+            df = pd.DataFrame(rows, columns=list(_result_columns(rows)))
             df["split"] = df["split"].astype("Int64")
+            if "control_of" in df:
+                df["control_of"] = df["control_of"].astype("Int64")
             df["seed"] = df["seed"].astype("int64")
             for c in ("fid", "value", "ci95"):
                 df[c] = df[c].astype("float64")

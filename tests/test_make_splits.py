@@ -189,3 +189,57 @@ def test_features_file_never_imports_torch_or_timm(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "HEAVY [] 0" in res.stdout, res.stdout + res.stderr
     assert (tmp_path / "s.json").exists() and (tmp_path / "fig.png").exists()
+
+
+def test_controls_are_written_matched_checked_and_tamper_evident(tmp_path, capsys):
+    import json as _json
+
+    from oodml.controls import CONTROL_PHASE
+
+    npz = synthetic_npz(tmp_path / "feats.npz")
+    out = tmp_path / "syn.json"
+    args = ["--features-file", npz, "--dataset", "syn", "--out", out, "--figure", "none", "--num-splits", "6",
+            "--episodes", "2", "--min-classes", "5", "--patience", "3", "--controls", "3"]
+    code, stdout, err = run(args, capsys)
+    assert code == 0, err
+    assert "control of" in stdout
+    sf = load_splits(out)
+    std = sf.standard
+    removal = [s for s in sf.series if len(s.train) < len(std.train) or len(s.test) < len(std.test)]
+    assert removal, "the synthetic search should reach the removal phase"
+    assert len(sf.controls) == 3 * len(removal)
+    assert [c.id for c in sf.controls] == list(range(max(sf.ids) + 1, max(sf.ids) + 1 + len(sf.controls)))
+    for c in sf.controls:
+        ref = sf.get(c.control_of)
+        assert c.phase == CONTROL_PHASE and sf.get(c.id) is c
+        assert len(c.train) == len(ref.train) and len(c.test) == len(ref.test)
+        assert set(c.train) <= set(std.train) and set(c.test) <= set(std.test) and set(c.val) <= set(c.train)
+        assert all(len(ep) == len(c.test) for ep in c.episodes[1])
+    draws = {(c.control_of, c.draw): (tuple(c.train), tuple(c.test)) for c in sf.controls}
+    assert len(set(draws.values())) == len(draws)  # the draws differ
+    first = out.read_bytes()
+    assert run(args, capsys)[0] == 0 and out.read_bytes() == first  # seeded: byte-identical
+
+    code, stdout, err = run(["--check", out, "--features-file", npz, "--quiet"], capsys)
+    assert code == 0, err
+    assert f"{len(sf.controls)} control FIDs" in stdout and "OK" in stdout
+
+    doc = _json.loads(first)
+    doc["controls"][0]["fid"] *= 1.5
+    out.write_text(_json.dumps(doc))
+    code, stdout, err = run(["--check", out, "--features-file", npz, "--quiet"], capsys)
+    assert code == 2 and "control" in stdout and "MISMATCH" in stdout
+
+    doc = _json.loads(first)
+    doc["controls"][0]["test"] = doc["controls"][0]["test"][:-1]
+    doc["controls"][0]["episodes"] = {}
+    out.write_text(_json.dumps(doc))
+    code, _, err = run(["--check", out, "--features-file", npz, "--quiet"], capsys)
+    assert code == 2 and "classes but split" in err and "Traceback" not in err
+    doc = _json.loads(first)
+    doc["controls"][0]["id"] = doc["series"][0]["id"]
+    out.write_text(_json.dumps(doc))
+    code, _, err = run(["--check", out, "--features-file", npz, "--quiet"], capsys)
+    assert code == 2 and "used twice" in err
+    code, _, err = run(["--check", out, "--controls", "2"], capsys)
+    assert code == 2 and "--controls" in err

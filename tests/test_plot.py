@@ -236,10 +236,12 @@ def full_run(tmp_path_factory):
 
 def test_make_all_writes_every_figure_and_table_with_stable_names(full_run):
     root, _, out = full_run
-    figs = {f"{d}_{n}" for d in ("glyphs", "cub200") for n in ("curve_recall1", "relative_recall1", "auc_recall1", "ranks_recall1")}
+    figs = {f"{d}_{n}" for d in ("glyphs", "cub200")
+            for n in ("curve_recall1", "relative_recall1", "auc_recall1", "ranks_recall1", "cd_recall1")}
     figs |= {"glyphs_fewshot_gain_recall1", "glyphs_linear_probe"}
     tables = {f"{d}_{n}" for d in ("glyphs", "cub200")
-              for n in ("curve_recall1", "relative_recall1", "slopes_recall1", "auc_recall1", "ranks_recall1", "kendall_recall1")}
+              for n in ("curve_recall1", "relative_recall1", "slopes_recall1", "auc_recall1", "ranks_recall1", "kendall_recall1",
+                        "auc_tests_recall1", "friedman_recall1")}
     tables |= {"glyphs_fewshot_gain_recall1", "glyphs_linear_probe"}
     expected = {f"{s}.{e}" for s in figs for e in ("png", "pdf")} | {f"{s}.{e}" for s in tables for e in ("csv", "md", "tex")}
     expected.add("index.md")
@@ -257,7 +259,11 @@ def test_make_all_writes_every_figure_and_table_with_stable_names(full_run):
     assert "glyphs_auc_recall1.png" in index and "no linear-probe rows" in index
     auc = pd.read_csv(root / "figures" / "glyphs_auc_recall1.csv")
     assert list(auc["loss"]) == ["margin", "multisimilarity", "arcface"]  # best first
-    assert {"auc_seed0", "auc_seed1", "ci95", "std"} <= set(auc.columns)
+    assert {"auc_seed0", "auc_seed1", "ci95", "std", "auc_low", "auc_high"} <= set(auc.columns)
+    tests = pd.read_csv(root / "figures" / "glyphs_auc_tests_recall1.csv")
+    assert len(tests) == 3 and {"diff", "low", "high", "p_value"} <= set(tests.columns)
+    fr = pd.read_csv(root / "figures" / "glyphs_friedman_recall1.csv")
+    assert len(fr) == 3 and fr["cd"].nunique() == 1 and fr["avg_rank"].is_monotonic_increasing
     assert len(pd.read_csv(root / "figures" / "glyphs_kendall_recall1.csv")) == 3
 
 
@@ -265,7 +271,7 @@ def test_cli_on_csv_gives_byte_identical_files(full_run, capsys):
     root, csv, out = full_run
     assert P.main([str(csv), "--out", str(root / "again"), "--metric", "recall@1", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "wrote 10 figures" in printed and "note: cub200: no few-shot rows" in printed
+    assert "wrote 12 figures" in printed and "note: cub200: no few-shot rows" in printed
     again = {p.name: p for p in (root / "again").iterdir()}
     assert set(again) == set(out)
     for name, path in out.items():
@@ -307,3 +313,35 @@ def test_cli_on_study_yaml_with_split_series(tmp_path, capsys):
     other.write_text("name: empty\ndatasets: [glyphs]\nlosses: [margin]\n")
     assert P.main([str(other), "--out", str(out)]) == 2
     assert "study collect" in capsys.readouterr().err
+
+
+def test_curve_draws_bootstrap_band_frozen_dashed_and_controls():
+    from matplotlib.collections import PolyCollection
+    from matplotlib.container import ErrorbarContainer
+
+    from oodml import stats as ST
+
+    df = synthetic({"glyphs": [0.1, 0.2, 0.3]}, ["margin", "triplet"], [0, 1, 2])
+    frozen = df[df["loss"] == "margin"].assign(loss="frozen:pixels", value=0.3, run_id="frozen:pixels")
+    ctrl = df[df["split"] == 3].assign(split=9, fid=0.12, control_of=3)
+    full = pd.concat([df.assign(control_of=pd.NA), frozen.assign(control_of=pd.NA), ctrl], ignore_index=True)
+    fig = P.generalization_curve(full, "glyphs", "recall@1")
+    ax = fig.axes[0]
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--" and len(ln.get_xdata()) == 3]
+    assert len(dashed) == 1 and np.allclose(dashed[0].get_ydata(), 30.0)  # the frozen reference, percent
+    assert sum(isinstance(c, ErrorbarContainer) for c in ax.containers) == 2  # one control series per loss
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 3  # bootstrap bands of the two losses and the (zero-width) frozen line
+    cur = ST.curve_intervals(full, "glyphs")
+    assert set(cur["split"]) == {1, 2, 3}  # controls stay off the curve itself
+    assert len(ST.auc_intervals(full, dataset="glyphs")) == 3
+
+
+def test_frozen_reference_is_not_part_of_the_field():
+    df = synthetic({"glyphs": [0.1, 0.2, 0.3]}, ["margin", "triplet"], [0])
+    frozen = df[df["loss"] == "margin"].assign(loss="frozen:pixels", value=0.0, run_id="frozen:pixels")
+    with_ref = A.relative_table(pd.concat([df, frozen], ignore_index=True), "glyphs", percent=False)
+    without = A.relative_table(df, "glyphs", percent=False)
+    assert np.allclose(with_ref.groupby("split")["field_mean"].first(), without.groupby("split")["field_mean"].first())
+    assert (with_ref.loc[with_ref["loss"] == "frozen:pixels", "diff"] < 0).all()
+    assert A.loss_style("frozen:pixels")["linestyle"] == "--"
