@@ -697,6 +697,14 @@ class Objective(nn.Module):
             value = value + reg(embeddings, labels)
         return value
 
+    def last_terms(self) -> dict[str, float]:
+        """The named parts of the last loss value (composite objectives and regularisers report
+        them, e.g. DiVA's ``discriminative`` ... ``decorrelation``); empty for plain objectives."""
+        terms = dict(getattr(self.criterion, "last", {}) or {}) if self.criterion is not None else {}
+        for reg in self.regularizers:
+            terms.update({f"{getattr(reg, 'name', 'reg')}_{k}": v for k, v in (getattr(reg, "last", {}) or {}).items()})
+        return terms
+
     def param_lr(self, base_lr: float) -> float:
         """The learning rate of the loss's own parameters for a base learning rate ``base_lr``."""
         rule = self._lr_rule
@@ -977,7 +985,8 @@ def _lr_text(spec: ObjectiveSpec) -> str:
 def list_objectives() -> list[dict[str, Any]]:
     """One dict per objective: ``name``, ``loss`` (pml class), ``kind``, ``miner`` (name or None),
     ``defaults`` (every overridable key with its default, loss keys in our units), ``param_lr``
-    (how the loss's own parameters are trained), ``notes`` and ``summary``."""
+    (how the loss's own parameters are trained), ``notes``, ``summary`` and ``composite`` (built
+    from other objectives, like S2SD and DiVA: its keys are its own, it takes no ``miner``)."""
     load_entry_point_plugins()
     rows = []
     for spec in _SPECS:
@@ -1001,6 +1010,7 @@ def list_objectives() -> list[dict[str, Any]]:
                 "param_lr": _lr_text(spec),
                 "notes": notes,
                 "summary": spec.summary,
+                "composite": spec.builder is not None,
             }
         )
     return rows

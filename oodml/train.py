@@ -842,6 +842,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
             model.train()
             objective.train()
             total, count = 0.0, 0
+            term_sums: dict[str, float] = {}  # named parts of composite objectives (DiVA, S2SD, regularisers)
             bar = tqdm(batches, total=num_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not show)
             for step, (images, labels) in enumerate(bar):
                 x = normalize_batch(images, mean, std, device)
@@ -878,6 +879,8 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
                     optimizer.step()
                 total += value
                 count += 1
+                for k, v in objective.last_terms().items():
+                    term_sums[k] = term_sums.get(k, 0.0) + float(v)
                 bar.set_postfix(loss=f"{total / count:.4f}")
             bar.close()
             lr_now = float(optimizer.param_groups[0]["lr"])
@@ -885,6 +888,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
                 scheduler.step()
             train_seconds = time.perf_counter() - t0
             row: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(count, 1), "lr": lr_now}
+            row.update({f"loss_{k}": v / max(count, 1) for k, v in term_sums.items()})
             last = epoch + 1 == cfg.epochs
             val: dict[str, float] = {}
             if has_val and ((epoch + 1) % cfg.eval_every == 0 or last):
