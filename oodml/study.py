@@ -18,7 +18,7 @@ Study file (YAML, loaded safely with :func:`oodml.io.load_yaml`)::
     datasets:                           # list of names or {name, root, splits}
       - {name: glyphs, splits: splits/glyphs.json}   # no ``splits`` -> the standard split only
     splits: all                         # or a list of series ids of the split files
-    losses: [margin, {name: multisimilarity, params: {alpha: 2.0}}]
+    losses: [margin, {name: multisimilarity, params: {alpha: 2.0}}, {name: diva, train: {batch_size: 108}}]
     seeds: [0]
     train: {backbone: resnet10t, ...}  # shared TrainConfig keys
     adapt:                              # optional stages run after training, in order
@@ -115,7 +115,7 @@ STATES = ("done", "running", "queued", "failed", "pending")
 
 TOP_KEYS = ("name", "description", "datasets", "splits", "losses", "seeds", "train", "adapt", "executor", "runs_dir")
 DATASET_KEYS = ("name", "root", "splits")
-LOSS_KEYS = ("name", "params")
+LOSS_KEYS = ("name", "params", "train")  # train: TrainConfig keys for this loss only (e.g. DiVA's batch 108)
 ADAPT_MODES = ("fewshot", "probe")
 EXECUTOR_KINDS = ("local", "gpus", "slurm")
 EXECUTOR_KEYS = ("kind", "jobs", "gpus", "runs_per_gpu", "slurm", "stale_after", "heartbeat")
@@ -328,7 +328,13 @@ def _loss_entries(raw: Any, study_path: Path) -> list[dict]:
                     f"{study_path}: {where}.params: unknown option {k!r} for loss {canon}{_suggest(k, keys)} "
                     f"(valid: {', '.join(keys)})"
                 )
-        entries.append({"name": canon, "params": dict(params)})
+        entry = {"name": canon, "params": dict(params)}
+        own_train = item.get("train") if isinstance(item, dict) else None
+        if own_train:  # TrainConfig keys for this loss only, checked with the shared train keys
+            if not isinstance(own_train, dict):
+                raise BadInputError(f"{study_path}: {where}.train must be a mapping of TrainConfig keys")
+            entry["train"] = dict(own_train)
+        entries.append(entry)
     return entries
 
 
@@ -465,14 +471,15 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
     shared = raw.get("train") or {}
     if not isinstance(shared, dict):
         raise BadInputError(f"{path}: train must be a mapping of TrainConfig keys")
-    for key in shared:
+    per_loss = [(f"losses[{i}].train.", k) for i, e in enumerate(losses) for k in e.get("train", {})]
+    for prefix, key in [("train.", k) for k in shared] + per_loss:
         if key in GRID_KEYS:
             raise BadInputError(
-                f"{path}: train.{key} is set by the study grid; use datasets / splits / losses / seeds instead"
+                f"{path}: {prefix}{key} is set by the study grid; use datasets / splits / losses / seeds instead"
             )
         if key not in train_keys:
             raise BadInputError(
-                f"{path}: unknown key train.{key!r}{_suggest(key, train_keys)} (TrainConfig keys: "
+                f"{path}: unknown key {prefix}{key!r}{_suggest(key, train_keys)} (TrainConfig keys: "
                 f"{', '.join(k for k in train_keys if k not in GRID_KEYS)})"
             )
 
@@ -497,6 +504,7 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
             for li, loss in enumerate(losses):
                 for seed in seeds:
                     d = dict(shared)
+                    d.update(loss.get("train", {}))
                     d.update(dataset=ds["name"], root=ds["root"], splits=ds["splits"], split=split,
                              loss=loss["name"], loss_params=loss["params"], seed=seed)
                     try:

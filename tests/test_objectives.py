@@ -537,3 +537,70 @@ def test_study_method_trains_from_the_cli(name, blobs, tmp_path, monkeypatch):
 
         loaded = load_run(run)
         assert loaded.model.embed_groups == 4 and loaded.model.embed_dim == 32
+
+
+# ============================================================================================
+# The study files
+# ============================================================================================
+@pytest.mark.parametrize("dataset", ["cub", "cars", "sop"])
+@pytest.mark.parametrize("clean", [False, True])
+def test_study_files_are_the_study(dataset, clean, tmp_path, capsys):
+    """studies/oodml_<dataset>[_clean].yaml: the eight methods with the study's settings, 3 seeds and
+    the few-shot stage; ``plan`` prints the grid and its size (with a stand-in split file of 4 series)."""
+    import json
+    import shutil
+
+    from oodml.study import load_study, main as study_main
+
+    name = f"oodml_{dataset}" + ("_clean" if clean else "")
+    src = REPO / "studies" / f"{name}.yaml"
+    text = src.read_text()
+    assert ("\n# protocol: oodml\n" in text) != clean  # the study's protocol (key added by issue 13 part B)
+    (tmp_path / "studies").mkdir()
+    shutil.copy(src, tmp_path / "studies" / src.name)
+    (tmp_path / "pyproject.toml").write_text("")
+    series = [{"id": i, "fid": 10.0 * i, "step": i, "phase": "harder", "standard": False,
+               "train": [f"c{j}" for j in range(6)], "test": [f"t{j}" for j in range(4)], "val": ["c0"],
+               "episodes": {}} for i in range(1, 5)]
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / f"{dataset}.json").write_text(json.dumps({"schema": "oodml.splits/1", "series": series}))
+    study = load_study(tmp_path / "studies" / src.name)
+    assert [e["name"] for e in study.losses] == list(STUDY_METHODS)
+    assert study.seeds == [0, 1, 2] and len(study.runs) == 8 * 4 * 3
+    assert study.adapt == [{"mode": "fewshot", "shots": [2, 5], "episodes": 10, "adapt": "head", "loss": "margin",
+                            "lr": 1e-4, "iterations": 1000}]
+    by_loss = {r.loss: r.config for r in study.runs}
+    assert by_loss["diva"]["batch_size"] == 108 and by_loss["margin"]["batch_size"] == 112
+    for cfg in by_loss.values():
+        assert (cfg["backbone"], cfg["embed_dim"], cfg["freeze_bn"], cfg["m_per_class"], cfg["lr"]) == (
+            "resnet50", 512, True, 2, 1e-5)
+        assert cfg["loss_params"] == {}  # the registry's defaults are the study's settings
+    assert study.adapt[0]["lr"] == pytest.approx(10 * by_loss["margin"]["lr"])
+    assert study_main(["plan", str(tmp_path / "studies" / src.name)]) == 0
+    out = capsys.readouterr().out
+    assert "96 runs" in out and all(m in out for m in STUDY_METHODS)
+
+
+def test_study_method_defaults_are_the_table_settings():
+    rm = make_objective("rmargin", 10, 512)
+    assert rm.miner.rho == 0.4 and float(rm.loss.beta.detach()[0]) == pytest.approx(0.6)
+    s2 = make_objective("s2sd", 10, 512, feature_dim=2048).criterion
+    assert s2.dims == [1024, 1536, 2048] and (s2.temperature, s2.weight, s2.feat_weight) == (1.0, 50.0, 50.0)
+    assert get_spec("s2sd").composite_defaults["source"] == "rmargin"
+    assert make_objective("maxentropy", 10, 512).regularizers[0].weight == 0.2
+    dv = make_objective("diva", 10, 512).criterion
+    assert dv.head_dim == 128 and dv.decorrelation == 1500.0 and dv.alpha_shared == dv.alpha_intra == dv.alpha_ssl == 0.3
+
+
+def test_study_per_loss_train_keys_are_checked(tmp_path):
+    from oodml.study import load_study
+
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    p = tmp_path / "studies" / "s.yaml"
+    p.write_text("name: s\ndatasets: [glyphs]\nlosses: [margin, {name: diva, train: {batchsize: 108}}]\nseeds: [0]\n")
+    with pytest.raises(BadInputError, match=r"losses\[1\]\.train\.'batchsize'"):
+        load_study(p)
+    p.write_text("name: s\ndatasets: [glyphs]\nlosses: [{name: diva, train: {seed: 3}}]\nseeds: [0]\n")
+    with pytest.raises(BadInputError, match=r"losses\[0\]\.train\.seed is set by the study grid"):
+        load_study(p)
