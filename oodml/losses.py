@@ -17,6 +17,21 @@ own parameters (learnable margin β, proxies, class weights, SoftTriple centres)
   ``per_class_beta``, ``lr``, ``lr_mult``) set the learning rates of the loss's own parameters.
   An unknown key raises :class:`~oodml.errors.BadInputError` listing the valid keys.
 
+Beyond pml's losses:
+
+* **The ooDML study's methods** (:data:`STUDY_METHODS`): ``rmargin`` (margin loss with the
+  ρ-distance miner, also usable alone as ``miner=rho_distance``), ``maxentropy`` (margin loss plus
+  the adversarial uniformity regulariser, usable on top of any objective as
+  ``regularizers=[uniformity]``), ``s2sd`` (self-distillation around any ``source`` objective; it
+  reads the pooled backbone features: ``make_objective(..., feature_dim=F)`` and
+  ``objective(emb, labels, features=...)``) and ``diva`` (four heads: the model normalises its
+  embedding in ``embed_groups=4`` parts).  Their formulas live in :mod:`oodml.objectives`.
+* **Any pml loss or miner by class name**: ``make_objective("pml:SubCenterArcFaceLoss", ...)``,
+  ``miner="pml:BatchHardMiner"``; keyword arguments are pml's.
+* **Plugins**: :func:`register_objective` from the user's own module, loaded with
+  :func:`load_plugins` (``--plugin``), the ``OODML_PLUGINS`` environment variable or the
+  ``oodml.objectives`` entry point group.
+
 Decisions (see also :func:`format_objectives_table`):
 
 * Defaults follow the literature and the ooDML study (Milbich et al. 2021, building on Roth et al.

@@ -612,3 +612,34 @@ def test_study_per_loss_train_keys_are_checked(tmp_path):
     p.write_text("name: s\ndatasets: [glyphs]\nlosses: [{name: diva, train: {seed: 3}}]\nseeds: [0]\n")
     with pytest.raises(BadInputError, match=r"losses\[0\]\.train\.seed is set by the study grid"):
         load_study(p)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["maxentropy", "s2sd"])
+def test_composite_objectives_resume_bit_for_bit(name, blobs, tmp_path, monkeypatch):
+    """The discriminator (MaxEntropy) and the auxiliary heads and step counter (S2SD) are in the
+    optimizer and the checkpoint: a resumed run repeats an uninterrupted one exactly."""
+    from oodml.train import TrainConfig, train
+
+    monkeypatch.setenv("OODML_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OODML_QUIET", "1")
+    params = {"dims": [16], "feat_delay": 3} if name == "s2sd" else {"regularizers": [{"name": "uniformity", "chunk": 8}]}
+    cfg = TrainConfig.from_dict(dict(
+        dataset="folder", root=str(blobs), backbone="oodml_convnet", pretrained=False, embed_dim=16, image_size=32,
+        resize_size=36, batch_size=16, m_per_class=4, epochs=2, iterations_per_epoch=3, lr=2e-3, eval_every=0,
+        workers=0, threads=1, tensorboard=False, freeze_bn=False, deterministic=True, loss=name, loss_params=params))
+    full = train(cfg, tmp_path / "full")
+    assert train(cfg, tmp_path / "part", stop_after_epoch=1) == {"stopped_after_epoch": 1}
+    resumed = train(cfg, tmp_path / "part")
+    assert resumed["test"] == full["test"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    own = [k for k in a["objective"] if "discriminator" in k or "heads" in k or k.endswith("step")]
+    assert own and all(torch.equal(a["objective"][k], b["objective"][k]) for k in a["objective"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    if name == "s2sd":
+        assert int(a["objective"]["criterion.step"]) == 6  # 2 epochs x 3 steps
+    n_groups = len(a["optimizer"]["param_groups"])
+    assert n_groups == len(b["optimizer"]["param_groups"]) and n_groups >= 3  # backbone, head, objective's own
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(_log(tmp_path / "full")) == drop(_log(tmp_path / "part"))
