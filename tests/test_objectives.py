@@ -576,17 +576,30 @@ def test_study_files_are_the_study(dataset, clean, tmp_path, capsys):
     assert [e["name"] for e in study.losses] == list(STUDY_METHODS)
     assert study.seeds == [0, 1, 2] and len(study.runs) == 8 * 4 * 3
     assert study.adapt == [{"mode": "fewshot", "shots": [2, 5], "episodes": 10, "adapt": "head", "loss": "margin",
-                            "lr": 1e-4, "iterations": 1000}]
+                            "lr_mult": 10, "iterations": 1000}]
     by_loss = {r.loss: r.config for r in study.runs}
     assert by_loss["diva"]["batch_size"] == 108 and by_loss["margin"]["batch_size"] == 112
     for cfg in by_loss.values():
         assert (cfg["backbone"], cfg["embed_dim"], cfg["freeze_bn"], cfg["m_per_class"], cfg["lr"]) == (
             "resnet50", 512, True, 2, 1e-5)
         assert cfg["loss_params"] == {}  # the registry's defaults are the study's settings
-    assert study.adapt[0]["lr"] == pytest.approx(10 * by_loss["margin"]["lr"])
+    from oodml.adapt import resolve_lr
+
+    assert resolve_lr(None, study.adapt[0]["lr_mult"], by_loss["margin"]["lr"]) == pytest.approx(1e-4)
     assert study_main(["plan", str(tmp_path / "studies" / src.name)]) == 0
     out = capsys.readouterr().out
     assert "96 runs" in out and all(m in out for m in STUDY_METHODS)
+
+
+def test_adaptation_lr_mult_is_relative_to_the_run():
+    from oodml.adapt import OPTIONS, resolve_lr
+
+    assert "lr_mult" in OPTIONS and OPTIONS["lr_mult"] is None
+    assert resolve_lr(None, 10, 1e-5) == pytest.approx(1e-4) and resolve_lr(3e-4, None, 1e-5) == 3e-4
+    assert resolve_lr(None, None, 1e-5) is None  # the mode's default
+    for args, msg in (((1e-4, 10, 1e-5), "not both"), ((None, -1, 1e-5), "positive"), ((None, 10, None), "training")):
+        with pytest.raises(BadInputError, match=msg):
+            resolve_lr(*args)
 
 
 def test_study_method_defaults_are_the_table_settings():
