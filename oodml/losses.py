@@ -309,6 +309,8 @@ _OBJECTIVE_ALIASES = {
     "ms": "multisimilarity", "multi_similarity": "multisimilarity", "proxy_anchor": "proxyanchor",
     "proxy_nca": "proxynca", "soft_triple": "softtriple", "norm_softmax": "normsoftmax",
     "normalized_softmax": "normsoftmax", "n_pairs": "npairs", "npair": "npairs",
+    # the ooDML study's own names
+    "oproxy": "proxyanchor", "r_margin": "rmargin", "rho_margin": "rmargin", "max_entropy": "maxentropy",
 }
 
 

@@ -608,6 +608,7 @@ def test_study_method_defaults_are_the_table_settings():
     s2 = make_objective("s2sd", 10, 512, feature_dim=2048).criterion
     assert s2.dims == [1024, 1536, 2048] and (s2.temperature, s2.weight, s2.feat_weight) == (1.0, 50.0, 50.0)
     assert get_spec("s2sd").composite_defaults["source"] == "rmargin"
+    assert get_spec("oproxy").name == "proxyanchor" and get_spec("R-Margin").name == "rmargin"
     assert make_objective("maxentropy", 10, 512).regularizers[0].weight == 0.2
     dv = make_objective("diva", 10, 512).criterion
     assert dv.head_dim == 128 and dv.decorrelation == 1500.0 and dv.alpha_shared == dv.alpha_intra == dv.alpha_ssl == 0.3
