@@ -156,7 +156,7 @@ def test_uniformity_losses_match_explicit_bce_and_train_the_right_player():
         fake = [float(D(c)) for c in chunks]
     exp_d = np.mean([_bce(v, 1) for v in real]) + np.mean([_bce(v, 0) for v in fake])
     exp_g = np.mean([_bce(v, 1) for v in fake])
-    assert float(l_d) == pytest.approx(exp_d, rel=1e-5) and float(l_g) == pytest.approx(exp_g, rel=1e-5)
+    assert l_d.item() == pytest.approx(exp_d, rel=1e-5) and l_g.item() == pytest.approx(exp_g, rel=1e-5)
     # L_G trains only the embedding; L_D only the discriminator
     l_g.backward(retain_graph=True)
     assert emb.grad is not None and emb.grad.abs().sum() > 0
