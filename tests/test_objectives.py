@@ -190,7 +190,7 @@ def test_maxentropy_discriminator_in_optimizer_and_checkpoint(tmp_path):
     terms = obj.last_terms()
     torch.manual_seed(5)
     base = obj.loss(emb, labels, obj.miner(emb, labels))
-    assert float(total) == pytest.approx(float(base) + 0.2 * terms["uniformity_generator"] + terms["uniformity_discriminator"], rel=1e-5)
+    assert total.item() == pytest.approx(base.item() + 0.2 * terms["uniformity_generator"] + terms["uniformity_discriminator"], rel=1e-5)
 
 
 # ============================================================================================
