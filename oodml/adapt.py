@@ -48,6 +48,8 @@ model, of the zero-shot model and of the per-episode gain (adapted - zero-shot).
   :mod:`oodml.data`, each image's augmentation seeded as in training), default ``lr`` 1e-5 (the
   ooDML training rate, ten times below the head protocol), same iteration defaults; the query
   set is embedded again after each episode (the zero-shot side still comes from the cache).
+* ``lr_mult``: the learning rate as a multiple of the run's training rate instead of an absolute
+  ``lr`` (the ooDML few-shot stage: ``lr_mult: 10``, i.e. 1e-4 for its 1e-5; :func:`resolve_lr`).
 * ``loss``/``loss_params``: any objective of :mod:`oodml.losses` (its labels are the test
   classes, 0..C-1). ``iterations``: one number, or a mapping ``{k: n}`` (CLI ``2=1000 5=1500``).
 * Batches: all support images when they fit in ``batch_size`` (default: the run's), else
@@ -837,6 +839,20 @@ def _bar(total: int, desc: str, enabled: bool):
 
 # ============================================================================================
 # A run folder
+def resolve_lr(lr: float | None, lr_mult: float | None, run_lr: float | None) -> float | None:
+    """The adaptation learning rate: ``lr`` as given, or ``lr_mult`` x the run's training rate
+    ``run_lr`` (the ooDML few-shot stage uses 10 x), or ``None`` for the mode's default."""
+    if lr_mult is None:
+        return lr
+    if lr is not None:
+        raise BadInputError(f"give either lr ({lr}) or lr_mult ({lr_mult}) for adaptation, not both")
+    if isinstance(lr_mult, bool) or not isinstance(lr_mult, (int, float)) or not lr_mult > 0 or not math.isfinite(lr_mult):
+        raise BadInputError(f"lr_mult must be a positive number (got {lr_mult!r})")
+    if run_lr is None:
+        raise BadInputError("lr_mult needs the run's training learning rate, and the run config has none; give lr instead")
+    return float(run_lr) * float(lr_mult)
+
+
 # ============================================================================================
 #: Options of :func:`run_adaptation` (``**opts``) and their defaults (``None``: from the run).
 OPTIONS: dict[str, Any] = {
@@ -845,6 +861,7 @@ OPTIONS: dict[str, Any] = {
     "loss_params": None,
     "iterations": None,
     "lr": None,
+    "lr_mult": None,  # lr = the run's training lr x lr_mult (the ooDML few-shot stage: x10)
     "weight_decay": 0.0,
     "batch_size": None,
     "m_per_class": None,
@@ -964,12 +981,14 @@ def run_adaptation(
         fs = fewshot_adaptation(
             model, frozen, eps,
             adapt=o["adapt"], loss=o["loss"], loss_params=o["loss_params"], iterations=o["iterations"],
-            lr=o["lr"], weight_decay=float(o["weight_decay"]),
+            lr=resolve_lr(o["lr"], o["lr_mult"], getattr(config, "lr", None)), weight_decay=float(o["weight_decay"]),
             batch_size=int(o["batch_size"] if o["batch_size"] is not None else getattr(config, "batch_size", 112)),
             m_per_class=int(o["m_per_class"] if o["m_per_class"] is not None else getattr(config, "m_per_class", 2)),
             seed=seed, ks=tuple(o["ks"]), metrics=tuple(o["metrics"]), images=images, progress=progress,
         )
         fs["options"]["episodes"] = episodes
+        if o["lr_mult"] is not None:
+            fs["options"]["lr_mult"] = float(o["lr_mult"])
         for k in shots:
             fs["shots"][str(k)]["source"] = source[k]
         record["fewshot"] = fs
@@ -1076,6 +1095,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", nargs="+", default=None, metavar="K=N|N",
                    help="training iterations per k (e.g. 2=1000 5=1500) or one number (default 1000 / 1500)")
     p.add_argument("--lr", type=float, default=None, help=f"learning rate (default {HEAD_LR:g} head, {FULL_LR:g} full)")
+    p.add_argument("--lr-mult", type=float, default=None,
+                   help="learning rate as a multiple of the run's training rate (the ooDML few-shot stage: 10)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
     p.add_argument("--batch-size", type=int, default=None, help="support images per batch (default: the run's)")
     p.add_argument("--m-per-class", type=int, default=None, help="images per class in a batch (default: the run's)")
@@ -1104,7 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_adaptation(
         args.run_dir, mode=args.mode, shots=args.shots, episodes=args.episodes,
         adapt=args.adapt, loss=args.loss, loss_params=parse_overrides(args.loss_param),
-        iterations=args.iterations, lr=args.lr, weight_decay=args.weight_decay,
+        iterations=args.iterations, lr=args.lr, lr_mult=args.lr_mult, weight_decay=args.weight_decay,
         batch_size=args.batch_size, m_per_class=args.m_per_class, ks=args.ks, metrics=args.metrics,
         fraction=args.fraction, probe_l2=args.probe_l2, probe_iterations=args.probe_iterations,
         seed=args.seed, device=args.device, progress=not progress_disabled(args.quiet),

@@ -301,7 +301,8 @@ def loss_order(losses: Iterable[str] | None = None) -> list[str]:
 # (colour, line style) and the marker are unique for the first 10 * len(_LINESTYLES) losses and
 # every line stays distinguishable in greyscale. Names outside the registry get an index from a
 # CRC32 of the name (stable across runs and independent of the other losses).
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p", "d", "H")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p", "d", "H",
+            "8", "x", "+", "1", "2", "3")  # 14 for pml's objectives, then the study's 4 (+ 2 spare)
 _LINESTYLES = ("-", "--", ":", "-.")
 _DASHES = {"-": "", "--": (4.0, 1.5), ":": (1.0, 1.2), "-.": (4.0, 1.2, 1.0, 1.2)}
 _HATCHES = {"-": "", "--": "////", ":": "....", "-.": "xxxx"}

@@ -17,6 +17,21 @@ own parameters (learnable margin β, proxies, class weights, SoftTriple centres)
   ``per_class_beta``, ``lr``, ``lr_mult``) set the learning rates of the loss's own parameters.
   An unknown key raises :class:`~oodml.errors.BadInputError` listing the valid keys.
 
+Beyond pml's losses:
+
+* **The ooDML study's methods** (:data:`STUDY_METHODS`): ``rmargin`` (margin loss with the
+  ρ-distance miner, also usable alone as ``miner=rho_distance``), ``maxentropy`` (margin loss plus
+  the adversarial uniformity regulariser, usable on top of any objective as
+  ``regularizers=[uniformity]``), ``s2sd`` (self-distillation around any ``source`` objective; it
+  reads the pooled backbone features: ``make_objective(..., feature_dim=F)`` and
+  ``objective(emb, labels, features=...)``) and ``diva`` (four heads: the model normalises its
+  embedding in ``embed_groups=4`` parts).  Their formulas live in :mod:`oodml.objectives`.
+* **Any pml loss or miner by class name**: ``make_objective("pml:SubCenterArcFaceLoss", ...)``,
+  ``miner="pml:BatchHardMiner"``; keyword arguments are pml's.
+* **Plugins**: :func:`register_objective` from the user's own module, loaded with
+  :func:`load_plugins` (``--plugin``), the ``OODML_PLUGINS`` environment variable or the
+  ``oodml.objectives`` entry point group.
+
 Decisions (see also :func:`format_objectives_table`):
 
 * Defaults follow the literature and the ooDML study (Milbich et al. 2021, building on Roth et al.
@@ -47,7 +62,8 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from oodml.errors import BadInputError
+from oodml.errors import BadInputError, OodmlError
+from oodml.objectives.rho_distance import RhoDistanceMiner
 from oodml.search import Tunable
 
 # pml constructor arguments we never expose as overrides (objects, or set from the split/model).
@@ -71,10 +87,35 @@ def _pml_miners() -> dict[str, type]:
         "angular": M.AngularMiner,
         "hdc": M.HDCMiner,
         "uniform_histogram": M.UniformHistogramMiner,
+        "rho_distance": RhoDistanceMiner,  # oodml.objectives.rho_distance (R-Margin)
     }
 
 
-_MINER_ALIASES = {"distance": "distance_weighted", "ms": "multisimilarity", "triplet": "triplet_margin"}
+def _pml_class(module: Any, name: str, base: type, what: str, owner: str = "") -> type:
+    """``pml:<ClassName>``: the class ``name`` of pml's ``module``, which must subclass ``base``."""
+    cls = getattr(module, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        prefix = f"{owner}: " if owner else ""
+        known = sorted(n for n, c in vars(module).items() if isinstance(c, type) and issubclass(c, base)
+                       and not n.startswith("Base"))
+        raise BadInputError(
+            f"{prefix}pytorch-metric-learning has no {what} class {name!r}; choose one of {', '.join(known)} "
+            "(names are case-sensitive)"
+        )
+    return cls
+
+
+def _miner_class(name: str) -> type:
+    """The class of a registry miner name or of ``pml:<ClassName>``."""
+    if name.startswith("pml:"):
+        from pytorch_metric_learning import miners as M
+
+        return _pml_class(M, name[4:], M.BaseMiner, "miner")
+    return _pml_miners()[name]
+
+
+_MINER_ALIASES = {"distance": "distance_weighted", "ms": "multisimilarity", "triplet": "triplet_margin",
+                  "rho": "rho_distance"}
 _NO_MINER = {"none", "null", "off", "no", "false", ""}
 
 
@@ -88,7 +129,9 @@ def _scalar_args(cls: type, inherited: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for klass in cls.__mro__ if inherited else (cls,):
         cname = klass.__name__
-        if not klass.__module__.startswith("pytorch_metric_learning") or "__init__" not in vars(klass):
+        if "__init__" not in vars(klass):
+            continue
+        if klass is not cls and not klass.__module__.startswith(("pytorch_metric_learning", "oodml")):
             continue
         if cname.startswith(("Base", "ModuleWithRecords", "Generic")) or cname.endswith("Mixin"):
             continue  # generic machinery (reducer, distance, regularisers): objects, not hyperparameters
@@ -126,17 +169,36 @@ class ObjectiveSpec:
     # tunable hyperparameters (override key or ``train.<TrainConfig key>`` -> range) for
     # ``search:`` in studies (oodml.search); empty = a search must give the space itself
     search_space: Mapping[str, Tunable] = field(default_factory=dict)
+    # -- extensions (oodml.objectives, pml:<ClassName>, plugins) --------------------------------
+    loss_type: type | None = None  # the loss class itself, when it is not an attribute of pml.losses
+    regularizers: tuple = ()  # default regularisers (``regularizers`` key), e.g. ("uniformity",)
+    # a composite objective: ``builder(num_classes, embed_dim, feature_dim, params) -> criterion``
+    # (an nn.Module called ``(embeddings, labels, features)``, optionally with ``param_groups``);
+    # its keys and defaults are ``composite_defaults`` (then loss_class is only a label)
+    builder: Callable[..., nn.Module] | None = None
+    composite_defaults: Mapping[str, Any] = field(default_factory=dict)
+    needs_features: bool = False  # called with the pooled backbone features
+    embed_groups: int = 1  # the model L2-normalises the embedding in this many equal heads
 
     @property
     def pml_class(self) -> type:
+        if self.loss_type is not None:
+            return self.loss_type
         from pytorch_metric_learning import losses as L
 
         return getattr(L, self.loss_class)
 
     def loss_keys(self) -> dict[str, Any]:
+        if self.builder is not None:
+            return dict(self.composite_defaults)
         keys = _scalar_args(self.pml_class)
         keys.update(self.loss_defaults)
         return keys
+
+
+def _beta_spec(spec: "ObjectiveSpec") -> bool:
+    """A margin-loss objective whose learnable β has its own absolute learning rate ``beta_lr``."""
+    return spec.loss_class == "MarginLoss" and "beta_lr" in spec.options
 
 
 def _deg(x: Any) -> Any:
@@ -253,24 +315,199 @@ _SPECS: list[ObjectiveSpec] = [
         loss_defaults={"temperature": 0.1},
         search_space=_space(temperature=Tunable(0.03, 0.5, log=True)),
     ),
+    # ---- the ooDML study's methods that pml does not ship (oodml/objectives/) -----------------
+    ObjectiveSpec(
+        "rmargin", "MarginLoss", "pair",
+        "R-Margin (Roth et al. 2020): margin loss with the rho-distance miner (push prob. rho 0.4), beta 0.6",
+        loss_defaults={"margin": 0.2, "beta": 0.6, "learn_beta": True, "nu": 0.0},
+        miner="rho_distance", miner_defaults={"rho": 0.4, "cutoff": 0.5},
+        options={"beta_lr": 5e-4, "per_class_beta": True},
+        params="beta",
+    ),
+    ObjectiveSpec(
+        "maxentropy", "MarginLoss", "pair",
+        "MaxEntropy (ooDML): margin loss + distance-weighted mining + adversarial uniformity regulariser (0.2)",
+        loss_defaults={"margin": 0.2, "beta": 1.2, "learn_beta": True, "nu": 0.0},
+        miner="distance_weighted", miner_defaults={"cutoff": 0.5, "nonzero_loss_cutoff": 1.4},
+        options={"beta_lr": 5e-4, "per_class_beta": True},
+        params="beta", regularizers=("uniformity",),
+    ),
 ]
 OBJECTIVES: dict[str, ObjectiveSpec] = {s.name: s for s in _SPECS}
 _OBJECTIVE_ALIASES = {
     "ms": "multisimilarity", "multi_similarity": "multisimilarity", "proxy_anchor": "proxyanchor",
     "proxy_nca": "proxynca", "soft_triple": "softtriple", "norm_softmax": "normsoftmax",
     "normalized_softmax": "normsoftmax", "n_pairs": "npairs", "npair": "npairs",
+    # the ooDML study's own names
+    "oproxy": "proxyanchor", "r_margin": "rmargin", "rho_margin": "rmargin", "max_entropy": "maxentropy",
 }
 
 
 def get_spec(name: str) -> ObjectiveSpec:
-    key = str(name).strip().lower().replace("-", "_")
+    """The spec of a registry name (or alias), of ``pml:<ClassName>`` (any pytorch-metric-learning
+    loss with its own defaults) or of an objective registered by a plugin."""
+    raw = str(name).strip()
+    if raw[:4].lower() == "pml:":
+        return pml_spec(raw[4:].strip())
+    load_entry_point_plugins()
+    key = raw.lower().replace("-", "_")
     key = _OBJECTIVE_ALIASES.get(key, key)
     if key not in OBJECTIVES:
         raise BadInputError(
-            f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)} "
-            "(python -m oodml.train --list-losses shows them)"
+            f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)} or pml:<ClassName> "
+            "(python -m oodml.train --list-losses shows them; --plugin MODULE adds your own)"
         )
     return OBJECTIVES[key]
+
+
+# --------------------------------------------------------------------------------------------
+# Any pytorch-metric-learning loss by class name
+# --------------------------------------------------------------------------------------------
+_PML_SPECS: dict[str, ObjectiveSpec] = {}
+
+
+def _init_param_names(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass) and klass.__module__.startswith("pytorch_metric_learning"):
+            names |= set(inspect.signature(klass.__init__).parameters)
+    return names
+
+
+def pml_spec(class_name: str) -> ObjectiveSpec:
+    """The spec of ``pml:<class_name>``: pml's loss with pml's defaults.  A loss with
+    ``num_classes`` and ``embedding_size`` arguments (proxies, class weights) is built for the
+    split's classes and the model's width, its parameters train at ``lr_mult`` (default 1) x the
+    base rate; the others are pair-based and accept a miner (``miner=...``)."""
+    if class_name in _PML_SPECS:
+        return _PML_SPECS[class_name]
+    from pytorch_metric_learning import losses as L
+
+    cls = _pml_class(L, class_name, L.BaseMetricLossFunction, "loss")
+    sized = {"num_classes", "embedding_size"} <= _init_param_names(cls)
+    spec = ObjectiveSpec(
+        f"pml:{cls.__name__}", cls.__name__, "classifier" if sized else "pair",
+        f"pytorch-metric-learning's {cls.__name__} with pml's defaults",
+        options={"lr": None, "lr_mult": 1.0} if sized else {}, sized=sized,
+        params="own parameters" if sized else "",
+    )
+    _PML_SPECS[class_name] = spec
+    return spec
+
+
+def list_pml_losses() -> list[str]:
+    """Class names of pml's losses usable as ``pml:<ClassName>``."""
+    from pytorch_metric_learning import losses as L
+
+    return sorted(n for n, c in vars(L).items() if isinstance(c, type) and issubclass(c, L.BaseMetricLossFunction)
+                  and not n.startswith("Base"))
+
+
+def list_pml_miners() -> list[str]:
+    """Class names of pml's miners usable as ``miner=pml:<ClassName>``."""
+    from pytorch_metric_learning import miners as M
+
+    return sorted(n for n, c in vars(M).items() if isinstance(c, type) and issubclass(c, M.BaseMiner)
+                  and not n.startswith("Base"))
+
+
+# --------------------------------------------------------------------------------------------
+# Plugins: objectives from the user's own modules
+# --------------------------------------------------------------------------------------------
+ENTRY_POINT_GROUP = "oodml.objectives"
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_entry_points_loaded = False
+
+
+def register_objective(spec: ObjectiveSpec, *, replace: bool = False) -> ObjectiveSpec:
+    """Add ``spec`` to the registry (for plugins: call it at import time of your module).
+
+    ``spec.name`` must be a lower-case word (``[a-z][a-z0-9_]*``); registering a name twice is an
+    error unless it is the same spec or ``replace=True``.  Example (a module ``mypkg/losses.py``
+    made known with ``--plugin mypkg.losses``, ``train: {plugins: [mypkg.losses]}`` or the entry
+    point group ``oodml.objectives``)::
+
+        from oodml.losses import ObjectiveSpec, register_objective
+        register_objective(ObjectiveSpec("mytriplet", "TripletMarginLoss", "pair", "my triplet loss",
+                                         loss_defaults={"margin": 0.1}, miner="batch_hard"))
+
+    ``loss_type=MyLoss`` registers a class of your own (called like a pml loss:
+    ``loss(embeddings, labels[, indices_tuple])``); ``builder=`` a composite objective.
+    """
+    if not isinstance(spec, ObjectiveSpec):
+        raise BadInputError(f"register_objective takes an ObjectiveSpec, got {type(spec).__name__}")
+    if not _NAME_RE.match(spec.name):
+        raise BadInputError(f"objective name {spec.name!r} must be a lower-case word (letters, digits, _)")
+    old = OBJECTIVES.get(spec.name) or OBJECTIVES.get(_OBJECTIVE_ALIASES.get(spec.name, ""))
+    if old is not None and old is not spec and old != spec and not replace:
+        raise BadInputError(
+            f"objective {spec.name!r} is already registered ({old.summary}); choose another name or pass replace=True"
+        )
+    if old is not None:
+        _SPECS[_SPECS.index(old)] = spec
+    else:
+        _SPECS.append(spec)
+    OBJECTIVES[spec.name] = spec
+    return spec
+
+
+def unregister_objective(name: str) -> None:
+    """Remove a registered objective (for tests and notebooks)."""
+    spec = OBJECTIVES.pop(name, None)
+    if spec is not None:
+        _SPECS.remove(spec)
+
+
+def load_plugins(modules: Iterable[str] | str | None) -> list[str]:
+    """Import plugin modules (each registers its objectives with :func:`register_objective`);
+    returns their names.  A module that cannot be imported is one clear error."""
+    import importlib
+
+    if isinstance(modules, str):
+        modules = [modules]
+    loaded = []
+    for mod in modules or ():
+        mod = str(mod).strip()
+        if not mod:
+            continue
+        try:
+            importlib.import_module(mod)
+        except ImportError as exc:
+            raise BadInputError(
+                f"plugin module {mod!r} could not be imported ({type(exc).__name__}: {exc}); "
+                "install it or put its folder on PYTHONPATH"
+            ) from None
+        loaded.append(mod)
+    return loaded
+
+
+def load_entry_point_plugins(force: bool = False) -> list[str]:
+    """Load, once per process, the plugin modules named in the environment variable
+    ``OODML_PLUGINS`` (comma-separated; inherited by a study's worker processes and jobs) and the
+    installed packages' ``oodml.objectives`` entry points: each names a module (imported) or a
+    function (called without arguments) that registers objectives."""
+    global _entry_points_loaded
+    if _entry_points_loaded and not force:
+        return []
+    _entry_points_loaded = True
+    import os
+    from importlib.metadata import entry_points
+
+    names = load_plugins([m for m in os.environ.get("OODML_PLUGINS", "").split(",") if m.strip()])
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if callable(obj) and not inspect.ismodule(obj):
+                obj()
+        except OodmlError:
+            raise
+        except Exception as exc:
+            raise BadInputError(
+                f"entry point {ep.name} = {ep.value} (group {ENTRY_POINT_GROUP}) failed to load "
+                f"({type(exc).__name__}: {exc}); fix or uninstall the package that declares it"
+            ) from None
+        names.append(ep.name)
+    return names
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,22 +593,69 @@ def _coerce(owner: str, key: str, value: Any, default: Any) -> Any:
 def _resolve_miner_name(name: Any, owner: str = "") -> str | None:
     if name is None or name is False or (isinstance(name, str) and name.strip().lower() in _NO_MINER):
         return None
+    if str(name).strip()[:4].lower() == "pml:":
+        from pytorch_metric_learning import miners as M
+
+        cls = _pml_class(M, str(name).strip()[4:].strip(), M.BaseMiner, "miner", owner)
+        return f"pml:{cls.__name__}"
     key = str(name).strip().lower().replace("-", "_")
     key = _MINER_ALIASES.get(key, key)
     miners = _pml_miners()
     if key not in miners:
         prefix = f"{owner}: " if owner else ""
-        raise BadInputError(f"{prefix}unknown miner {name!r}; choose none or one of {', '.join(sorted(miners))}")
+        raise BadInputError(
+            f"{prefix}unknown miner {name!r}; choose none, pml:<ClassName> or one of {', '.join(sorted(miners))}"
+        )
     return key
 
 
 def valid_keys(name: str) -> list[str]:
     """All override keys the objective ``name`` accepts (for its default miner)."""
     spec = get_spec(name)
-    keys = list(spec.loss_keys()) + list(spec.options) + (["miner"] if spec.kind == "pair" else [])
+    keys = list(spec.loss_keys()) + list(spec.options) + (["miner"] if spec.kind == "pair" and not spec.builder else [])
     if spec.miner:
-        keys += [f"miner.{k}" for k in _scalar_args(_pml_miners()[spec.miner], inherited=False)]
-    return keys
+        keys += [f"miner.{k}" for k in _scalar_args(_miner_class(spec.miner), inherited=False)]
+    return keys + ["regularizers"]
+
+
+# --------------------------------------------------------------------------------------------
+# Regularisers (``regularizers: [uniformity]`` on top of any objective)
+# --------------------------------------------------------------------------------------------
+def _regularizer_classes() -> dict[str, type]:
+    from oodml.objectives.uniformity import UniformityRegularizer
+
+    return {"uniformity": UniformityRegularizer}
+
+
+def make_regularizers(items: Any, embed_dim: int, owner: str = "") -> list[nn.Module]:
+    """Regularisers from a list of names or ``{name: ..., <constructor arguments>}`` mappings
+    (``[uniformity]``, ``[{name: uniformity, weight: 0.5, chunk: 8}]``)."""
+    prefix = f"{owner}: " if owner else ""
+    classes = _regularizer_classes()
+    if items is None or items is False:
+        return []
+    if isinstance(items, (str, Mapping)):
+        items = [items]
+    if not isinstance(items, (list, tuple)):
+        raise BadInputError(f"{prefix}regularizers must be a list of names or {{name, ...}} mappings (got {items!r})")
+    out = []
+    for item in items:
+        kwargs = dict(item) if isinstance(item, Mapping) else {"name": item}
+        reg_name = str(kwargs.pop("name", "")).strip().lower()
+        if reg_name not in classes:
+            raise BadInputError(f"{prefix}unknown regularizer {reg_name or item!r}; choose one of {', '.join(classes)}")
+        cls = classes[reg_name]
+        allowed = _scalar_args(cls, inherited=False)
+        allowed.pop("embed_dim", None)
+        for k, v in kwargs.items():
+            if k not in allowed:
+                raise BadInputError(f"{prefix}regularizer {reg_name}: unknown option {k!r}; valid: {', '.join(allowed)}")
+            kwargs[k] = _coerce(owner or reg_name, f"{reg_name}.{k}", v, allowed[k] if allowed[k] is not None else 1.0)
+        try:
+            out.append(cls(embed_dim=embed_dim, **kwargs))
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"{prefix}regularizer {reg_name} rejected {kwargs} ({exc})") from None
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,11 +680,20 @@ class Objective(nn.Module):
         config: dict[str, Any],
         lr_rule: dict[str, Any],
         indexed_by_label: bool,
+        *,
+        regularizers: Iterable[nn.Module] = (),
+        criterion: nn.Module | None = None,
+        needs_features: bool = False,
+        embed_groups: int = 1,
     ):
         super().__init__()
         self.name = name
         self.loss = loss
         self.miner = miner
+        self.criterion = criterion  # a composite objective (S2SD, DiVA, a plugin's)
+        self.regularizers = nn.ModuleList(regularizers)
+        self.needs_features = bool(needs_features)
+        self.embed_groups = int(embed_groups)
         self.kind = kind
         self.num_classes = int(num_classes)
         self.embed_dim = int(embed_dim)
@@ -413,7 +706,10 @@ class Objective(nn.Module):
         """True when batches need at least two samples per class (pair/triplet-based objectives)."""
         return self.kind == "pair"
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """The scalar loss of ``embeddings`` ``(B, embed_dim)`` float with ``labels`` ``(B,)`` int64
+        in ``0..num_classes-1``; ``features`` ``(B, feature_dim)``: the pooled backbone features,
+        needed by objectives with ``needs_features`` (S2SD) and ignored by the others."""
         if embeddings.ndim != 2 or embeddings.shape[1] != self.embed_dim:
             raise BadInputError(
                 f"objective {self.name} expects embeddings of shape (batch, {self.embed_dim}), "
@@ -432,10 +728,29 @@ class Objective(nn.Module):
                     f"label {hi if hi >= self.num_classes else lo}; "
                     f"labels must be remapped to 0..{self.num_classes - 1}"
                 )
-        if self.miner is not None:
+        if self.needs_features and (features is None or features.ndim != 2 or features.shape[0] != embeddings.shape[0]):
+            raise BadInputError(
+                f"objective {self.name} needs the pooled backbone features, one row per embedding "
+                "(objective(embeddings, labels, features=model.forward_features(x)))"
+            )
+        if self.criterion is not None:
+            value = self.criterion(embeddings, labels, features)
+        elif self.miner is not None:
             indices = self.miner(embeddings, labels)
-            return self.loss(embeddings, labels, indices)
-        return self.loss(embeddings, labels)
+            value = self.loss(embeddings, labels, indices)
+        else:
+            value = self.loss(embeddings, labels)
+        for reg in self.regularizers:
+            value = value + reg(embeddings, labels)
+        return value
+
+    def last_terms(self) -> dict[str, float]:
+        """The named parts of the last loss value (composite objectives and regularisers report
+        them, e.g. DiVA's ``discriminative`` ... ``decorrelation``); empty for plain objectives."""
+        terms = dict(getattr(self.criterion, "last", {}) or {}) if self.criterion is not None else {}
+        for reg in self.regularizers:
+            terms.update({f"{getattr(reg, 'name', 'reg')}_{k}": v for k, v in (getattr(reg, "last", {}) or {}).items()})
+        return terms
 
     def param_lr(self, base_lr: float) -> float:
         """The learning rate of the loss's own parameters for a base learning rate ``base_lr``."""
@@ -446,27 +761,50 @@ class Objective(nn.Module):
 
     def param_groups(self, base_lr: float, weight_decay: float | None = None) -> list[dict[str, Any]]:
         """Optimizer groups for the loss's trainable parameters (empty when it has none)."""
-        params = [p for p in self.loss.parameters() if p.requires_grad]
-        if not params:
-            return []
-        group: dict[str, Any] = {"params": params, "lr": self.param_lr(base_lr), "name": f"objective/{self.name}"}
+        groups: list[dict[str, Any]] = []
+        params = [p for p in self.loss.parameters() if p.requires_grad] if self.loss is not None else []
+        if params:
+            groups.append({"params": params, "lr": self.param_lr(base_lr), "name": f"objective/{self.name}"})
+        if self.criterion is not None:
+            if hasattr(self.criterion, "param_groups"):
+                groups += self.criterion.param_groups(base_lr, weight_decay)
+            elif any(p.requires_grad for p in self.criterion.parameters()):
+                groups.append({"params": [p for p in self.criterion.parameters() if p.requires_grad],
+                               "lr": self.param_lr(base_lr), "name": f"objective/{self.name}"})
+        for reg in self.regularizers:
+            reg_params = [p for p in reg.parameters() if p.requires_grad]
+            if reg_params:
+                lr = float(base_lr) * float(getattr(reg, "lr_mult", 1.0))
+                groups.append({"params": reg_params, "lr": lr, "name": f"regularizer/{getattr(reg, 'name', 'reg')}"})
         if weight_decay is not None:
-            group["weight_decay"] = float(weight_decay)
-        return [group]
+            for g in groups:
+                g.setdefault("weight_decay", float(weight_decay))
+        return groups
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, kind={self.kind!r}, num_classes={self.num_classes}, embed_dim={self.embed_dim}"
 
 
-def make_objective(name: str, num_classes: int, embed_dim: int, **overrides: Any) -> Objective:
+def make_objective(
+    name: str, num_classes: int, embed_dim: int, *, feature_dim: int | None = None, **overrides: Any
+) -> Objective:
     """Build the objective ``name`` for ``num_classes`` training classes and ``embed_dim``-d
-    embeddings, with hyperparameter ``overrides`` (see the module docstring)."""
+    embeddings, with hyperparameter ``overrides`` (see the module docstring).
+
+    ``feature_dim``: width of the pooled backbone features, needed by objectives that read them
+    (``needs_features``: S2SD's auxiliary heads).  ``regularizers=[...]`` adds regularisers
+    (:func:`make_regularizers`) to any objective.
+    """
     spec = get_spec(name)
     for what, value in (("num_classes", num_classes), ("embed_dim", embed_dim)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise BadInputError(f"objective {spec.name}: {what} must be a positive integer (got {value!r})")
     owner = f"objective {spec.name}"
     flat = _flatten(overrides)
+    reg_items = flat.pop("regularizers", list(spec.regularizers))
+    regularizers = make_regularizers(reg_items, embed_dim, owner)
+    if spec.builder is not None:
+        return _make_composite(spec, num_classes, embed_dim, feature_dim, flat, regularizers, reg_items)
 
     # -- miner choice first, so miner.* keys are checked against the right class
     miner_name = spec.miner
@@ -477,7 +815,7 @@ def make_objective(name: str, num_classes: int, embed_dim: int, **overrides: Any
                 f"{owner} is a {spec.kind}-based loss and takes no miner (pml ignores mined tuples for it); "
                 "remove the miner option"
             )
-    miner_keys = _scalar_args(_pml_miners()[miner_name], inherited=False) if miner_name else {}
+    miner_keys = _scalar_args(_miner_class(miner_name), inherited=False) if miner_name else {}
 
     loss_keys = spec.loss_keys()
     loss_kwargs = dict(spec.loss_defaults)
@@ -512,7 +850,7 @@ def make_objective(name: str, num_classes: int, embed_dim: int, **overrides: Any
             loss_kwargs[key] = _coerce(owner, key, value, loss_keys[key])
         else:
             valid = list(loss_keys) + list(options) + (["miner"] if spec.kind == "pair" else [])
-            valid += [f"miner.{k}" for k in miner_keys]
+            valid += [f"miner.{k}" for k in miner_keys] + ["regularizers"]
             raise BadInputError(f"{owner}: unknown option {key!r}; valid keys: {', '.join(valid)}")
     for sub, loss_key in spec.miner_tied.items():
         if miner_name == spec.miner and sub not in explicit_miner and loss_key in loss_kwargs:
@@ -524,12 +862,16 @@ def make_objective(name: str, num_classes: int, embed_dim: int, **overrides: Any
         if key in pml_kwargs and pml_kwargs[key] is not None:
             pml_kwargs[key] = conv(pml_kwargs[key])
     indexed = spec.sized
-    if spec.name == "margin":
+    if _beta_spec(spec):
         if options.get("per_class_beta") and pml_kwargs.get("learn_beta"):
             pml_kwargs["num_classes"] = num_classes
             indexed = True
     if spec.sized:
         pml_kwargs.update(num_classes=num_classes, embedding_size=embed_dim)
+        if spec.loss_type is not None:  # a plugin's class: pass only what it takes
+            names = set(inspect.signature(spec.loss_type.__init__).parameters)
+            if not any(p.kind == p.VAR_KEYWORD for p in inspect.signature(spec.loss_type.__init__).parameters.values()):
+                pml_kwargs = {k: v for k, v in pml_kwargs.items() if k in names}
     try:
         loss = spec.pml_class(**pml_kwargs)
     except (TypeError, ValueError, AssertionError) as exc:
@@ -537,11 +879,11 @@ def make_objective(name: str, num_classes: int, embed_dim: int, **overrides: Any
     miner = None
     if miner_name:
         try:
-            miner = _pml_miners()[miner_name](**miner_kwargs)
+            miner = _miner_class(miner_name)(**miner_kwargs)
         except (TypeError, ValueError, AssertionError) as exc:
             raise BadInputError(f"{owner}: pml miner {miner_name} rejected {miner_kwargs} ({exc})") from None
 
-    lr_rule = {"lr": options.get("beta_lr")} if spec.name == "margin" else {
+    lr_rule = {"lr": options.get("beta_lr")} if _beta_spec(spec) else {
         "lr": options.get("lr"), "lr_mult": options.get("lr_mult", 1.0)
     }
     config = {
@@ -554,7 +896,116 @@ def make_objective(name: str, num_classes: int, embed_dim: int, **overrides: Any
         "miner_kwargs": miner_kwargs if miner_name else {},
         "options": options,
     }
-    return Objective(spec.name, loss, miner, spec.kind, num_classes, embed_dim, config, lr_rule, indexed)
+    if reg_items:
+        config["regularizers"] = reg_items if isinstance(reg_items, list) else [reg_items]
+    return Objective(spec.name, loss, miner, spec.kind, num_classes, embed_dim, config, lr_rule, indexed,
+                     regularizers=regularizers, embed_groups=spec.embed_groups)
+
+
+def _make_composite(
+    spec: ObjectiveSpec, num_classes: int, embed_dim: int, feature_dim: int | None, flat: dict[str, Any],
+    regularizers: list[nn.Module], reg_items: Any,
+) -> Objective:
+    owner = f"objective {spec.name}"
+    keys = dict(spec.composite_defaults)
+    params = dict(keys)
+    for key, value in flat.items():
+        if key not in keys:
+            raise BadInputError(f"{owner}: unknown option {key!r}; valid keys: {', '.join([*keys, 'regularizers'])}")
+        default = keys[key]
+        if isinstance(default, (list, tuple)):
+            if not isinstance(value, (list, tuple)):
+                raise BadInputError(f"{owner}: {key} must be a list (got {value!r})")
+            params[key] = list(value)
+        elif isinstance(default, Mapping):
+            if not isinstance(value, Mapping):
+                raise BadInputError(f"{owner}: {key} must be a mapping of options (got {value!r})")
+            params[key] = dict(value)
+        else:
+            params[key] = _coerce(owner, key, value, default)
+    if spec.needs_features and (feature_dim is None or isinstance(feature_dim, bool) or int(feature_dim) < 1):
+        raise BadInputError(f"{owner} reads the pooled backbone features: pass feature_dim (the model's feature_dim)")
+    if spec.embed_groups > 1 and embed_dim % spec.embed_groups:
+        raise BadInputError(f"{owner} splits the embedding into {spec.embed_groups} heads: embed_dim ({embed_dim}) "
+                            f"must be a multiple of {spec.embed_groups}")
+    try:
+        criterion = spec.builder(num_classes, embed_dim, feature_dim, params)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise BadInputError(f"{owner}: {exc}") from None
+    config = {"name": spec.name, "loss": spec.loss_class, "num_classes": num_classes, "embed_dim": embed_dim,
+              "params": params}
+    if reg_items:
+        config["regularizers"] = reg_items if isinstance(reg_items, list) else [reg_items]
+    return Objective(spec.name, None, None, spec.kind, num_classes, embed_dim, config, {"lr_mult": 1.0}, False,
+                     regularizers=regularizers, criterion=criterion, needs_features=spec.needs_features,
+                     embed_groups=spec.embed_groups)
+
+
+# --------------------------------------------------------------------------------------------
+# Composite objectives of the ooDML study (formulas in oodml/objectives/)
+# --------------------------------------------------------------------------------------------
+def _positive_ints(what: str, values: Any) -> list[int]:
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        raise ValueError(f"{what} must be a non-empty list of positive integers (got {values!r})")
+    return [int(v) for v in values]
+
+
+def _build_s2sd(num_classes: int, embed_dim: int, feature_dim: int, p: dict[str, Any]) -> nn.Module:
+    from oodml.objectives.s2sd import S2SD
+
+    source = get_spec(p["source"])
+    if source.builder is not None:
+        raise ValueError(f"source must be a plain objective (a loss with its miner), not {source.name}")
+    dims = _positive_ints("dims", p["dims"])
+    sources = [make_objective(source.name, num_classes, d, **dict(p["source_params"])) for d in [embed_dim, *dims]]
+    return S2SD(sources, int(feature_dim), dims, temperature=float(p["temperature"]), weight=float(p["weight"]),
+                feat_weight=float(p["feat_weight"]), feat_delay=int(p["feat_delay"]), head_lr_mult=float(p["head_lr_mult"]))
+
+
+def _build_diva(num_classes: int, embed_dim: int, feature_dim: int | None, p: dict[str, Any]) -> nn.Module:
+    from pytorch_metric_learning import losses as L
+
+    from oodml.objectives.diva import DIVA_HEADS, DiVA
+
+    base = get_spec(p["base"])
+    if base.builder is not None:
+        raise ValueError(f"base must be a plain objective (a loss with its miner), not {base.name}")
+    disc = make_objective(base.name, num_classes, embed_dim // len(DIVA_HEADS), **dict(p["base_params"]))
+    shared = L.MarginLoss(margin=float(p["shared_margin"]), beta=float(p["shared_beta"]), learn_beta=True)
+    intra = L.ContrastiveLoss(pos_margin=0.0, neg_margin=float(p["intra_margin"]))
+    return DiVA(embed_dim, disc, shared, intra, alpha_shared=float(p["alpha_shared"]), alpha_intra=float(p["alpha_intra"]),
+                alpha_ssl=float(p["alpha_ssl"]), decorrelation=float(p["decorrelation"]), directions=list(p["directions"]),
+                decorr_dim=int(p["decorr_dim"]), decorr_lr_mult=float(p["decorr_lr_mult"]), ssl_t=float(p["ssl_t"]),
+                beta_lr=float(p["beta_lr"]))
+
+
+for _spec in (
+    ObjectiveSpec(
+        "s2sd", "S2SD", "pair",
+        "S2SD (Roth et al. 2021): R-Margin + self-distillation from 1024/1536/2048-d heads (KL, T 1, weight 50) "
+        "and from the pooled features (weight 50)",
+        builder=_build_s2sd, needs_features=True,
+        composite_defaults={"source": "rmargin", "source_params": {}, "dims": [1024, 1536, 2048], "temperature": 1.0,
+                            "weight": 50.0, "feat_weight": 50.0, "feat_delay": 1000, "head_lr_mult": 1.0},
+        params="aux heads, source's",
+    ),
+    ObjectiveSpec(
+        "diva", "DiVA", "pair",
+        "DiVA (Milbich et al. 2020): 4 heads (discriminative, shared, intra-class, self-supervised), "
+        "alpha 0.3 each, adversarial decorrelation 1500",
+        builder=_build_diva, embed_groups=4,
+        composite_defaults={"base": "margin", "base_params": {}, "alpha_shared": 0.3, "alpha_intra": 0.3,
+                            "alpha_ssl": 0.3, "decorrelation": 1500.0,
+                            "directions": ["discriminative-selfsim", "discriminative-shared", "discriminative-intra"],
+                            "decorr_dim": 512, "decorr_lr_mult": 1.0, "shared_margin": 0.2, "shared_beta": 1.2,
+                            "intra_margin": 1.0, "ssl_t": 2.0, "beta_lr": 5e-4},
+        params="regressors, betas",
+    ),
+):
+    register_objective(_spec)
+
+#: The eight methods of the ooDML study (Milbich et al. 2021), in its order.
+STUDY_METHODS = ("margin", "rmargin", "multisimilarity", "arcface", "proxyanchor", "maxentropy", "s2sd", "diva")
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,8 +1020,10 @@ def _fmt(value: Any) -> str:
 def _lr_text(spec: ObjectiveSpec) -> str:
     if not spec.params:
         return "-"
-    if spec.name == "margin":
+    if _beta_spec(spec):
         return f"{spec.params}: {_fmt(spec.options['beta_lr'])} (beta_lr)"
+    if spec.builder is not None:
+        return f"{spec.params}: see summary"
     if spec.options.get("lr") is not None:
         return f"{spec.params}: {_fmt(spec.options['lr'])}"
     return f"{spec.params}: x{_fmt(spec.options['lr_mult'])} base lr"
@@ -579,13 +1032,16 @@ def _lr_text(spec: ObjectiveSpec) -> str:
 def list_objectives() -> list[dict[str, Any]]:
     """One dict per objective: ``name``, ``loss`` (pml class), ``kind``, ``miner`` (name or None),
     ``defaults`` (every overridable key with its default, loss keys in our units), ``param_lr``
-    (how the loss's own parameters are trained), ``notes`` and ``summary``."""
+    (how the loss's own parameters are trained), ``notes``, ``summary`` and ``composite`` (built
+    from other objectives, like S2SD and DiVA: its keys are its own, it takes no ``miner``)."""
+    load_entry_point_plugins()
     rows = []
     for spec in _SPECS:
         defaults: dict[str, Any] = dict(spec.loss_keys())
         defaults.update(spec.options)
+        defaults["regularizers"] = list(spec.regularizers)
         if spec.miner:
-            mk = _scalar_args(_pml_miners()[spec.miner], inherited=False)
+            mk = _scalar_args(_miner_class(spec.miner), inherited=False)
             mk.update(spec.miner_defaults)
             for sub, loss_key in spec.miner_tied.items():
                 mk[sub] = spec.loss_defaults.get(loss_key, mk.get(sub))
@@ -601,6 +1057,7 @@ def list_objectives() -> list[dict[str, Any]]:
                 "param_lr": _lr_text(spec),
                 "notes": notes,
                 "summary": spec.summary,
+                "composite": spec.builder is not None,
             }
         )
     return rows
@@ -613,6 +1070,8 @@ def format_objectives_table() -> str:
     for r in list_objectives():
         spec = OBJECTIVES[r["name"]]
         shown = [f"{k}={_fmt(v)}" for k, v in spec.loss_defaults.items()]
+        shown += [f"{k}={_fmt(v)}" for k, v in spec.composite_defaults.items() if v not in ({}, [])]
+        shown += [f"regularizers={list(spec.regularizers)}"] if spec.regularizers else []
         shown += [f"{k}={_fmt(v)}" for k, v in spec.options.items() if k not in ("lr", "lr_mult", "beta_lr")]
         shown += [f"miner.{k}={_fmt(r['defaults'][f'miner.{k}'])}" for k in (*spec.miner_defaults, *spec.miner_tied)]
         text = " ".join(shown) or "-"
@@ -630,19 +1089,36 @@ def format_objectives_table() -> str:
         "override with key=value (e.g. margin=0.1, beta_lr=1e-3, miner.epsilon=0.2, miner=none); "
         "kind 'pair' needs >= 2 samples per class in a batch; labels must be 0..num_classes-1"
     )
+    out.append(f"ooDML study methods: {', '.join(STUDY_METHODS)}; regularizers=[uniformity] on top of any objective")
+    out.append("any pytorch-metric-learning loss as pml:<ClassName> (keyword arguments as key=value): "
+               + ", ".join(f"pml:{n}" for n in list_pml_losses()))
+    out.append("miners (miner=<name>): " + ", ".join(list_miners()) + "; or miner=pml:<ClassName>: "
+               + ", ".join(f"pml:{n}" for n in list_pml_miners()))
+    out.append(f"your own objectives: --plugin MODULE (calls oodml.losses.register_objective) or the "
+               f"'{ENTRY_POINT_GROUP}' entry point group")
     return "\n".join(out)
 
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "OBJECTIVES",
     "Objective",
     "ObjectiveSpec",
+    "STUDY_METHODS",
     "format_objectives_table",
     "get_spec",
     "list_miners",
     "list_objectives",
+    "list_pml_losses",
+    "list_pml_miners",
+    "load_entry_point_plugins",
+    "load_plugins",
     "make_objective",
+    "make_regularizers",
     "parse_overrides",
     "parse_value",
+    "pml_spec",
+    "register_objective",
+    "unregister_objective",
     "valid_keys",
 ]

@@ -16,6 +16,8 @@
 * :meth:`EmbeddingModel.forward_features` returns the pooled backbone features (for linear probes
   and head-only adaptation); :meth:`EmbeddingModel.embed_from_features` applies only the head.
 * ``embed_dim=0``/``None``: no head; the embedding is the normalised pooled feature.
+* ``embed_groups=g`` (DiVA): the embedding is ``g`` equal heads, each L2-normalised, concatenated
+  and scaled by ``1/sqrt(g)`` (unit norm overall; the evaluated embedding is their concatenation).
 * ``freeze_bn=True``: BatchNorm layers stay in eval mode (running statistics frozen) even in
   ``train()`` -- the usual DML protocol with small class-balanced batches; their affine
   parameters remain trainable.
@@ -54,6 +56,7 @@ class EmbeddingModel(nn.Module):
         freeze_bn: bool = False,
         channels_last: bool = True,
         normalize: bool = True,
+        embed_groups: int = 1,
     ):
         super().__init__()
         pooling = _POOL_ALIASES.get(str(pooling).lower(), str(pooling).lower())
@@ -76,6 +79,11 @@ class EmbeddingModel(nn.Module):
             raise BadInputError(f"embed_dim must be a positive integer, or 0 for no head (got {embed_dim})")
         self.head: nn.Module = nn.Linear(self.feature_dim, int(embed_dim)) if embed_dim else nn.Identity()
         self.embed_dim = int(embed_dim) if embed_dim else self.feature_dim
+        self.embed_groups = int(embed_groups)
+        if self.embed_groups < 1 or self.embed_dim % self.embed_groups:
+            raise BadInputError(
+                f"embed_groups ({embed_groups}) must be a positive divisor of the embedding dimension ({self.embed_dim})"
+            )
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         self.config: dict[str, Any] = {}
@@ -128,7 +136,12 @@ class EmbeddingModel(nn.Module):
     def embed_from_features(self, features: torch.Tensor) -> torch.Tensor:
         """Apply only the head (and normalisation) to pooled features from :meth:`forward_features`."""
         z = self.head(features)
-        return F.normalize(z, p=2, dim=-1) if self.normalize else z
+        if not self.normalize:
+            return z
+        if self.embed_groups > 1:
+            heads = F.normalize(z.reshape(*z.shape[:-1], self.embed_groups, -1), p=2, dim=-1)
+            return heads.reshape(z.shape) / self.embed_groups**0.5
+        return F.normalize(z, p=2, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embeddings, shape ``(B, embed_dim)``, unit L2 norm (unless ``normalize=False``)."""
@@ -172,6 +185,7 @@ def build_model(
     drop_path: float | None = None,
     normalize: bool = True,
     strict_weights: bool = True,
+    embed_groups: int = 1,
     **backbone_kwargs: Any,
 ) -> EmbeddingModel:
     """Build an :class:`EmbeddingModel`.
@@ -188,6 +202,7 @@ def build_model(
         drop_path: stochastic depth rate for backbones that support it.
         normalize: L2-normalise the output (default; the DML losses here assume it).
         strict_weights: with ``weights``, refuse files that do not fit the backbone.
+        embed_groups: normalise the embedding in this many equal heads (DiVA's 4; default 1).
         backbone_kwargs: more ``timm.create_model`` arguments (e.g. ``img_size``).
     """
     timm_kwargs = dict(backbone_kwargs)
@@ -202,6 +217,7 @@ def build_model(
         freeze_bn=freeze_bn,
         channels_last=channels_last,
         normalize=normalize,
+        embed_groups=embed_groups,
     )
     model.config = {
         "backbone": backbone,
@@ -213,6 +229,7 @@ def build_model(
         "channels_last": bool(channels_last),
         "drop_path": drop_path,
         "normalize": bool(normalize),
+        **({"embed_groups": int(embed_groups)} if int(embed_groups) != 1 else {}),
         **backbone_kwargs,
     }
     return model

@@ -20,7 +20,7 @@ Study file (YAML, loaded safely with :func:`oodml.io.load_yaml`)::
     splits: all                         # or a list of series ids of the split files
     controls: all                       # optional: also the class-count controls of those splits (or N draws)
     frozen: true                        # optional: frozen-extractor reference rows (oodml.frozen) at collect
-    losses: [margin, {name: multisimilarity, params: {alpha: 2.0}}]
+    losses: [margin, {name: multisimilarity, params: {alpha: 2.0}}, {name: diva, train: {batch_size: 108}}]
     seeds: [0]
     train: {backbone: resnet10t, ...}  # shared TrainConfig keys
     adapt:                              # optional stages run after training, in order
@@ -130,7 +130,7 @@ PROTOCOL_KEYS = ("protocol", "selection")
 #: Optional results columns, written only when a study has them (``control_of``: oodml.controls).
 EXTRA_RESULT_COLUMNS = ("control_of",)
 DATASET_KEYS = ("name", "root", "splits")
-LOSS_KEYS = ("name", "params")
+LOSS_KEYS = ("name", "params", "train")  # train: TrainConfig keys for this loss only (e.g. DiVA's batch 108)
 ADAPT_MODES = ("fewshot", "probe")
 EXECUTOR_KINDS = ("local", "gpus", "slurm")
 EXECUTOR_KEYS = ("kind", "jobs", "gpus", "runs_per_gpu", "slurm", "stale_after", "heartbeat")
@@ -368,7 +368,13 @@ def _loss_entries(raw: Any, study_path: Path) -> list[dict]:
                     f"{study_path}: {where}.params: unknown option {k!r} for loss {canon}{_suggest(k, keys)} "
                     f"(valid: {', '.join(keys)})"
                 )
-        entries.append({"name": canon, "params": dict(params)})
+        entry = {"name": canon, "params": dict(params)}
+        own_train = item.get("train") if isinstance(item, dict) else None
+        if own_train:  # TrainConfig keys for this loss only, checked with the shared train keys
+            if not isinstance(own_train, dict):
+                raise BadInputError(f"{study_path}: {where}.train must be a mapping of TrainConfig keys")
+            entry["train"] = dict(own_train)
+        entries.append(entry)
     return entries
 
 
@@ -517,14 +523,15 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
                     f"{path}: {key} is {raw[key]!r} at the top level but {shared[key]!r} under train; keep one"
                 )
             shared[key] = raw[key]
-    for key in shared:
+    per_loss = [(f"losses[{i}].train.", k) for i, e in enumerate(losses) for k in e.get("train", {})]
+    for prefix, key in [("train.", k) for k in shared] + per_loss:
         if key in GRID_KEYS:
             raise BadInputError(
-                f"{path}: train.{key} is set by the study grid; use datasets / splits / losses / seeds instead"
+                f"{path}: {prefix}{key} is set by the study grid; use datasets / splits / losses / seeds instead"
             )
         if key not in train_keys:
             raise BadInputError(
-                f"{path}: unknown key train.{key!r}{_suggest(key, train_keys)} (TrainConfig keys: "
+                f"{path}: unknown key {prefix}{key!r}{_suggest(key, train_keys)} (TrainConfig keys: "
                 f"{', '.join(k for k in train_keys if k not in GRID_KEYS)})"
             )
 
@@ -549,6 +556,7 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
 
     def make_config(ds: dict, split: int | None, loss: dict, seed: int) -> dict:
         d = dict(shared)
+        d.update(loss.get("train", {}))  # a loss entry's own train keys (e.g. DiVA's batch 108)
         d.update(dataset=ds["name"], root=ds["root"], splits=ds["splits"], split=split,
                  loss=loss["name"], loss_params=loss["params"], seed=seed)
         try:

@@ -304,6 +304,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             return str(value)
         if not isinstance(value, str):
             raise bad("text")
+        if key == "loss" and value.strip()[:4].lower() == "pml:":  # pml:<ClassName> keeps its case
+            return "pml:" + value.strip()[4:].strip()
         return value.strip().lower() if key in ("loss", "optimizer", "scheduler", "pooling") else value
     if kind == "bool":
         if isinstance(value, bool):
@@ -366,7 +368,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
 def default_run_dir(cfg: TrainConfig, base: str | os.PathLike = "runs/train") -> Path:
     """``runs/train/<dataset>-split<id|std>-<loss>-s<seed>``."""
     split = "std" if cfg.split is None else str(cfg.split)
-    return Path(base) / f"{cfg.dataset_name}-split{split}-{cfg.loss}-s{cfg.seed}"
+    return Path(base) / f"{cfg.dataset_name}-split{split}-{cfg.loss.replace(':', '_')}-s{cfg.seed}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -767,7 +769,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
     from tqdm.auto import tqdm
 
     from oodml.data import ClassBalancedBatchSampler, image_cache, normalize_batch, train_loader
-    from oodml.losses import make_objective
+    from oodml.losses import get_spec, make_objective
     from oodml.models import build_model
 
     device = _resolve_device(cfg.device)
@@ -797,8 +799,10 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
     model = build_model(
         cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights, embed_dim=cfg.embed_dim, pooling=cfg.pooling,
         freeze_bn=cfg.freeze_bn, channels_last=cfg.channels_last, drop_path=cfg.drop_path,
+        embed_groups=get_spec(cfg.loss).embed_groups,
     ).to(device)
-    objective = make_objective(cfg.loss, num_classes=len(rc.fit_classes), embed_dim=model.embed_dim, **cfg.loss_params).to(device)
+    objective = make_objective(cfg.loss, num_classes=len(rc.fit_classes), embed_dim=model.embed_dim,
+                               feature_dim=model.feature_dim, **cfg.loss_params).to(device)
     if objective.needs_pairs and cfg.m_per_class < 2:
         raise BadInputError(f"loss {cfg.loss} compares images of one class: m_per_class must be at least 2 (got {cfg.m_per_class})")
     optimizer = _make_optimizer(cfg, model, objective)
@@ -882,13 +886,21 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
             model.train()
             objective.train()
             total, count = 0.0, 0
+            term_sums: dict[str, float] = {}  # named parts of composite objectives (DiVA, S2SD, regularisers)
             bar = tqdm(batches, total=num_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not show)
             for step, (images, labels) in enumerate(bar):
                 x = normalize_batch(images, mean, std, device)
                 y = labels.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    emb = model(x)
-                loss = objective(emb.float(), y)
+                    if objective.needs_features:  # e.g. S2SD: its auxiliary heads read the pooled features
+                        feats = model.forward_features(x)
+                        emb = model.embed_from_features(feats)
+                    else:
+                        feats, emb = None, model(x)
+                if feats is None:
+                    loss = objective(emb.float(), y)
+                else:
+                    loss = objective(emb.float(), y, features=feats.float())
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     raise OodmlError(
@@ -911,6 +923,8 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
                     optimizer.step()
                 total += value
                 count += 1
+                for k, v in objective.last_terms().items():
+                    term_sums[k] = term_sums.get(k, 0.0) + float(v)
                 bar.set_postfix(loss=f"{total / count:.4f}")
             bar.close()
             lr_now = float(optimizer.param_groups[0]["lr"])
@@ -918,6 +932,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
                 scheduler.step()
             train_seconds = time.perf_counter() - t0
             row: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(count, 1), "lr": lr_now}
+            row.update({f"loss_{k}": v / max(count, 1) for k, v in term_sums.items()})
             last = epoch + 1 == cfg.epochs
             val: dict[str, float] = {}
             eval_now = (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0) or last
@@ -1121,6 +1136,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--list-losses", action="store_true", help="print the objectives and their defaults, then exit")
     a("--search-space", action="store_true",
       help="with --list-losses: print each objective's tunable hyperparameters (ranges, scales, defaults)")
+    a("--plugin", action="append", metavar="MODULE",
+      help="import MODULE first: it registers objectives with oodml.losses.register_objective (repeatable; "
+           "for studies set OODML_PLUGINS=MODULE[,MODULE] or declare an 'oodml.objectives' entry point)")
     add_quiet(p)
     return p
 
@@ -1165,6 +1183,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 @run_cli
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.plugin:
+        from oodml.losses import load_plugins
+
+        load_plugins(args.plugin)
     if args.list_losses:
         from oodml.losses import format_objectives_table
 

@@ -28,7 +28,11 @@ NAMES = list(OBJECTIVES)
 REQUIRED = [
     "margin", "multisimilarity", "triplet", "contrastive", "lifted", "npairs", "proxynca",
     "proxyanchor", "softtriple", "arcface", "cosface", "normsoftmax", "circle", "supcon",
+    # the ooDML study's methods that pml does not ship (oodml/objectives/)
+    "rmargin", "maxentropy", "s2sd", "diva",
 ]
+# pair-based objectives that nevertheless own trainable parameters (learnable beta, heads, discriminators)
+OWN_PARAMS = {"margin", "rmargin", "maxentropy", "s2sd", "diva"}
 
 # objective -> (override key, value, attribute of the built Objective, expected attribute value)
 OVERRIDES = {
@@ -46,7 +50,20 @@ OVERRIDES = {
     "normsoftmax": ("temperature", 0.1, "loss.temperature", 0.1),
     "circle": ("gamma", 64.0, "loss.gamma", 64.0),
     "supcon": ("temperature", 0.2, "loss.temperature", 0.2),
+    "rmargin": ("miner.rho", 0.1, "miner.rho", 0.1),
+    "maxentropy": ("regularizers", [{"name": "uniformity", "weight": 0.5}], "regularizers.0.weight", 0.5),
+    "s2sd": ("weight", 10.0, "criterion.weight", 10.0),
+    "diva": ("decorrelation", 100.0, "criterion.decorrelation", 100.0),
 }
+
+
+def _make(name, num_classes=NUM_CLASSES, embed_dim=EMB_DIM, **kw):
+    """make_objective with the pooled-feature width of the test embedder (S2SD's heads read it)."""
+    return make_objective(name, num_classes, embed_dim, feature_dim=IN_DIM, **kw)
+
+
+def _call(obj, emb, labels, x):
+    return obj(emb, labels, features=x) if obj.needs_features else obj(emb, labels)
 
 
 def _getattr_path(obj, path):
@@ -82,27 +99,27 @@ def test_registry_has_required_objectives():
 @pytest.mark.parametrize("name", NAMES)
 def test_objective_builds_loss_is_finite_and_gradients_flow(name):
     torch.manual_seed(0)
-    obj = make_objective(name, NUM_CLASSES, EMB_DIM)
+    obj = _make(name)
     assert isinstance(obj, Objective) and isinstance(obj, torch.nn.Module)
     model = _TinyEmbedder()
     x, labels = _clustered_batch()
-    loss = obj(model(x), labels)
-    assert loss.ndim == 0 and torch.isfinite(loss) and loss.item() > 0
+    loss = _call(obj, model(x), labels, x)
+    assert loss.ndim == 0 and torch.isfinite(loss) and (loss.item() > 0 or name == "diva")  # DiVA's adversarial term is negative
     loss.backward()
     assert model.fc.weight.grad is not None and model.fc.weight.grad.abs().sum() > 0
     own = [p for p in obj.parameters() if p.requires_grad]
     for p in own:
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
     # proxy / classifier objectives and the margin loss own trainable parameters
-    assert bool(own) == (obj.kind != "pair" or name == "margin")
+    assert bool(own) == (obj.kind != "pair" or name in OWN_PARAMS)
     assert obj.needs_pairs == (obj.kind == "pair")
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_override_changes_pml_attribute(name):
     key, value, attr, expected = OVERRIDES[name]
-    default = make_objective(name, NUM_CLASSES, EMB_DIM)
-    changed = make_objective(name, NUM_CLASSES, EMB_DIM, **{key: value})
+    default = _make(name)
+    changed = _make(name, **{key: value})
     got = _getattr_path(changed, attr)
     assert got == pytest.approx(expected) if isinstance(expected, float) else got == expected
     try:
@@ -114,7 +131,7 @@ def test_override_changes_pml_attribute(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_unknown_key_fails_clearly(name):
     with pytest.raises(BadInputError) as err:
-        make_objective(name, NUM_CLASSES, EMB_DIM, bogus_key=1)
+        _make(name, bogus_key=1)
     msg = str(err.value)
     assert "'bogus_key'" in msg and name in msg and "valid keys" in msg
     for key in valid_keys(name):
@@ -258,7 +275,8 @@ def test_listing_and_table():
     assert "radians" in by_name["arcface"]["notes"]
     assert by_name["proxyanchor"]["defaults"]["lr_mult"] == 100
     for r in rows:
-        assert set(valid_keys(r["name"])) == set(r["defaults"]) | ({"miner"} if r["kind"] == "pair" else set())
+        takes_miner = r["kind"] == "pair" and not r["composite"]
+        assert set(valid_keys(r["name"])) == set(r["defaults"]) | ({"miner"} if takes_miner else set())
     table = format_objectives_table()
     lines = table.splitlines()
     assert lines[0].split()[:4] == ["name", "kind", "pml", "loss"]
