@@ -323,6 +323,8 @@ _SPECS: list[ObjectiveSpec] = [
         miner="rho_distance", miner_defaults={"rho": 0.4, "cutoff": 0.5},
         options={"beta_lr": 5e-4, "per_class_beta": True},
         params="beta",
+        search_space=_space(margin=Tunable(0.0, 0.5), beta=Tunable(0.3, 2.0), miner__rho=Tunable(0.0, 0.8),
+                            miner__cutoff=Tunable(0.0, 0.8)),
     ),
     ObjectiveSpec(
         "maxentropy", "MarginLoss", "pair",
@@ -331,6 +333,7 @@ _SPECS: list[ObjectiveSpec] = [
         miner="distance_weighted", miner_defaults={"cutoff": 0.5, "nonzero_loss_cutoff": 1.4},
         options={"beta_lr": 5e-4, "per_class_beta": True},
         params="beta", regularizers=("uniformity",),
+        search_space=_space(margin=Tunable(0.0, 0.5), beta=Tunable(0.5, 2.0), miner__cutoff=Tunable(0.0, 0.8)),
     ),
 ]
 OBJECTIVES: dict[str, ObjectiveSpec] = {s.name: s for s in _SPECS}
@@ -988,6 +991,8 @@ for _spec in (
         composite_defaults={"source": "rmargin", "source_params": {}, "dims": [1024, 1536, 2048], "temperature": 1.0,
                             "weight": 50.0, "feat_weight": 50.0, "feat_delay": 1000, "head_lr_mult": 1.0},
         params="aux heads, source's",
+        search_space=_space(weight=Tunable(1.0, 200.0, log=True), feat_weight=Tunable(1.0, 200.0, log=True),
+                            temperature=Tunable(0.25, 4.0, log=True)),
     ),
     ObjectiveSpec(
         "diva", "DiVA", "pair",
@@ -1000,6 +1005,8 @@ for _spec in (
                             "decorr_dim": 512, "decorr_lr_mult": 1.0, "shared_margin": 0.2, "shared_beta": 1.2,
                             "intra_margin": 1.0, "ssl_t": 2.0, "beta_lr": 5e-4},
         params="regressors, betas",
+        search_space=_space(alpha_shared=Tunable(0.05, 1.0, log=True), alpha_intra=Tunable(0.05, 1.0, log=True),
+                            alpha_ssl=Tunable(0.05, 1.0, log=True), decorrelation=Tunable(100.0, 5000.0, log=True)),
     ),
 ):
     register_objective(_spec)

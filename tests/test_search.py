@@ -136,7 +136,7 @@ def test_every_objective_declares_a_valid_space(name):
         else:
             assert t.low <= d <= t.high, f"{name}: default {key}={d} outside {t.describe()}"
             own[key] = t.high  # an extreme of the range must build
-    obj = L.make_objective(name, num_classes=5, embed_dim=8, **own)
+    obj = L.make_objective(name, num_classes=5, embed_dim=16, feature_dim=32, **own)  # 16: DiVA heads, uniformity chunks
     assert obj.name == name
 
 
