@@ -35,11 +35,13 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import submitit
 
@@ -61,6 +63,8 @@ __all__ = [
     "slurm_parameters",
     "visible_gpus",
     "worker_queues",
+    "die_with_parent",
+    "start_parent_watchdog",
 ]
 
 POLL_SECONDS = 2.0
@@ -189,11 +193,75 @@ def worker_queues(run_ids: Sequence[str], slots: Sequence[Any]) -> list[list[str
 
 
 def worker_env(device: str, base: dict | None = None) -> dict[str, str]:
-    """Environment of a worker process: its GPU (``"cpu"``: no GPU) and no progress bars."""
+    """Environment of a worker process: its GPU (``"cpu"``: no GPU), no progress bars, and the
+    runner's pid (``OODML_PARENT_PID``) for the worker's watchdog (:func:`start_parent_watchdog`)."""
     env = dict(os.environ if base is None else base)
     env["CUDA_VISIBLE_DEVICES"] = "" if device == "cpu" else str(device)
     env["OODML_QUIET"] = "1"
+    env[PARENT_ENV] = str(os.getpid())
     return env
+
+
+#: Environment variable naming the runner a worker must not outlive.
+PARENT_ENV = "OODML_PARENT_PID"
+#: Seconds between the watchdog's checks of the parent (platforms without a parent-death signal).
+WATCHDOG_SECONDS = 1.0
+
+
+def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn`` for :class:`subprocess.Popen`: on Linux the child gets ``sig`` when the
+    process that started it dies (``prctl(PR_SET_PDEATHSIG)``), even by SIGKILL; if that parent
+    is already gone when the child starts, the child signals itself at once. Elsewhere it does
+    nothing (the worker's :func:`start_parent_watchdog` covers it).
+
+    SIGTERM (the default) makes a worker leave like Ctrl-C: the claim of its run is released and
+    the trainer's last checkpoint stays for the next runner to resume from.
+    """
+
+    def _preexec() -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os.kill(os.getpid(), int(sig))
+
+    return _preexec
+
+
+def start_parent_watchdog(parent_pid: int | None = None, every: float = WATCHDOG_SECONDS,
+                          sig: int = signal.SIGTERM) -> threading.Thread | None:
+    """Start a daemon thread that sends ``sig`` to this process once ``parent_pid`` (default: the
+    ``OODML_PARENT_PID`` environment variable) is no longer this process's parent, i.e. the runner
+    that started this worker died. The portable counterpart of :func:`die_with_parent`; returns
+    the thread, or None when there is no parent to watch."""
+    if parent_pid is None:
+        text = os.environ.get(PARENT_ENV, "")
+        if not text.isdigit():
+            return None
+        parent_pid = int(text)
+    if os.getppid() != parent_pid and parent_pid != os.getpid():
+        # started by someone else (e.g. a user re-running a worker command by hand): nothing to watch
+        from oodml.study import pid_alive
+
+        if pid_alive(parent_pid):
+            return None
+
+    def _watch() -> None:
+        while True:
+            time.sleep(every)
+            if os.getppid() != parent_pid:
+                os.kill(os.getpid(), int(sig))
+                return
+
+    t = threading.Thread(target=_watch, name="oodml-parent-watchdog", daemon=True)
+    t.start()
+    return t
 
 
 def worker_command(study, queue_file: Path, *, retry_failed: bool = False, run_fn_spec: str | None = None) -> list[str]:
@@ -247,7 +315,8 @@ def run_workers(study, runs, slots: Sequence[tuple[str, int]], *, retry_failed=F
             log = open(wdir / f"{tag}.log", "ab")
             cmd = worker_command(study, qfile, retry_failed=retry_failed, run_fn_spec=run_fn_spec)
             procs.append((subprocess.Popen(cmd, env=worker_env(dev), stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL), log, dev, k))
+                                           stdin=subprocess.DEVNULL, preexec_fn=die_with_parent(os.getpid())),
+                          log, dev, k))
         while True:
             alive = [p for p, *_ in procs if p.poll() is None]
             n_done = sum(1 for r in study.runs if run_state(r, study.stale_after) == "done")

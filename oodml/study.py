@@ -1284,6 +1284,10 @@ def _main(argv: list[str] | None = None) -> int:
         if threading.current_thread() is threading.main_thread():
             # `kill` / Slurm cancel: leave like Ctrl-C, releasing the claim of the run in progress
             signal.signal(signal.SIGTERM, _terminate)
+            # a worker of a runner (executor.jobs > 1, gpus) ends with it, even when it is SIGKILLed
+            from oodml.executors import start_parent_watchdog
+
+            start_parent_watchdog()
         counts = run_study(
             study, executor=args.executor, retry_failed=args.retry_failed, max_runs=args.max_runs,
             only=_parse_only(args.only), stale_after=args.stale_after, run_fn_spec=args.run_fn,
