@@ -65,6 +65,10 @@ __all__ = [
     "worker_queues",
     "die_with_parent",
     "start_parent_watchdog",
+    "record_ended_job",
+    "release_own_claim",
+    "slurm_task_state",
+    "squeue_states",
 ]
 
 POLL_SECONDS = 2.0
@@ -360,7 +364,7 @@ _SLURM_MAP = {
     "partition": "slurm_partition",
     "array_parallelism": "slurm_array_parallelism",
 }
-_SLURM_OWN = ("cluster",)
+_SLURM_OWN = ("cluster", "max_num_timeout")  # not update_parameters keys (max_num_timeout: the executor's)
 _FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
              "DEADLINE", "PREEMPTED", "INTERRUPTED", "FINISHED", "DONE"}
 
@@ -457,6 +461,8 @@ class StudyTask(submitit.helpers.Checkpointable):
         extra = {}
         with contextlib.suppress(Exception):
             extra["job_id"] = submitit.JobEnvironment().job_id
+        if extra.get("job_id"):
+            release_own_claim(run.run_dir, str(extra["job_id"]))
         return execute_run(run, study.name, run_fn=load_run_fn(self.run_fn_spec), retry_failed=self.retry_failed,
                            stale_after=study.stale_after, heartbeat=study.heartbeat, claim_extra=extra)
 
@@ -471,6 +477,93 @@ class StudyTask(submitit.helpers.Checkpointable):
         return super().checkpoint(run_id)
 
 
+#: Slurm states in which a task ended without finishing its run (the run is then shown as failed).
+_ENDED_BADLY = ("CANCELLED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
+                "PREEMPTED")
+#: Seconds a ``squeue`` answer is reused (one call per job array per status, not one per run).
+SQUEUE_TTL = 5.0
+_squeue_cache: dict[str, tuple[float, dict[str, str] | None]] = {}
+#: Where ``status`` and ``run`` take a Slurm study's states from (printed once, instead of
+#: submitit's repeated ``sacct`` warnings on clusters without accounting).
+STATUS_SOURCE = "job states from Slurm's squeue and the run folders (no accounting database needed)"
+
+
+class _DropSacctNoise:
+    """A logging filter for submitit's logger: drop its repeated ``sacct`` errors (clusters without
+    accounting); oodml reads job states with ``squeue`` (:func:`slurm_task_state`) instead."""
+
+    def filter(self, record) -> bool:  # noqa: A003
+        with contextlib.suppress(Exception):
+            return "sacct" not in record.getMessage()
+        return True
+
+
+def quiet_submitit() -> None:
+    """Install :class:`_DropSacctNoise` on the ``submitit`` logger (idempotent)."""
+    import logging
+
+    log = logging.getLogger("submitit")
+    if not any(isinstance(f, _DropSacctNoise) for f in log.filters):
+        log.addFilter(_DropSacctNoise())
+
+
+def squeue_states(job_id: str, ttl: float = SQUEUE_TTL) -> dict[str, str] | None:
+    """Task id (``"123_4"``, or ``"123"`` for a plain job) -> Slurm state (``PENDING``, ``RUNNING``,
+    ``COMPLETED``, ``CANCELLED``, ...) of every task of the job array ``job_id``, from one
+    ``squeue -r -t all`` call (cached ``ttl`` seconds). ``{}`` when the controller no longer knows
+    the job (it ended more than ``MinJobAge`` ago); None when squeue cannot answer."""
+    array_id = str(job_id).split("_")[0]
+    now = time.time()
+    hit = _squeue_cache.get(array_id)
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1]
+    out: dict[str, str] | None = None
+    exe = shutil.which("squeue")
+    if exe is not None:
+        try:
+            res = subprocess.run([exe, "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i %T"],
+                                 capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            res = None
+        if res is not None and res.returncode == 0:
+            out = {}
+            for line in res.stdout.splitlines():
+                parts = line.split()
+                if len(parts) >= 2:
+                    out[parts[0]] = parts[1].upper()
+        elif res is not None and "invalid job id" in (res.stderr or "").lower():
+            out = {}
+    _squeue_cache[array_id] = (now, out)
+    return out
+
+
+def slurm_task_state(job_id: str, ttl: float = SQUEUE_TTL) -> str:
+    """State of one Slurm task from :func:`squeue_states`: a Slurm state, ``GONE`` (no longer known
+    to the controller: ended), or ``UNKNOWN`` (squeue cannot answer)."""
+    states = squeue_states(job_id, ttl)
+    if states is None:
+        return "UNKNOWN"
+    return states.get(str(job_id), "GONE")
+
+
+def release_own_claim(run_dir: Path, job_id: str) -> bool:
+    """Remove a claim left by an earlier incarnation of Slurm task ``job_id`` (requeued by
+    ``scontrol requeue`` or preemption, killed before it could release it). Slurm never runs two
+    incarnations of one task at once, so such a claim is dead even on another node, and the
+    restarted task resumes at once instead of waiting ``stale_after`` seconds."""
+    from oodml.study import CLAIM, _HOST, _read_claim
+
+    path = Path(run_dir) / CLAIM
+    info = _read_claim(path)
+    if not info or str(info.get("job_id")) != str(job_id):
+        return False
+    if info.get("pid") == os.getpid() and info.get("host") == _HOST:
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return True
+
+
 def job_alive(marker: dict, mtime: float, stale_after: float) -> bool:
     """Whether the job named by a ``queued.json`` marker may still run its run."""
     from oodml.study import _HOST, pid_alive
@@ -482,15 +575,35 @@ def job_alive(marker: dict, mtime: float, stale_after: float) -> bool:
             return job_id.isdigit() and pid_alive(int(job_id))
         return time.time() - mtime < stale_after
     if cluster == "slurm":
-        try:
-            state = submitit.SlurmJob(folder=marker.get("folder", "."), job_id=job_id).state
-        except Exception:
-            state = "UNKNOWN"
-        state = str(state).split()[0].upper()
-        if state == "UNKNOWN":  # sacct cannot tell (yet): trust a recent marker
+        state = slurm_task_state(job_id)
+        if state == "UNKNOWN":  # squeue cannot tell (not on a cluster node?): trust a recent marker
             return time.time() - mtime < 2 * 86400
+        if state == "GONE":
+            return False
         return state not in _FINISHED and not state.startswith("CANCELLED")
     return False
+
+
+def record_ended_job(run_dir: Path, marker: dict) -> bool:
+    """When the Slurm task of a ``queued.json`` marker ended badly (cancelled, timed out, failed,
+    ...) without finishing its run, record it as the run's ``failed.json`` (so that ``status``
+    shows it as failed and ``run --retry-failed`` resubmits it) and remove the marker. Called
+    once the job is known not to be alive; returns whether it recorded a failure."""
+    from oodml.study import FAILED, QUEUED, _HOST
+
+    if marker.get("cluster") != "slurm":
+        return False
+    job_id = str(marker.get("job_id", ""))
+    state = slurm_task_state(job_id).split()[0]
+    if not state.startswith(_ENDED_BADLY):
+        return False
+    if not (run_dir / FAILED).is_file():
+        write_json(run_dir / FAILED, {"error": f"Slurm task {job_id} ended {state} before the run finished",
+                                      "phase": "slurm job", "host": _HOST, "job_id": job_id,
+                                      "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(run_dir / QUEUED)
+    return True
 
 
 def run_slurm(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None, adapt_fn=None,
@@ -510,7 +623,11 @@ def run_slurm(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None,
     if not runs:
         return {"done": 0, "failed": 0, "skipped": 0, "submitted": 0}
     folder = study.runs_dir / ".submitit"
-    ex = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
+    quiet_submitit()
+    ctor = {}
+    if opts.get("max_num_timeout") is not None:  # how often a timed-out task is requeued (submitit: 3)
+        ctor["slurm_max_num_timeout"] = int(opts["max_num_timeout"])
+    ex = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster, **ctor)
     try:
         ex.update_parameters(**slurm_parameters(opts, name=f"oodml-{study.name}"))
     except (NameError, AssertionError, ValueError) as exc:
@@ -524,12 +641,18 @@ def run_slurm(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None,
     first = str(jobs[0].job_id).split("_")[0]
     print(f"submitted {len(jobs)} runs of study {study.name} ({cluster}, first job {first}); "
           f"logs in {folder}", file=sys.stderr)
+    if cluster == "slurm":
+        print(STATUS_SOURCE, file=sys.stderr)
     if not wait:
         return {"submitted": len(jobs)}
     bar = make_bar(study, progress)
     try:
         while True:
-            finished = all(j.done() for j in jobs)
+            if cluster == "slurm":
+                finished = all(slurm_task_state(str(j.job_id), ttl=0.0 if i == 0 else SQUEUE_TTL)
+                               in ("GONE", *_FINISHED) for i, j in enumerate(jobs))
+            else:
+                finished = all(j.done() for j in jobs)
             n_done = sum(1 for r in study.runs if run_state(r, study.stale_after) == "done")
             bar.update(max(0, n_done - bar.n))
             if finished:
@@ -542,7 +665,10 @@ def run_slurm(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None,
         if state not in ("done", "failed", "running"):
             exc = None
             with contextlib.suppress(Exception):
-                exc = job.exception()
+                # without its result file a job's outcome would be asked of sacct, forever on a
+                # cluster without accounting: the scheduler's state was recorded by run_state
+                if cluster != "slurm" or job.paths.result_pickle.exists():
+                    exc = job.exception()
             if exc is not None:  # the job died outside execute_run (e.g. import error, OOM kill)
                 last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
                 write_json(run.run_dir / "failed.json", {"error": last, "phase": "slurm job", "host": _HOST,

@@ -778,6 +778,9 @@ def run_state(run: RunSpec, stale_after: float = DEFAULT_STALE_AFTER) -> str:
             marker = json.loads(q.read_text(encoding="utf-8"))
             if _queued_alive(marker, q.stat().st_mtime, stale_after):
                 return "queued"
+            from oodml.executors import record_ended_job
+
+            record_ended_job(run.run_dir, marker)  # cancelled / timed out: failed, not queued forever
     if (run.run_dir / FAILED).is_file():
         return "failed"
     return "pending"
@@ -1275,6 +1278,10 @@ def _main(argv: list[str] | None = None) -> int:
         print(plan_table(study))
     elif args.command == "status":
         print(format_status(status_summary(study)))
+        if study.executor.get("kind") == "slurm" and (study.executor.get("slurm") or {}).get("cluster", "slurm") == "slurm":
+            from oodml.executors import STATUS_SOURCE
+
+            print(STATUS_SOURCE)
     elif args.command == "collect":
         res = collect(study, out=args.out)
         extra = f" and {res['parquet']}" if res["parquet"] else ""
