@@ -46,13 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--level", choices=("class", "image"), default="class",
                     help="FID over class means (reference) or over all images (default: class)")
     ap.add_argument("--num-splits", type=int, default=9, metavar="K", help="splits to select (default 9)")
-    ap.add_argument("--swaps-per-iter", type=int, default=2, metavar="N", help="class swaps per iteration (default 2)")
+    ap.add_argument("--swaps-per-iter", type=int, default=None, metavar="N",
+                    help="class swaps per iteration (default max(2, ceil(1%% of the smaller side)): 2 up to 200 "
+                         "classes a side, 114 for SOP)")
     ap.add_argument("--history", type=int, default=5, metavar="H",
                     help="skip classes moved in the last H swaps (default 5; 0 = no history)")
     ap.add_argument("--patience", type=int, default=5, metavar="P",
                     help="end a phase after P iterations without a new best FID (default 5; 0 = never)")
     ap.add_argument("--max-iters", type=int, default=None, metavar="N",
-                    help="iterations per swap phase (default: ceil(smaller side / swaps-per-iter))")
+                    help="iterations per swap phase (default: ceil(min(smaller side, 2000) / swaps-per-iter))")
     ap.add_argument("--min-classes", type=int, default=None, metavar="M",
                     help="removal floor per side (default: max(10, MIN_FRACTION of the side's standard size))")
     ap.add_argument("--min-fraction", type=float, default=0.5, metavar="F",

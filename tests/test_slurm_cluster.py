@@ -117,7 +117,7 @@ def _rows(csv_path: Path) -> list[dict]:
 def test_array_status_cancel_retry_and_collect(cluster, env, tmp_path):
     """run submits one array; a second run submits nothing; status reads the scheduler; a cancelled
     task shows as failed and --retry-failed resubmits only it; collect has every row once."""
-    p = _study(tmp_path, "arr", splits="[1, 5, 9]")
+    p = _study(tmp_path, "arr", splits="[1, 5, 9]", epochs=1)
     st = S.load_study(p)
     ids = [r.run_id for r in S.select_runs(st)]
     res = _cli(env, "run", str(p), "--quiet")
@@ -181,10 +181,9 @@ def test_requeued_task_resumes_from_checkpoint_with_the_same_result(cluster, env
 
 
 def test_task_at_its_time_limit_is_checkpointed_requeued_and_finishes(cluster, env, tmp_path):
-    """A one-minute time limit with submitit's signal 58 s before it: the task is signalled,
+    """A one-minute time limit with submitit's signal 15 s before it: the task is signalled,
     checkpoints, requeues itself, resumes, and the run finishes."""
-    p = _study(tmp_path, "tl", splits="[1]", epochs=12,
-               slurm=", signal_delay_s: 58, max_num_timeout: 30")
+    p = _study(tmp_path, "tl", splits="[1]", epochs=5, slurm=", signal_delay_s: 15, max_num_timeout: 10")
     txt = p.read_text().replace("time: 10", "time: 1")
     p.write_text(txt)
     st = S.load_study(p)
@@ -195,4 +194,4 @@ def test_task_at_its_time_limit_is_checkpointed_requeued_and_finishes(cluster, e
     assert log.count(f"=== oodml.study tl run {run.run_id}") >= 2  # ran in more than one allocation
     sub = "".join(f.read_text(errors="replace") for f in (st.runs_dir / ".submitit").rglob("*_log.err"))
     assert "timed-out" in sub
-    assert [int(r["epoch"]) for r in _rows(run.run_dir / "log.csv")] == list(range(1, 13))
+    assert [int(r["epoch"]) for r in _rows(run.run_dir / "log.csv")] == list(range(1, 6))

@@ -17,7 +17,9 @@ From a shell (``make slurm-up`` / ``make slurm-down``)::
 ``up`` leaves the daemons running in the background (their pids in ``<dir>/pids.json``);
 ``down`` stops those pids only. The configuration follows the simplest setup that works in a
 container: ``ProctrackType=proctrack/linuxproc``, ``TaskPlugin=task/none``, no accounting
-(``sacct`` is unavailable, as on many small clusters), ``SelectType=select/cons_tres`` with
+(``sacct`` is unavailable, as on many small clusters), ``OverTimeLimit=1`` (a task is killed one
+minute after its time limit, so that submitit's warning signal always comes first even at the
+one-minute minimum limit a test can ask for), ``SelectType=select/cons_tres`` with
 ``CR_CPU`` (CPUs are consumed, memory is not), the node sized from ``slurmd -C``. Daemons run as
 the current user (root when apt installed the packages here), which is also the job user.
 
@@ -182,6 +184,7 @@ ReturnToService=2
 JobRequeue=1
 MinJobAge={self.min_job_age}
 KillWait=5
+OverTimeLimit=1
 SlurmctldTimeout=30
 SlurmdTimeout=60
 InactiveLimit=0
