@@ -1231,6 +1231,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("plan", help="print the grid: run id, dataset, split, FID, loss, seed, state")
     common(sp)
+    sp.add_argument("--estimate", action="store_true",
+                    help="also estimate the study's training compute (GPU- or CPU-hours; see oodml.estimate)")
+    sp.add_argument("--estimate-steps", type=int, default=5, metavar="N",
+                    help="training steps timed on this machine's device for --estimate (default 5)")
+    sp.add_argument("--seconds-per-step", type=float, default=None, metavar="S",
+                    help="use this recorded time per training step instead of timing one here")
     sp = sub.add_parser("run", help="execute the pending runs")
     common(sp)
     sp.add_argument("--executor", choices=EXECUTOR_KINDS, default=None, help="override executor.kind")
@@ -1276,6 +1282,11 @@ def _main(argv: list[str] | None = None) -> int:
     study = load_study(args.file, runs_dir=args.runs_dir)
     if args.command == "plan":
         print(plan_table(study))
+        if args.estimate:
+            from oodml.estimate import estimate_study, format_estimate
+
+            print(format_estimate(estimate_study(study, steps=args.estimate_steps,
+                                                 seconds_per_step=args.seconds_per_step)))
     elif args.command == "status":
         print(format_status(status_summary(study)))
         if study.executor.get("kind") == "slurm" and (study.executor.get("slurm") or {}).get("cluster", "slurm") == "slurm":
