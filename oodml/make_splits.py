@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="removal floor per side (default: max(10, MIN_FRACTION of the side's standard size))")
     ap.add_argument("--min-fraction", type=float, default=0.5, metavar="F",
                     help="default removal floor as a fraction of each side's standard size (default 0.5)")
+    ap.add_argument("--swap-unit", choices=("class", "superclass"), default="class",
+                    help="move single classes (default) or whole superclasses (SOP's 12 categories; the dataset's "
+                         "or the features file's superclasses), as the ooDML reference's --super option")
     ap.add_argument("--episodes", type=int, default=10, metavar="E", help="few-shot episodes per shot (default 10)")
     ap.add_argument("--val-fraction", type=float, default=0.15, help="validation classes per split (default 0.15)")
     ap.add_argument("--seed", type=int, default=0, help="seed of validation classes and episodes (default 0)")
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"splits/{name}.json")
     sf = make_splits(args.dataset if not args.features_file else name, root=args.root, download=args.download,
                      extractor=args.features, weights=args.weights, features_file=args.features_file,
-                     params=_params(args), seed=args.seed, out=out, progress=progress)
+                     params=_params(args), seed=args.seed, out=out, progress=progress, swap_unit=args.swap_unit)
     n_steps = len(sf.trajectory)
     print(f"wrote {out}: {len(sf.series)} splits selected from {n_steps} search steps "
           f"({sf.provenance.get('extractor')} features, {sf.provenance.get('level')} level)")

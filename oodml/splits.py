@@ -329,6 +329,31 @@ def _pick_pairs(order_tr, order_te, slots_tr, slots_te, k_count, blocked: deque,
     return moved
 
 
+def superclass_units(train: Sequence[int], test: Sequence[int], superclass_of: Sequence[str | None]
+                     ) -> tuple[list[list[int]], list[int], list[int]]:
+    """Group each side's classes by superclass (``superclass_of[c]`` of class id ``c``; a class
+    without one is its own unit): ``(units, train_units, test_units)`` for :func:`search_trajectory`.
+    Units are numbered train side first, each side in order of first appearance."""
+    units: list[list[int]] = []
+    sides = []
+    for side in (train, test):
+        index: dict[str, int] = {}
+        ids = []
+        for c in side:
+            sup = superclass_of[int(c)]
+            if sup is None:
+                units.append([int(c)])
+                ids.append(len(units) - 1)
+                continue
+            if sup not in index:
+                units.append([])
+                index[sup] = len(units) - 1
+                ids.append(index[sup])
+            units[index[sup]].append(int(c))
+        sides.append(ids)
+    return units, sides[0], sides[1]
+
+
 def search_trajectory(
     features,
     labels,
@@ -339,6 +364,7 @@ def search_trajectory(
     fid=None,
     blas_threads: int | None = None,
     progress: bool = False,
+    units: Sequence[Sequence[int]] | None = None,
 ) -> Trajectory:
     """Run the documented search (module docstring) on a feature table.
 
@@ -351,6 +377,11 @@ def search_trajectory(
     fid : an existing :class:`oodml.fid.FIDComputer` on the same table and level (else one is built).
     blas_threads : BLAS threads of the FID computer built here (``None``: its default; 1 avoids
         OpenBLAS's collapse on an oversubscribed machine, see :mod:`oodml.fid`).
+    units : swap whole groups of classes (``--swap-unit superclass``, see :func:`superclass_units`):
+        ``units[u]`` lists the class ids of unit ``u``, and ``train``/``test`` are unit ids.  The
+        rule ranks units by the mean of their class means, every swap or removal moves whole
+        units, swaps per iteration, iterations and floors count units; the FID and the records
+        are on classes, as without units.
     """
     import time
 
@@ -368,6 +399,15 @@ def search_trajectory(
         raise OodmlError(f"each side needs at least 2 classes for an FID, got {len(train)} train / {len(test)} test")
     t0 = time.perf_counter()
     means = class_means(x, lab)
+    if units is not None:
+        groups = [[int(c) for c in g] for g in units]
+        means = np.stack([means[g].mean(axis=0) for g in groups])
+
+        def expand(ids):
+            return [c for u in ids for c in groups[u]]
+    else:
+        def expand(ids):
+            return ids
     fc = fid if fid is not None else FIDComputer(x, lab, level=p.level, blas_threads=blas_threads)
     t_setup = time.perf_counter() - t0
     p = resolve_params(p, len(train), len(test))
@@ -390,11 +430,16 @@ def search_trajectory(
     def fid_of(tr, te) -> float:
         calls[0] += 1
         t = time.perf_counter()
-        v = float(fc(tr, te))
+        v = float(fc(expand(tr), expand(te)))
         t_fid[0] += time.perf_counter() - t
         return v
 
+    unit_states: list[tuple[list[int], list[int]]] = []  # the states in units (= states without units)
+
     def add(phase, parent, tr, te, value, to_test=(), to_train=(), removed=()):
+        unit_states.append((list(tr), list(te)))
+        tr, te = expand(tr), expand(te)
+        to_test, to_train, removed = expand(to_test), expand(to_train), expand(removed)
         records.append({
             "step": len(records), "phase": phase, "fid": value,
             "to_test": [int(c) for c in to_test], "to_train": [int(c) for c in to_train],
@@ -442,7 +487,7 @@ def search_trajectory(
     if "harder" in p.phases:
         hardest = swap_phase("harder", reverse=False)
     if "removal" in p.phases:
-        tr, te = list(states[hardest][0]), list(states[hardest][1])
+        tr, te = list(unit_states[hardest][0]), list(unit_states[hardest][1])
         best, since, parent = records[hardest]["fid"], 0, hardest
         removable = max(len(tr) - floors[0], len(te) - floors[1], 0)
         if default_iters:  # the scaling rule: at most MOVE_BUDGET classes removed per side
@@ -664,9 +709,14 @@ def build_split_document(
     extra_provenance: dict | None = None,
     blas_threads: int | None = None,
     progress: bool = False,
+    superclass_of: Sequence[str | None] | None = None,
 ) -> dict:
     """Search, select and assemble the whole split document (a JSON-able dict, see the module
     docstring) for a feature table.
+
+    ``superclass_of`` (one superclass name, or None, per class of ``classes``): move whole
+    superclasses instead of classes (``--swap-unit superclass``, :func:`superclass_units`);
+    recorded as ``provenance.swap_unit``.
 
     ``features`` (n, d); ``labels`` (n,) int ids into ``classes``; image id = row index.
     """
@@ -688,9 +738,20 @@ def build_split_document(
     empty = [c for c in list(standard_train) + list(standard_test) if not images_by_class[c]]
     if empty:
         raise OodmlError(f"class {empty[0]!r} of the standard split has no images in the feature table")
-    p = resolve_params(p, len(standard_train), len(standard_test))  # provenance records the resolved S
-    traj = search_trajectory(features, lab, [index[c] for c in standard_train],
-                             [index[c] for c in standard_test], p, blas_threads=blas_threads, progress=progress)
+    tr_ids, te_ids = [index[c] for c in standard_train], [index[c] for c in standard_test]
+    units = None
+    if superclass_of is not None:
+        if len(superclass_of) != len(classes) or all(s is None for s in superclass_of):
+            raise OodmlError("--swap-unit superclass needs a superclass for the classes (the dataset or the "
+                             "features file's 'superclasses' array has none)")
+        units, tr_ids, te_ids = superclass_units(tr_ids, te_ids, superclass_of)
+        if len(tr_ids) < 2 or len(te_ids) < 2:
+            raise OodmlError(f"--swap-unit superclass needs at least 2 superclasses on each side, got "
+                             f"{len(tr_ids)} train / {len(te_ids)} test")
+        extra_provenance = {**(extra_provenance or {}), "swap_unit": "superclass"}
+    p = resolve_params(p, len(tr_ids), len(te_ids))  # provenance records the resolved S
+    traj = search_trajectory(features, lab, tr_ids, te_ids, p, blas_threads=blas_threads, progress=progress,
+                             units=units)
     return assemble_document(traj, classes, images_by_class, p, seed=seed, dataset=dataset,
                              fingerprint=fingerprint, extractor=extractor, source=source,
                              extra_provenance=extra_provenance, num_images=len(lab))
@@ -1347,8 +1408,12 @@ def make_splits(
     seed: int = 0,
     out=None,
     progress: bool = True,
+    swap_unit: str = "class",
 ) -> SplitFile:
     """Search, select and (with ``out``) write the split series of a dataset.
+
+    ``swap_unit="superclass"`` moves whole superclasses (the dataset's, or the features file's
+    ``superclasses`` array), as the ooDML reference's ``--super`` option did for SOP.
 
     Features: ``features_file`` (an ``.npz`` written by :mod:`oodml.features`, no dataset needed)
     or :func:`oodml.features.extract_features` on the loaded dataset (cached) with ``extractor``
@@ -1357,6 +1422,8 @@ def make_splits(
     from oodml import features as feats
 
     p = params or SearchParams()
+    if swap_unit not in ("class", "superclass"):
+        raise OodmlError(f"swap unit must be 'class' or 'superclass', got {swap_unit!r}")
     if features_file is not None:
         from oodml.io import file_digest
 
@@ -1365,10 +1432,15 @@ def make_splits(
         std_train, std_test = feats.standard_split_for_features(fs)
         name = dataset or getattr(fs, "dataset", None) or getattr(fs, "dataset_name", None) or Path(features_file).stem
         extra = {"features_file": Path(features_file).name, "features_md5": file_digest(features_file)}
+        sup_of = None
+        if swap_unit == "superclass":
+            sup_of = [None] * len(classes)
+            for c, sup in zip(lab.tolist(), getattr(fs, "superclasses", None) or []):
+                sup_of[c] = sup
         doc = build_split_document(x, lab, classes, list(std_train), list(std_test), p, seed=seed, dataset=str(name),
                                    fingerprint=str(getattr(fs, "fingerprint", "") or ""),
                                    extractor=str(getattr(fs, "extractor", "") or ""), source="features-file",
-                                   extra_provenance=extra, progress=progress)
+                                   extra_provenance=extra, progress=progress, superclass_of=sup_of)
     else:
         from oodml.datasets import canonical_name, load_dataset
 
@@ -1382,10 +1454,15 @@ def make_splits(
         ds_index = {c: i for i, c in enumerate(ds.classes)}
         lab = np.asarray([ds_index[fclasses[i]] for i in lab.tolist()], dtype=np.int64)
         extra = {"weights": os.path.basename(str(weights)) if weights else None}
+        sup_of = None
+        if swap_unit == "superclass":
+            sup_of = [None] * len(ds.classes)
+            for it in ds.items:
+                sup_of[ds_index[it.label]] = it.superclass
         doc = build_split_document(x, lab, ds.classes, ds.train_classes, ds.test_classes, p, seed=seed,
                                    dataset=ds.name, fingerprint=ds.fingerprint(),
                                    extractor=str(getattr(fs, "extractor", ext)), source="search",
-                                   extra_provenance=extra, progress=progress)
+                                   extra_provenance=extra, progress=progress, superclass_of=sup_of)
     text = dumps_split_document(doc)
     plain = json.loads(text)
     validate_split_document(plain, str(out) if out else "<new split file>")
