@@ -391,6 +391,7 @@ def _claim_pids(st) -> dict[str, int]:
     return out
 
 
+@pytest.mark.slow
 def test_sigkill_of_parallel_runner_leaves_no_worker_and_restart_completes(tmp_path, fake, monkeypatch):
     """kill -9 of `study run` with jobs: 2 ends its workers (parent-death signal); a restart takes
     over, re-trains only the two interrupted runs, and every row is collected once."""
