@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("table", f"{wall:.1f} s", f"{peak:.2f} GiB", f"{table.stat().st_size / 2**30:.2f} GiB file"))
     env = dict(os.environ, OODML_QUIET="1")
     wall, peak, _ = _child(["-m", "oodml.make_splits", "--features-file", str(table), "--level", "class",
-                            "--out", str(work / "sop.json"), "--quiet"], env)
+                            "--out", str(work / "sop.json"), "--figure", "none", "--quiet"], env)
     doc = json.loads((work / "sop.json").read_text())
     prov = doc["provenance"]["params"]
     steps = len(doc["trajectory"])
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     np.savez(cub, features=x, labels=names[lab])
     del x
     wall, peak_cub, _ = _child(["-m", "oodml.make_splits", "--features-file", str(cub), "--level", "class",
-                                "--out", str(work / "cub.json"), "--quiet"], env)
+                                "--out", str(work / "cub.json"), "--figure", "none", "--quiet"], env)
     rows.append(("splits (CUB)", f"{wall:.1f} s", f"{peak_cub:.2f} GiB",
                  f"{len(json.loads((work / 'cub.json').read_text())['trajectory'])} steps"))
     wall, peak, out = _child(["-m", "benchmarks.bench_sop", "--stage", "evaluate", *quick], env)
