@@ -16,7 +16,7 @@ DEMO_OUT   ?= figures
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export PIP_NO_INPUT=1
 
-.PHONY: demo test venv bench clean-venv
+.PHONY: demo test venv bench clean-venv slurm-up slurm-down
 
 venv: $(STAMP)
 
@@ -42,6 +42,17 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.bench_evaluate
 	$(PY) -m benchmarks.bench_cli
 	$(PY) -m benchmarks.bench_train
+	$(PY) -m benchmarks.bench_sop
 
 clean-venv:
 	rm -rf $(VENV)
+
+# A private single-node Slurm cluster in $(SLURM_DIR) (installs slurm-wlm and munge with apt when
+# root and missing); then `export SLURM_CONF=$(SLURM_DIR)/slurm.conf` to use sbatch/squeue/study run.
+SLURM_DIR ?= .slurm
+
+slurm-up: $(STAMP)
+	$(PY) -m oodml.testing.slurm up --dir $(SLURM_DIR)
+
+slurm-down: $(STAMP)
+	$(PY) -m oodml.testing.slurm down --dir $(SLURM_DIR)

@@ -35,11 +35,13 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import submitit
 
@@ -61,6 +63,12 @@ __all__ = [
     "slurm_parameters",
     "visible_gpus",
     "worker_queues",
+    "die_with_parent",
+    "start_parent_watchdog",
+    "record_ended_job",
+    "release_own_claim",
+    "slurm_task_state",
+    "squeue_states",
 ]
 
 POLL_SECONDS = 2.0
@@ -189,11 +197,75 @@ def worker_queues(run_ids: Sequence[str], slots: Sequence[Any]) -> list[list[str
 
 
 def worker_env(device: str, base: dict | None = None) -> dict[str, str]:
-    """Environment of a worker process: its GPU (``"cpu"``: no GPU) and no progress bars."""
+    """Environment of a worker process: its GPU (``"cpu"``: no GPU), no progress bars, and the
+    runner's pid (``OODML_PARENT_PID``) for the worker's watchdog (:func:`start_parent_watchdog`)."""
     env = dict(os.environ if base is None else base)
     env["CUDA_VISIBLE_DEVICES"] = "" if device == "cpu" else str(device)
     env["OODML_QUIET"] = "1"
+    env[PARENT_ENV] = str(os.getpid())
     return env
+
+
+#: Environment variable naming the runner a worker must not outlive.
+PARENT_ENV = "OODML_PARENT_PID"
+#: Seconds between the watchdog's checks of the parent (platforms without a parent-death signal).
+WATCHDOG_SECONDS = 1.0
+
+
+def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn`` for :class:`subprocess.Popen`: on Linux the child gets ``sig`` when the
+    process that started it dies (``prctl(PR_SET_PDEATHSIG)``), even by SIGKILL; if that parent
+    is already gone when the child starts, the child signals itself at once. Elsewhere it does
+    nothing (the worker's :func:`start_parent_watchdog` covers it).
+
+    SIGTERM (the default) makes a worker leave like Ctrl-C: the claim of its run is released and
+    the trainer's last checkpoint stays for the next runner to resume from.
+    """
+
+    def _preexec() -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os.kill(os.getpid(), int(sig))
+
+    return _preexec
+
+
+def start_parent_watchdog(parent_pid: int | None = None, every: float = WATCHDOG_SECONDS,
+                          sig: int = signal.SIGTERM) -> threading.Thread | None:
+    """Start a daemon thread that sends ``sig`` to this process once ``parent_pid`` (default: the
+    ``OODML_PARENT_PID`` environment variable) is no longer this process's parent, i.e. the runner
+    that started this worker died. The portable counterpart of :func:`die_with_parent`; returns
+    the thread, or None when there is no parent to watch."""
+    if parent_pid is None:
+        text = os.environ.get(PARENT_ENV, "")
+        if not text.isdigit():
+            return None
+        parent_pid = int(text)
+    if os.getppid() != parent_pid and parent_pid != os.getpid():
+        # started by someone else (e.g. a user re-running a worker command by hand): nothing to watch
+        from oodml.study import pid_alive
+
+        if pid_alive(parent_pid):
+            return None
+
+    def _watch() -> None:
+        while True:
+            time.sleep(every)
+            if os.getppid() != parent_pid:
+                os.kill(os.getpid(), int(sig))
+                return
+
+    t = threading.Thread(target=_watch, name="oodml-parent-watchdog", daemon=True)
+    t.start()
+    return t
 
 
 def worker_command(study, queue_file: Path, *, retry_failed: bool = False, run_fn_spec: str | None = None) -> list[str]:
@@ -247,7 +319,8 @@ def run_workers(study, runs, slots: Sequence[tuple[str, int]], *, retry_failed=F
             log = open(wdir / f"{tag}.log", "ab")
             cmd = worker_command(study, qfile, retry_failed=retry_failed, run_fn_spec=run_fn_spec)
             procs.append((subprocess.Popen(cmd, env=worker_env(dev), stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL), log, dev, k))
+                                           stdin=subprocess.DEVNULL, preexec_fn=die_with_parent(os.getpid())),
+                          log, dev, k))
         while True:
             alive = [p for p, *_ in procs if p.poll() is None]
             n_done = sum(1 for r in study.runs if run_state(r, study.stale_after) == "done")
@@ -291,7 +364,7 @@ _SLURM_MAP = {
     "partition": "slurm_partition",
     "array_parallelism": "slurm_array_parallelism",
 }
-_SLURM_OWN = ("cluster",)
+_SLURM_OWN = ("cluster", "max_num_timeout")  # not update_parameters keys (max_num_timeout: the executor's)
 _FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
              "DEADLINE", "PREEMPTED", "INTERRUPTED", "FINISHED", "DONE"}
 
@@ -388,6 +461,8 @@ class StudyTask(submitit.helpers.Checkpointable):
         extra = {}
         with contextlib.suppress(Exception):
             extra["job_id"] = submitit.JobEnvironment().job_id
+        if extra.get("job_id"):
+            release_own_claim(run.run_dir, str(extra["job_id"]))
         return execute_run(run, study.name, run_fn=load_run_fn(self.run_fn_spec), retry_failed=self.retry_failed,
                            stale_after=study.stale_after, heartbeat=study.heartbeat, claim_extra=extra)
 
@@ -402,6 +477,93 @@ class StudyTask(submitit.helpers.Checkpointable):
         return super().checkpoint(run_id)
 
 
+#: Slurm states in which a task ended without finishing its run (the run is then shown as failed).
+_ENDED_BADLY = ("CANCELLED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
+                "PREEMPTED")
+#: Seconds a ``squeue`` answer is reused (one call per job array per status, not one per run).
+SQUEUE_TTL = 5.0
+_squeue_cache: dict[str, tuple[float, dict[str, str] | None]] = {}
+#: Where ``status`` and ``run`` take a Slurm study's states from (printed once, instead of
+#: submitit's repeated ``sacct`` warnings on clusters without accounting).
+STATUS_SOURCE = "job states from Slurm's squeue and the run folders (no accounting database needed)"
+
+
+class _DropSacctNoise:
+    """A logging filter for submitit's logger: drop its repeated ``sacct`` errors (clusters without
+    accounting); oodml reads job states with ``squeue`` (:func:`slurm_task_state`) instead."""
+
+    def filter(self, record) -> bool:  # noqa: A003
+        with contextlib.suppress(Exception):
+            return "sacct" not in record.getMessage()
+        return True
+
+
+def quiet_submitit() -> None:
+    """Install :class:`_DropSacctNoise` on the ``submitit`` logger (idempotent)."""
+    import logging
+
+    log = logging.getLogger("submitit")
+    if not any(isinstance(f, _DropSacctNoise) for f in log.filters):
+        log.addFilter(_DropSacctNoise())
+
+
+def squeue_states(job_id: str, ttl: float = SQUEUE_TTL) -> dict[str, str] | None:
+    """Task id (``"123_4"``, or ``"123"`` for a plain job) -> Slurm state (``PENDING``, ``RUNNING``,
+    ``COMPLETED``, ``CANCELLED``, ...) of every task of the job array ``job_id``, from one
+    ``squeue -r -t all`` call (cached ``ttl`` seconds). ``{}`` when the controller no longer knows
+    the job (it ended more than ``MinJobAge`` ago); None when squeue cannot answer."""
+    array_id = str(job_id).split("_")[0]
+    now = time.time()
+    hit = _squeue_cache.get(array_id)
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1]
+    out: dict[str, str] | None = None
+    exe = shutil.which("squeue")
+    if exe is not None:
+        try:
+            res = subprocess.run([exe, "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i %T"],
+                                 capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            res = None
+        if res is not None and res.returncode == 0:
+            out = {}
+            for line in res.stdout.splitlines():
+                parts = line.split()
+                if len(parts) >= 2:
+                    out[parts[0]] = parts[1].upper()
+        elif res is not None and "invalid job id" in (res.stderr or "").lower():
+            out = {}
+    _squeue_cache[array_id] = (now, out)
+    return out
+
+
+def slurm_task_state(job_id: str, ttl: float = SQUEUE_TTL) -> str:
+    """State of one Slurm task from :func:`squeue_states`: a Slurm state, ``GONE`` (no longer known
+    to the controller: ended), or ``UNKNOWN`` (squeue cannot answer)."""
+    states = squeue_states(job_id, ttl)
+    if states is None:
+        return "UNKNOWN"
+    return states.get(str(job_id), "GONE")
+
+
+def release_own_claim(run_dir: Path, job_id: str) -> bool:
+    """Remove a claim left by an earlier incarnation of Slurm task ``job_id`` (requeued by
+    ``scontrol requeue`` or preemption, killed before it could release it). Slurm never runs two
+    incarnations of one task at once, so such a claim is dead even on another node, and the
+    restarted task resumes at once instead of waiting ``stale_after`` seconds."""
+    from oodml.study import CLAIM, _HOST, _read_claim
+
+    path = Path(run_dir) / CLAIM
+    info = _read_claim(path)
+    if not info or str(info.get("job_id")) != str(job_id):
+        return False
+    if info.get("pid") == os.getpid() and info.get("host") == _HOST:
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return True
+
+
 def job_alive(marker: dict, mtime: float, stale_after: float) -> bool:
     """Whether the job named by a ``queued.json`` marker may still run its run."""
     from oodml.study import _HOST, pid_alive
@@ -413,15 +575,35 @@ def job_alive(marker: dict, mtime: float, stale_after: float) -> bool:
             return job_id.isdigit() and pid_alive(int(job_id))
         return time.time() - mtime < stale_after
     if cluster == "slurm":
-        try:
-            state = submitit.SlurmJob(folder=marker.get("folder", "."), job_id=job_id).state
-        except Exception:
-            state = "UNKNOWN"
-        state = str(state).split()[0].upper()
-        if state == "UNKNOWN":  # sacct cannot tell (yet): trust a recent marker
+        state = slurm_task_state(job_id)
+        if state == "UNKNOWN":  # squeue cannot tell (not on a cluster node?): trust a recent marker
             return time.time() - mtime < 2 * 86400
+        if state == "GONE":
+            return False
         return state not in _FINISHED and not state.startswith("CANCELLED")
     return False
+
+
+def record_ended_job(run_dir: Path, marker: dict) -> bool:
+    """When the Slurm task of a ``queued.json`` marker ended badly (cancelled, timed out, failed,
+    ...) without finishing its run, record it as the run's ``failed.json`` (so that ``status``
+    shows it as failed and ``run --retry-failed`` resubmits it) and remove the marker. Called
+    once the job is known not to be alive; returns whether it recorded a failure."""
+    from oodml.study import FAILED, QUEUED, _HOST
+
+    if marker.get("cluster") != "slurm":
+        return False
+    job_id = str(marker.get("job_id", ""))
+    state = slurm_task_state(job_id).split()[0]
+    if not state.startswith(_ENDED_BADLY):
+        return False
+    if not (run_dir / FAILED).is_file():
+        write_json(run_dir / FAILED, {"error": f"Slurm task {job_id} ended {state} before the run finished",
+                                      "phase": "slurm job", "host": _HOST, "job_id": job_id,
+                                      "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(run_dir / QUEUED)
+    return True
 
 
 def run_slurm(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None, adapt_fn=None,
@@ -441,7 +623,11 @@ def run_slurm(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None,
     if not runs:
         return {"done": 0, "failed": 0, "skipped": 0, "submitted": 0}
     folder = study.runs_dir / ".submitit"
-    ex = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
+    quiet_submitit()
+    ctor = {}
+    if opts.get("max_num_timeout") is not None:  # how often a timed-out task is requeued (submitit: 3)
+        ctor["slurm_max_num_timeout"] = int(opts["max_num_timeout"])
+    ex = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster, **ctor)
     try:
         ex.update_parameters(**slurm_parameters(opts, name=f"oodml-{study.name}"))
     except (NameError, AssertionError, ValueError) as exc:
@@ -455,12 +641,18 @@ def run_slurm(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None,
     first = str(jobs[0].job_id).split("_")[0]
     print(f"submitted {len(jobs)} runs of study {study.name} ({cluster}, first job {first}); "
           f"logs in {folder}", file=sys.stderr)
+    if cluster == "slurm":
+        print(STATUS_SOURCE, file=sys.stderr)
     if not wait:
         return {"submitted": len(jobs)}
     bar = make_bar(study, progress)
     try:
         while True:
-            finished = all(j.done() for j in jobs)
+            if cluster == "slurm":
+                finished = all(slurm_task_state(str(j.job_id), ttl=0.0 if i == 0 else SQUEUE_TTL)
+                               in ("GONE", *_FINISHED) for i, j in enumerate(jobs))
+            else:
+                finished = all(j.done() for j in jobs)
             n_done = sum(1 for r in study.runs if run_state(r, study.stale_after) == "done")
             bar.update(max(0, n_done - bar.n))
             if finished:
@@ -473,7 +665,10 @@ def run_slurm(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None,
         if state not in ("done", "failed", "running"):
             exc = None
             with contextlib.suppress(Exception):
-                exc = job.exception()
+                # without its result file a job's outcome would be asked of sacct, forever on a
+                # cluster without accounting: the scheduler's state was recorded by run_state
+                if cluster != "slurm" or job.paths.result_pickle.exists():
+                    exc = job.exception()
             if exc is not None:  # the job died outside execute_run (e.g. import error, OOM kill)
                 last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
                 write_json(run.run_dir / "failed.json", {"error": last, "phase": "slurm job", "host": _HOST,

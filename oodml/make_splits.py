@@ -54,13 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--level", choices=("class", "image"), default="class",
                     help="FID over class means (reference) or over all images (default: class)")
     ap.add_argument("--num-splits", type=int, default=9, metavar="K", help="splits to select (default 9)")
-    ap.add_argument("--swaps-per-iter", type=int, default=2, metavar="N", help="class swaps per iteration (default 2)")
+    ap.add_argument("--swaps-per-iter", type=int, default=None, metavar="N",
+                    help="class swaps per iteration (default max(2, ceil(1%% of the smaller side)): 2 up to 200 "
+                         "classes a side, 114 for SOP)")
     ap.add_argument("--history", type=int, default=5, metavar="H",
                     help="skip classes moved in the last H swaps (default 5; 0 = no history)")
     ap.add_argument("--patience", type=int, default=5, metavar="P",
                     help="end a phase after P iterations without a new best FID (default 5; 0 = never)")
     ap.add_argument("--max-iters", type=int, default=None, metavar="N",
-                    help="iterations per swap phase (default: ceil(smaller side / swaps-per-iter))")
+                    help="iterations per swap phase (default: ceil(min(smaller side, 2000) / swaps-per-iter))")
     ap.add_argument("--min-classes", type=int, default=None, metavar="M",
                     help="removal floor per side (default: max(10, MIN_FRACTION of the side's standard size))")
     ap.add_argument("--min-fraction", type=float, default=0.5, metavar="F",
@@ -71,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "moves need only class means, so they are unchanged; only where a phase stops can "
                          "move (patience is checked at evaluated steps). For --level image on a laptop "
                          "(default 1)")
+    ap.add_argument("--swap-unit", choices=("class", "superclass"), default="class",
+                    help="move single classes (default) or whole superclasses (SOP's 12 categories; the dataset's "
+                         "or the features file's superclasses), as the ooDML reference's --super option")
     ap.add_argument("--episodes", type=int, default=10, metavar="E", help="few-shot episodes per shot (default 10)")
     ap.add_argument("--val-fraction", type=float, default=0.15, help="validation classes per split (default 0.15)")
     ap.add_argument("--seed", type=int, default=0, help="seed of validation classes and episodes (default 0)")
@@ -291,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"splits/{name}.json")
     sf = make_splits(args.dataset if not args.features_file else name, root=args.root, download=args.download,
                      extractor=args.features, weights=args.weights, features_file=args.features_file,
-                     params=_params(args), seed=args.seed, out=out, progress=progress, controls=args.controls)
+                     params=_params(args), seed=args.seed, out=out, progress=progress, controls=args.controls,
+                     swap_unit=args.swap_unit)
     n_steps = len(sf.trajectory)
     print(f"wrote {out}: {len(sf.series)} splits selected from {n_steps} search steps "
           f"({sf.provenance.get('extractor')} features, {sf.provenance.get('level')} level)")

@@ -50,6 +50,17 @@ history through Python's ``[-0:]``).  If no admissible pair exists the phase end
 of the smaller side once); ``patience=None`` disables the patience rule (fixed-length phases, as
 in the reference, which runs a fixed number of iterations).
 
+**Defaults that scale with the number of classes** (:func:`default_swaps`,
+:func:`default_max_iters`).  With ``n = min(n_train, n_test)``: ``S = max(2, ceil(n / 100))``
+swaps per iteration (each iteration moves about 1% of the smaller side, at least 2 classes), and
+a phase moves at most ``MOVE_BUDGET = 2000`` classes of a side: ``max_iters = ceil(min(n, 2000) / S)``
+swap iterations, and the removal phase at most ``ceil(min(r, 2000) / S)`` iterations (``r``:
+classes removable above the floors).  Up to 200 classes per side this is exactly the former rule
+(``S = 2``, every class once: CUB, CARS, the embedded dataset); at Stanford Online Products' size
+(11,317 / 11,316 classes) it gives ``S = 114`` and at most 18 iterations per phase, about 55 FIDs
+for the whole series instead of thousands (the reference used 1,000 swaps and 20 iterations for
+SOP).  Explicit ``swaps_per_iter`` / ``max_iters`` override the rule.
+
 Selection
 ---------
 All distinct states of the trajectory are candidates (a revisited state counts once, at its first
@@ -182,14 +193,15 @@ def round_fid(value: float) -> float:
 class SearchParams:
     """Every parameter of the search, selection, validation classes and episodes.
 
-    ``max_iters=None``: ``ceil(min(n_train, n_test) / swaps_per_iter)``.  ``min_classes=None``:
+    ``swaps_per_iter=None``: :func:`default_swaps` of the smaller side.  ``max_iters=None``:
+    :func:`default_max_iters` (``ceil(min(n_train, n_test, MOVE_BUDGET) / swaps_per_iter)``).  ``min_classes=None``:
     per side ``max(10, ceil(min_fraction · standard size))`` (see :func:`default_floor`).
     ``patience=None``: phases run ``max_iters`` iterations (no patience rule).
     """
 
     level: str = "class"
     num_splits: int = 9
-    swaps_per_iter: int = 2
+    swaps_per_iter: int | None = None  # None: default_swaps(min side), 2 up to 200 classes per side
     history: int = 5
     patience: int | None = 5
     max_iters: int | None = None
@@ -208,7 +220,7 @@ class SearchParams:
         if self.level not in ("class", "image"):
             raise OodmlError(f"level must be 'class' or 'image', got {self.level!r}")
         for name in ("num_splits", "swaps_per_iter"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise OodmlError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("history", "episodes"):
             if int(getattr(self, name)) < 0:
@@ -239,6 +251,33 @@ class SearchParams:
         if self.trajectory_stride == 1:  # the default: files stay as they were before the option
             del d["trajectory_stride"]
         return d
+
+
+#: Classes of a side one phase of the search moves (or removes) at most, by default.
+MOVE_BUDGET = 2000
+#: Share of the smaller side swapped per iteration, by default (at least 2 classes).
+SWAP_FRACTION = 0.01
+
+
+def default_swaps(n_small: int) -> int:
+    """Default swaps per iteration for a smaller side of ``n_small`` classes:
+    ``max(2, ceil(SWAP_FRACTION · n_small))`` (2 up to 200 classes; 114 for SOP's 11,316)."""
+    return max(2, math.ceil(SWAP_FRACTION * int(n_small) - 1e-9))
+
+
+def default_max_iters(n_small: int, swaps: int) -> int:
+    """Default swap iterations per phase: ``ceil(min(n_small, MOVE_BUDGET) / swaps)`` (every class of
+    the smaller side once, but at most ``MOVE_BUDGET`` classes moved per phase)."""
+    return math.ceil(min(int(n_small), MOVE_BUDGET) / int(swaps))
+
+
+def resolve_params(params: "SearchParams", n_train: int, n_test: int) -> "SearchParams":
+    """A copy of ``params`` with ``swaps_per_iter`` resolved by :func:`default_swaps` when None."""
+    from dataclasses import replace
+
+    if params.swaps_per_iter is not None:
+        return params
+    return replace(params, swaps_per_iter=default_swaps(min(int(n_train), int(n_test))))
 
 
 def default_floor(side_size: int, fraction: float = 0.5) -> int:
@@ -324,6 +363,31 @@ def _pick_pairs(order_tr, order_te, slots_tr, slots_te, k_count, blocked: deque,
     return moved
 
 
+def superclass_units(train: Sequence[int], test: Sequence[int], superclass_of: Sequence[str | None]
+                     ) -> tuple[list[list[int]], list[int], list[int]]:
+    """Group each side's classes by superclass (``superclass_of[c]`` of class id ``c``; a class
+    without one is its own unit): ``(units, train_units, test_units)`` for :func:`search_trajectory`.
+    Units are numbered train side first, each side in order of first appearance."""
+    units: list[list[int]] = []
+    sides = []
+    for side in (train, test):
+        index: dict[str, int] = {}
+        ids = []
+        for c in side:
+            sup = superclass_of[int(c)]
+            if sup is None:
+                units.append([int(c)])
+                ids.append(len(units) - 1)
+                continue
+            if sup not in index:
+                units.append([])
+                index[sup] = len(units) - 1
+                ids.append(index[sup])
+            units[index[sup]].append(int(c))
+        sides.append(ids)
+    return units, sides[0], sides[1]
+
+
 def search_trajectory(
     features,
     labels,
@@ -334,6 +398,7 @@ def search_trajectory(
     fid=None,
     blas_threads: int | None = None,
     progress: bool = False,
+    units: Sequence[Sequence[int]] | None = None,
 ) -> Trajectory:
     """Run the documented search (module docstring) on a feature table.
 
@@ -346,6 +411,11 @@ def search_trajectory(
     fid : an existing :class:`oodml.fid.FIDComputer` on the same table and level (else one is built).
     blas_threads : BLAS threads of the FID computer built here (``None``: its default; 1 avoids
         OpenBLAS's collapse on an oversubscribed machine, see :mod:`oodml.fid`).
+    units : swap whole groups of classes (``--swap-unit superclass``, see :func:`superclass_units`):
+        ``units[u]`` lists the class ids of unit ``u``, and ``train``/``test`` are unit ids.  The
+        rule ranks units by the mean of their class means, every swap or removal moves whole
+        units, swaps per iteration, iterations and floors count units; the FID and the records
+        are on classes, as without units.
     """
     import time
 
@@ -363,12 +433,23 @@ def search_trajectory(
         raise OodmlError(f"each side needs at least 2 classes for an FID, got {len(train)} train / {len(test)} test")
     t0 = time.perf_counter()
     means = class_means(x, lab)
+    if units is not None:
+        groups = [[int(c) for c in g] for g in units]
+        means = np.stack([means[g].mean(axis=0) for g in groups])
+
+        def expand(ids):
+            return [c for u in ids for c in groups[u]]
+    else:
+        def expand(ids):
+            return ids
     fc = fid if fid is not None else FIDComputer(x, lab, level=p.level, blas_threads=blas_threads)
     t_setup = time.perf_counter() - t0
+    p = resolve_params(p, len(train), len(test))
     S, H = int(p.swaps_per_iter), int(p.history)
     max_iters = p.max_iters
+    default_iters = max_iters is None
     if max_iters is None:
-        max_iters = math.ceil(min(len(train), len(test)) / S)
+        max_iters = default_max_iters(min(len(train), len(test)), S)
     max_iters = int(max_iters)
     if p.min_classes is None:
         floors = (default_floor(len(train), p.min_fraction), default_floor(len(test), p.min_fraction))
@@ -383,11 +464,16 @@ def search_trajectory(
     def fid_of(tr, te) -> float:
         calls[0] += 1
         t = time.perf_counter()
-        v = float(fc(tr, te))
+        v = float(fc(expand(tr), expand(te)))
         t_fid[0] += time.perf_counter() - t
         return v
 
+    unit_states: list[tuple[list[int], list[int]]] = []  # the states in units (= states without units)
+
     def add(phase, parent, tr, te, value, to_test=(), to_train=(), removed=()):
+        unit_states.append((list(tr), list(te)))
+        tr, te = expand(tr), expand(te)
+        to_test, to_train, removed = expand(to_test), expand(to_train), expand(removed)
         records.append({
             "step": len(records), "phase": phase, "fid": value,
             "to_test": [int(c) for c in to_test], "to_train": [int(c) for c in to_train],
@@ -448,12 +534,14 @@ def search_trajectory(
     if "harder" in p.phases:
         hardest = swap_phase("harder", reverse=False)
     if "removal" in p.phases:
-        tr, te = list(states[hardest][0]), list(states[hardest][1])
-        best, best_it, it, parent = records[hardest]["fid"], 0, 0, hardest
-        limit = math.ceil(max(len(tr) - floors[0], len(te) - floors[1], 0) / S)
+        tr, te = list(unit_states[hardest][0]), list(unit_states[hardest][1])
+        best, best_it, parent = records[hardest]["fid"], 0, hardest
+        removable = max(len(tr) - floors[0], len(te) - floors[1], 0)
+        if default_iters:  # the scaling rule: at most MOVE_BUDGET classes removed per side
+            removable = min(removable, MOVE_BUDGET)
+        limit = math.ceil(removable / S)
         with tqdm(total=limit, desc="removal phase", **bar_kw) as bar:
-            while True:
-                it += 1
+            for it in range(1, limit + 1):
                 r_tr = max(0, min(S, len(tr) - floors[0]))
                 r_te = max(0, min(S, len(te) - floors[1]))
                 if r_tr == 0 and r_te == 0:
@@ -670,9 +758,14 @@ def build_split_document(
     extra_provenance: dict | None = None,
     blas_threads: int | None = None,
     progress: bool = False,
+    superclass_of: Sequence[str | None] | None = None,
 ) -> dict:
     """Search, select and assemble the whole split document (a JSON-able dict, see the module
     docstring) for a feature table.
+
+    ``superclass_of`` (one superclass name, or None, per class of ``classes``): move whole
+    superclasses instead of classes (``--swap-unit superclass``, :func:`superclass_units`);
+    recorded as ``provenance.swap_unit``.
 
     ``features`` (n, d); ``labels`` (n,) int ids into ``classes``; image id = row index.
     """
@@ -694,8 +787,20 @@ def build_split_document(
     empty = [c for c in list(standard_train) + list(standard_test) if not images_by_class[c]]
     if empty:
         raise OodmlError(f"class {empty[0]!r} of the standard split has no images in the feature table")
-    traj = search_trajectory(features, lab, [index[c] for c in standard_train],
-                             [index[c] for c in standard_test], p, blas_threads=blas_threads, progress=progress)
+    tr_ids, te_ids = [index[c] for c in standard_train], [index[c] for c in standard_test]
+    units = None
+    if superclass_of is not None:
+        if len(superclass_of) != len(classes) or all(s is None for s in superclass_of):
+            raise OodmlError("--swap-unit superclass needs a superclass for the classes (the dataset or the "
+                             "features file's 'superclasses' array has none)")
+        units, tr_ids, te_ids = superclass_units(tr_ids, te_ids, superclass_of)
+        if len(tr_ids) < 2 or len(te_ids) < 2:
+            raise OodmlError(f"--swap-unit superclass needs at least 2 superclasses on each side, got "
+                             f"{len(tr_ids)} train / {len(te_ids)} test")
+        extra_provenance = {**(extra_provenance or {}), "swap_unit": "superclass"}
+    p = resolve_params(p, len(tr_ids), len(te_ids))  # provenance records the resolved S
+    traj = search_trajectory(features, lab, tr_ids, te_ids, p, blas_threads=blas_threads, progress=progress,
+                             units=units)
     return assemble_document(traj, classes, images_by_class, p, seed=seed, dataset=dataset,
                              fingerprint=fingerprint, extractor=extractor, source=source,
                              extra_provenance=extra_provenance, num_images=len(lab))
@@ -1285,8 +1390,12 @@ def make_splits(
     out=None,
     progress: bool = True,
     controls: int = 0,
+    swap_unit: str = "class",
 ) -> SplitFile:
     """Search, select and (with ``out``) write the split series of a dataset.
+
+    ``swap_unit="superclass"`` moves whole superclasses (the dataset's, or the features file's
+    ``superclasses`` array), as the ooDML reference's ``--super`` option did for SOP.
 
     Features: ``features_file`` (an ``.npz`` written by :mod:`oodml.features`, no dataset needed)
     or :func:`oodml.features.extract_features` on the loaded dataset (cached) with ``extractor``
@@ -1294,6 +1403,8 @@ def make_splits(
     random-removal controls per removal split (:mod:`oodml.controls`).  Returns the :class:`SplitFile`.
     """
     p = params or SearchParams()
+    if swap_unit not in ("class", "superclass"):
+        raise OodmlError(f"swap unit must be 'class' or 'superclass', got {swap_unit!r}")
     if features_file is not None:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -1308,10 +1419,15 @@ def make_splits(
         std_train, std_test = standard_split_for_features(fs)
         name = dataset or getattr(fs, "dataset", None) or getattr(fs, "dataset_name", None) or Path(features_file).stem
         extra = {"features_file": Path(features_file).name, "features_md5": md5}
+        sup_of = None
+        if swap_unit == "superclass":
+            sup_of = [None] * len(classes)
+            for c, sup in zip(lab.tolist(), getattr(fs, "superclasses", None) or []):
+                sup_of[c] = sup
         doc = build_split_document(x, lab, classes, list(std_train), list(std_test), p, seed=seed, dataset=str(name),
                                    fingerprint=str(getattr(fs, "fingerprint", "") or ""),
                                    extractor=str(getattr(fs, "extractor", "") or ""), source="features-file",
-                                   extra_provenance=extra, progress=progress)
+                                   extra_provenance=extra, progress=progress, superclass_of=sup_of)
     else:
         from oodml import features as feats
         from oodml.datasets import canonical_name, load_dataset
@@ -1326,10 +1442,15 @@ def make_splits(
         ds_index = {c: i for i, c in enumerate(ds.classes)}
         lab = np.asarray([ds_index[fclasses[i]] for i in lab.tolist()], dtype=np.int64)
         extra = {"weights": os.path.basename(str(weights)) if weights else None}
+        sup_of = None
+        if swap_unit == "superclass":
+            sup_of = [None] * len(ds.classes)
+            for it in ds.items:
+                sup_of[ds_index[it.label]] = it.superclass
         doc = build_split_document(x, lab, ds.classes, ds.train_classes, ds.test_classes, p, seed=seed,
                                    dataset=ds.name, fingerprint=ds.fingerprint(),
                                    extractor=str(getattr(fs, "extractor", ext)), source="search",
-                                   extra_provenance=extra, progress=progress)
+                                   extra_provenance=extra, progress=progress, superclass_of=sup_of)
     if controls:
         from oodml.controls import make_controls
 

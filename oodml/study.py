@@ -859,6 +859,9 @@ def run_state(run: RunSpec, stale_after: float = DEFAULT_STALE_AFTER) -> str:
             marker = json.loads(q.read_text(encoding="utf-8"))
             if _queued_alive(marker, q.stat().st_mtime, stale_after):
                 return "queued"
+            from oodml.executors import record_ended_job
+
+            record_ended_job(run.run_dir, marker)  # cancelled / timed out: failed, not queued forever
     if (run.run_dir / FAILED).is_file():
         return "failed"
     if run.search is not None and run.search["role"] == "tuned":
@@ -1378,6 +1381,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("plan", help="print the grid: run id, dataset, split, FID, loss, seed, state")
     common(sp)
+    sp.add_argument("--estimate", action="store_true",
+                    help="also estimate the study's training compute (GPU- or CPU-hours; see oodml.estimate)")
+    sp.add_argument("--estimate-steps", type=int, default=5, metavar="N",
+                    help="training steps timed on this machine's device for --estimate (default 5)")
+    sp.add_argument("--seconds-per-step", type=float, default=None, metavar="S",
+                    help="use this recorded time per training step instead of timing one here")
     sp = sub.add_parser("run", help="execute the pending runs")
     common(sp)
     sp.add_argument("--executor", choices=EXECUTOR_KINDS, default=None, help="override executor.kind")
@@ -1423,8 +1432,17 @@ def _main(argv: list[str] | None = None) -> int:
     study = load_study(args.file, runs_dir=args.runs_dir)
     if args.command == "plan":
         print(plan_table(study))
+        if args.estimate:
+            from oodml.estimate import estimate_study, format_estimate
+
+            print(format_estimate(estimate_study(study, steps=args.estimate_steps,
+                                                 seconds_per_step=args.seconds_per_step)))
     elif args.command == "status":
         print(format_status(status_summary(study)))
+        if study.executor.get("kind") == "slurm" and (study.executor.get("slurm") or {}).get("cluster", "slurm") == "slurm":
+            from oodml.executors import STATUS_SOURCE
+
+            print(STATUS_SOURCE)
     elif args.command == "collect":
         res = collect(study, out=args.out)
         extra = f" and {res['parquet']}" if res["parquet"] else ""
@@ -1434,6 +1452,10 @@ def _main(argv: list[str] | None = None) -> int:
         if threading.current_thread() is threading.main_thread():
             # `kill` / Slurm cancel: leave like Ctrl-C, releasing the claim of the run in progress
             signal.signal(signal.SIGTERM, _terminate)
+            # a worker of a runner (executor.jobs > 1, gpus) ends with it, even when it is SIGKILLed
+            from oodml.executors import start_parent_watchdog
+
+            start_parent_watchdog()
         counts = run_study(
             study, executor=args.executor, retry_failed=args.retry_failed, max_runs=args.max_runs,
             only=_parse_only(args.only), stale_after=args.stale_after, run_fn_spec=args.run_fn,

@@ -603,3 +603,35 @@ def load_splits_from_text(text):
     doc = json.loads(text)
     validate_split_document(doc, "<strided>")
     return doc
+
+
+def test_swap_unit_superclass_moves_whole_superclasses(tmp_path):
+    """--swap-unit superclass: every state of the search keeps each side's superclass groups whole
+    (a group is all on one side, or removed), and the CLI records it in the provenance."""
+    from oodml.splits import build_split_document, default_max_iters, default_swaps, superclass_units
+
+    rng = np.random.default_rng(0)
+    n_cls, d = 48, 16
+    sup = [f"s{c % 8}" for c in range(n_cls)]
+    centres = rng.standard_normal((8, d))[np.arange(n_cls) % 8] * 3 + rng.standard_normal((n_cls, d))
+    labels = np.repeat(np.arange(n_cls), 6)
+    x = (centres[labels] + 0.5 * rng.standard_normal((labels.size, d))).astype(np.float32)
+    classes = [f"c{c:02d}" for c in range(n_cls)]
+    train, test = classes[:24], classes[24:]
+    units, tr_u, te_u = superclass_units(list(range(24)), list(range(24, 48)), sup)
+    assert len(tr_u) == len(te_u) == 8 and sorted(c for u in units for c in u) == list(range(n_cls))
+    doc = build_split_document(x, labels, classes, train, test, SearchParams(), superclass_of=sup)
+    assert doc["provenance"]["swap_unit"] == "superclass"
+    assert doc["provenance"]["params"]["swaps_per_iter"] == default_swaps(8) == 2
+    assert doc["provenance"]["params"]["resolved_max_iters"] == default_max_iters(8, 2) == 4
+    groups = [set(classes[c] for c in u) for u in units]
+    moved = 0
+    for s in doc["trajectory"]:
+        moved += len(s["to_test"])
+    assert moved > 0
+    for s in doc["series"]:
+        tr, te = set(s["train"]) | set(s.get("val", [])), set(s["test"])
+        for g in groups:
+            assert g <= tr or g <= te or not (g & (tr | te)), (s["id"], sorted(g))
+    with pytest.raises(OodmlError, match="needs a superclass"):
+        build_split_document(x, labels, classes, train, test, SearchParams(), superclass_of=[None] * n_cls)
