@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _load() -> str:
     try:
-        return "load %.1f" % os.getloadavg()[0]
+        return f"load {os.getloadavg()[0]:.1f}"
     except OSError:  # pragma: no cover
         return "load ?"
 
@@ -59,8 +59,9 @@ def write_table(path: Path, d: int, seed: int = 0) -> tuple[int, int]:
 
 
 def run_command(args: list[str], cwd: Path) -> float:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               OODML_QUIET="1")
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), OODML_QUIET="1"
+    )
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
@@ -87,8 +88,18 @@ def library_floor(npz: Path, level: str, stride: int = 1) -> float:
     fs = load_features_file(npz)
     x, lab, classes = _table_from_featureset(fs)
     tr, te = standard_split_for_features(fs)
-    build_split_document(x, lab, classes, tr, te, SearchParams(level=level, trajectory_stride=stride),
-                         dataset="bench", fingerprint=fs.fingerprint, extractor="file", source="features-file")
+    build_split_document(
+        x,
+        lab,
+        classes,
+        tr,
+        te,
+        SearchParams(level=level, trajectory_stride=stride),
+        dataset="bench",
+        fingerprint=fs.fingerprint,
+        extractor="file",
+        source="features-file",
+    )
     return time.perf_counter() - t0
 
 
@@ -100,8 +111,10 @@ def eigensolver_floor(npz: Path) -> tuple[float, str]:
     x = np.load(npz)["features"][:4000].astype(np.float64)
     m = np.cov(x, rowvar=False)
     best = {}
-    for name, fn in (("torch eigvalsh", lambda: torch.linalg.eigvalsh(torch.from_numpy(m))),
-                     ("scipy eigh evd", lambda: eigh(m, eigvals_only=True, driver="evd", check_finite=False))):
+    for name, fn in (
+        ("torch eigvalsh", lambda: torch.linalg.eigvalsh(torch.from_numpy(m))),
+        ("scipy eigh evd", lambda: eigh(m, eigvals_only=True, driver="evd", check_finite=False)),
+    ):
         ts = []
         for _ in range(3):
             t0 = time.perf_counter()
@@ -129,27 +142,52 @@ def main(argv: list[str] | None = None) -> int:
         print(f"feature table: {n} x {dim} float32, 200 classes ({npz.stat().st_size / 1e6:.0f} MB .npz); {_load()}")
         base = ["-m", "oodml.make_splits", "--features-file", str(npz), "--out", str(tmp / "s.json"), "-q"]
         interp = timed("python -c 'import numpy'", lambda: run_command(["-c", "import numpy"], tmp), repeats)
-        with_fig = timed("make_splits --level class (with figure)",
-                         lambda: run_command(base + ["--figure", str(tmp / "fig")], tmp), repeats)
-        no_fig = timed("make_splits --level class --figure none",
-                       lambda: run_command(base + ["--figure", "none"], tmp), repeats)
+        with_fig = timed(
+            "make_splits --level class (with figure)",
+            lambda: run_command(base + ["--figure", str(tmp / "fig")], tmp),
+            repeats,
+        )
+        no_fig = timed(
+            "make_splits --level class --figure none", lambda: run_command(base + ["--figure", "none"], tmp), repeats
+        )
         library_floor(npz, "class")  # warm the imports once
-        floor = timed("floor: read file + library search and document (in process)",
-                      lambda: library_floor(npz, "class"), repeats)
+        floor = timed(
+            "floor: read file + library search and document (in process)", lambda: library_floor(npz, "class"), repeats
+        )
         print(f"\nclass level, median of {repeats}:")
-        print(f"  command with figure {with_fig:.2f} s = {with_fig / floor:.2f}x the floor ({floor:.2f} s); "
-              f"without figure {no_fig:.2f} s = {no_fig / floor:.2f}x; interpreter + numpy {interp:.2f} s")
+        print(
+            f"  command with figure {with_fig:.2f} s = {with_fig / floor:.2f}x the floor ({floor:.2f} s); "
+            f"without figure {no_fig:.2f} s = {no_fig / floor:.2f}x; interpreter + numpy {interp:.2f} s"
+        )
         if args.image:
             print(f"\nimage level (--trajectory-stride {args.stride}):")
             out = tmp / "img.json"
-            img = run_command(["-m", "oodml.make_splits", "--features-file", str(npz), "--out", str(out), "-q",
-                               "--figure", "none", "--level", "image", "--trajectory-stride", str(args.stride)], tmp)
+            img = run_command(
+                [
+                    "-m",
+                    "oodml.make_splits",
+                    "--features-file",
+                    str(npz),
+                    "--out",
+                    str(out),
+                    "-q",
+                    "--figure",
+                    "none",
+                    "--level",
+                    "image",
+                    "--trajectory-stride",
+                    str(args.stride),
+                ],
+                tmp,
+            )
             doc = json.loads(out.read_text())
             evaluated = sum(r["fid"] is not None for r in doc["trajectory"])
             solve, solver = eigensolver_floor(npz)
-            print(f"  command {img:.1f} s ({_load()}); {len(doc['trajectory'])} steps, {evaluated} FID evaluations; "
-                  f"eigensolver floor {evaluated} x {solve:.3f} s ({solver}) = {evaluated * solve:.1f} s; "
-                  f"ratio {img / (evaluated * solve):.2f}")
+            print(
+                f"  command {img:.1f} s ({_load()}); {len(doc['trajectory'])} steps, {evaluated} FID evaluations; "
+                f"eigensolver floor {evaluated} x {solve:.3f} s ({solver}) = {evaluated * solve:.1f} s; "
+                f"ratio {img / (evaluated * solve):.2f}"
+            )
     return 0
 
 

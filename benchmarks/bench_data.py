@@ -44,7 +44,9 @@ def make_tree(root: Path, n_images: int, n_classes: int, seed: int = 0) -> None:
         c = i % n_classes
         d = root / f"class{c:03d}"
         d.mkdir(parents=True, exist_ok=True)
-        coarse = Image.fromarray(rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)).resize((500, 375), Image.BICUBIC)
+        coarse = Image.fromarray(rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)).resize(
+            (500, 375), Image.BICUBIC
+        )
         img = np.asarray(coarse, dtype=np.int16) + rng.integers(-12, 13, size=(375, 500, 3), dtype=np.int16)
         Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(d / f"{i:05d}.jpg", quality=90)
 
@@ -83,18 +85,29 @@ def main(argv=None) -> None:
     try:
         t = time.perf_counter()
         make_tree(tmp / "tree", args.images, args.classes)
-        print(f"wrote {args.images} JPEGs of 500x375 in {time.perf_counter() - t:.1f} s "
-              f"({sum(f.stat().st_size for f in (tmp / 'tree').rglob('*.jpg')) / 1e6:.0f} MB)")
+        print(
+            f"wrote {args.images} JPEGs of 500x375 in {time.perf_counter() - t:.1f} s "
+            f"({sum(f.stat().st_size for f in (tmp / 'tree').rglob('*.jpg')) / 1e6:.0f} MB)"
+        )
 
         # ---- plain ImageFolder + PIL
-        tf = transforms.Compose([
-            transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-            transforms.Normalize(MEAN, STD),
-        ])
+        tf = transforms.Compose(
+            [
+                transforms.RandomResizedCrop(224),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(MEAN, STD),
+            ]
+        )
         folder = datasets.ImageFolder(str(tmp / "tree"), transform=tf)
         plain = torch.utils.data.DataLoader(
-            folder, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True,
-            persistent_workers=args.workers > 0, generator=torch.Generator().manual_seed(0),
+            folder,
+            batch_size=args.batch_size,
+            shuffle=True,
+            num_workers=args.workers,
+            drop_last=True,
+            persistent_workers=args.workers > 0,
+            generator=torch.Generator().manual_seed(0),
         )
         plain_ips, n_plain = time_loader(lambda e: plain, args.epochs, lambda b: b[0])
         print(f"plain ImageFolder + PIL : {plain_ips:8.1f} images/s  ({n_plain} images, {args.workers} workers)")
@@ -104,8 +117,10 @@ def main(argv=None) -> None:
         t = time.perf_counter()
         cache = image_cache(ds, 256, progress=False)
         build = time.perf_counter() - t
-        print(f"oodml image cache built in {build:.1f} s ({cache.nbytes / 1e6:.0f} MB, "
-              f"{len(ds) / build:.0f} images/s, once per dataset and size)")
+        print(
+            f"oodml image cache built in {build:.1f} s ({cache.nbytes / 1e6:.0f} MB, "
+            f"{len(ds) / build:.0f} images/s, once per dataset and size)"
+        )
         labels = ds.labels
         sampler = ClassBalancedBatchSampler(
             np.arange(len(ds)), labels, 2, args.batch_size, len(ds) // args.batch_size, seed=0
@@ -120,8 +135,10 @@ def main(argv=None) -> None:
         print(f"oodml train loader      : {ours_u8:8.1f} images/s  uint8 batches (normalised on the GPU in training)")
         ours_ips, _ = time_loader(batches, args.epochs, lambda b: normalize_batch(b[0], MEAN, STD))
         print(f"oodml train loader      : {ours_ips:8.1f} images/s  float batches normalised on this CPU (counted)")
-        print(f"ratio oodml / plain     : {ours_u8 / plain_ips:8.2f}x uint8 batches, {ours_ips / plain_ips:.2f}x "
-              "CPU-normalised (goal >= 3x)")
+        print(
+            f"ratio oodml / plain     : {ours_u8 / plain_ips:8.2f}x uint8 batches, {ours_ips / plain_ips:.2f}x "
+            "CPU-normalised (goal >= 3x)"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -29,8 +29,16 @@ import time
 import numpy as np
 
 
-def sop_like(n: int = 60502, n_classes: int = 11318, d: int = 512, seed: int = 0,
-             noise: float = 0.9, decay: float = 1.0, n_super: int = 12, super_weight: float = 0.6):
+def sop_like(
+    n: int = 60502,
+    n_classes: int = 11318,
+    d: int = 512,
+    seed: int = 0,
+    noise: float = 0.9,
+    decay: float = 1.0,
+    n_super: int = 12,
+    super_weight: float = 0.6,
+):
     """SOP-shaped synthetic embeddings ``(n, d)`` float32 (L2-normalised) and labels ``(n,)``.
 
     Class sizes are 2 + Binomial(10, p) (mean n / n_classes), adjusted to sum to ``n``; class
@@ -106,7 +114,7 @@ def floors(x: np.ndarray, y: np.ndarray) -> None:
     order = np.argsort(y, kind="stable")
     bounds = _class_blocks(y[order], 4096)
     t0 = time.perf_counter()
-    blocks = [np.ascontiguousarray(x[order[bounds[i]:bounds[i + 1]]]) for i in range(len(bounds) - 1)]
+    blocks = [np.ascontiguousarray(x[order[bounds[i] : bounds[i + 1]]]) for i in range(len(bounds) - 1)]
     bmax = max(len(b) for b in blocks)
     buf = np.empty(bmax * bmax, np.float32)
     for i, bi in enumerate(blocks):
@@ -117,8 +125,11 @@ def floors(x: np.ndarray, y: np.ndarray) -> None:
     t0 = time.perf_counter()
     loo_neighbour_stats(x, y)
     knn = time.perf_counter() - t0
-    print(f"floor 1: blocked half similarity product {gemm:.2f} s; leave-one-out neighbour pass {knn:.2f} s "
-          f"= {knn / gemm:.2f}x the product (goal <= 1.3; {before} -> {_load()})", flush=True)
+    print(
+        f"floor 1: blocked half similarity product {gemm:.2f} s; leave-one-out neighbour pass {knn:.2f} s "
+        f"= {knn / gemm:.2f}x the product (goal <= 1.3; {before} -> {_load()})",
+        flush=True,
+    )
     k = len(np.unique(y))
     km = ExactKMeans(x, k, seed=0)
     t0 = time.perf_counter()
@@ -132,10 +143,13 @@ def floors(x: np.ndarray, y: np.ndarray) -> None:
         t0 = time.perf_counter()
         fk.train(x)
         theirs = time.perf_counter() - t0
-        print(f"floor 2: k-means (k = {k}) ours {ours:.2f} s for {iters} updates ({ours / (iters + 1):.3f} s per "
-              f"assignment pass, the initial one included); faiss {theirs:.2f} s for 20 iterations "
-              f"({theirs / 20:.3f} s per iteration); per iteration ours / faiss = "
-              f"{(ours / (iters + 1)) / (theirs / 20):.2f} ({_load()})", flush=True)
+        print(
+            f"floor 2: k-means (k = {k}) ours {ours:.2f} s for {iters} updates ({ours / (iters + 1):.3f} s per "
+            f"assignment pass, the initial one included); faiss {theirs:.2f} s for 20 iterations "
+            f"({theirs / 20:.3f} s per iteration); per iteration ours / faiss = "
+            f"{(ours / (iters + 1)) / (theirs / 20):.2f} ({_load()})",
+            flush=True,
+        )
     except ImportError:  # pragma: no cover
         print(f"floor 2: k-means ours {ours:.2f} s ({iters} updates); faiss not installed")
 
@@ -144,13 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="10x smaller problem (6,050 x 512, 1,132 classes)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=2,
-                   help="interleaved rounds (ours then pml, then pml then ours, ...); the median ratio is the result")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="interleaved rounds (ours then pml, then pml then ours, ...); the median ratio is the result",
+    )
     p.add_argument("--skip-pml", action="store_true", help="time only oodml.evaluate")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--floors", action="store_true",
-                   help="also time the neighbour pass against its blocked half GEMM and k-means per iteration "
-                        "against faiss (issue 15)")
+    p.add_argument(
+        "--floors",
+        action="store_true",
+        help="also time the neighbour pass against its blocked half GEMM and k-means per iteration "
+        "against faiss (issue 15)",
+    )
     args = p.parse_args(argv)
 
     n, n_classes = (6050, 1132) if args.quick else (60502, 11318)
@@ -186,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {rnd + 1}: ratio ours / pml {ratios[-1]:8.3f}", flush=True)
     if ratios:
         med = float(np.median(ratios))
-        print(f"median ratio ours / pml over {len(ratios)} round(s): {med:.3f}  (goal <= 0.5: "
-              f"{'met' if med <= 0.5 else 'NOT met'})")
+        print(
+            f"median ratio ours / pml over {len(ratios)} round(s): {med:.3f}  (goal <= 0.5: "
+            f"{'met' if med <= 0.5 else 'NOT met'})"
+        )
     print()
     print(f"{'metric':<12} {'oodml':>10} {'pml':>10}")
     for key, val in ours.items():

@@ -45,9 +45,9 @@ def cub_like(rng, num_classes, mean_per_class, d, rank=128):
     centers = 2.0 * rng.standard_normal((num_classes, rank)) @ w.T
     x = np.empty((labels.size, d), dtype=np.float32)
     for start in range(0, labels.size, 2048):  # in chunks to bound memory
-        lab = labels[start:start + 2048]
+        lab = labels[start : start + 2048]
         z = rng.standard_normal((lab.size, rank)) @ w.T + 0.3 * rng.standard_normal((lab.size, d))
-        x[start:start + lab.size] = np.maximum(centers[lab] + z + 0.5, 0.0)  # ReLU-like features
+        x[start : start + lab.size] = np.maximum(centers[lab] + z + 0.5, 0.0)  # ReLU-like features
     return x, labels
 
 
@@ -115,8 +115,7 @@ def bench_dense(d, n, rng, repeat, rows):
         ref_t = time.perf_counter() - t0
     ours_med = statistics.median(ours_t)
     rows.append((f"pytorch-fid calculate_frechet_distance (d={d})", _fmt(ref_t), f"FID {ref:.6f}"))
-    rows.append((f"oodml frechet_distance (d={d}, median of {repeat})", _fmt(ours_med),
-                 f"FID {ours:.6f}"))
+    rows.append((f"oodml frechet_distance (d={d}, median of {repeat})", _fmt(ours_med), f"FID {ours:.6f}"))
     rows.append(("  speed-up vs pytorch-fid", f"{ref_t / ours_med:8.1f} x ", "goal >= 5x"))
     rows.append(("  relative difference of the values", f"{abs(ours - ref) / abs(ref):10.1e}", ""))
 
@@ -157,13 +156,20 @@ def bench_computer(level, x, labels, seq, n_scratch, rows):
     med = statistics.median(per_call)
     total = first + sum(per_call)
     projected = first + 99 * med
-    n1, n2 = (sum(int((labels == c).sum()) for c in side) for side in seq[0]) if level == "image" else (
-        len(seq[0][0]), len(seq[0][1]))
+    n1, n2 = (
+        (sum(int((labels == c).sum()) for c in side) for side in seq[0])
+        if level == "image"
+        else (len(seq[0][0]), len(seq[0][1]))
+    )
     rows.append((f"FIDComputer level={level!r}: first call ({n1} vs {n2} points)", _fmt(first), ""))
-    rows.append((f"  incremental call (median of {len(per_call)})", _fmt(med),
-                 f"{len(seq)} calls took {total:.2f} s"))
-    rows.append((f"  from-scratch call (median of {len(scratch_t)})", _fmt(statistics.median(scratch_t)),
-                 f"max rel diff incr/scratch {worst:.1e}"))
+    rows.append((f"  incremental call (median of {len(per_call)})", _fmt(med), f"{len(seq)} calls took {total:.2f} s"))
+    rows.append(
+        (
+            f"  from-scratch call (median of {len(scratch_t)})",
+            _fmt(statistics.median(scratch_t)),
+            f"max rel diff incr/scratch {worst:.1e}",
+        )
+    )
     rows.append(("  projected 100-call search (first + 99 incremental)", _fmt(projected), "goal <= 10 s"))
     rows.append(("  counters", "", " ".join(f"{k}={v}" for k, v in fc.counters.items() if v)))
     return med, projected
@@ -173,11 +179,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="d = 512 and a smaller problem")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-calls", type=int, default=None,
-                        help="number of image-level calls to time (default 16, quick 10)")
-    parser.add_argument("--blas-threads", type=int, default=None,
-                        help="limit every BLAS pool to this many threads for the whole run "
-                             "(try 1 when other jobs share the cores)")
+    parser.add_argument(
+        "--image-calls", type=int, default=None, help="number of image-level calls to time (default 16, quick 10)"
+    )
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=None,
+        help="limit every BLAS pool to this many threads for the whole run (try 1 when other jobs share the cores)",
+    )
     args = parser.parse_args(argv)
     if args.blas_threads:
         with fid._blas_threads(threads=args.blas_threads):
@@ -197,9 +207,12 @@ def _run(args):
     if args.image_calls:
         image_calls = args.image_calls
 
-    print(f"oodml.fid benchmark  (d={d}, cpus={os.cpu_count()}, BLAS threads {_threads()}, "
-          f"load average {os.getloadavg()[0]:.2f}, python {sys.version.split()[0]}, "
-          f"numpy {np.__version__})", flush=True)
+    print(
+        f"oodml.fid benchmark  (d={d}, cpus={os.cpu_count()}, BLAS threads {_threads()}, "
+        f"load average {os.getloadavg()[0]:.2f}, python {sys.version.split()[0]}, "
+        f"numpy {np.__version__})",
+        flush=True,
+    )
     rows: list[tuple[str, str, str]] = []
     bench_dense(d, n_side, rng, repeat, rows)
 
@@ -208,8 +221,10 @@ def _run(args):
     bench_computer("class", x, labels, seq, n_scratch=20, rows=rows)
     bench_computer("image", x, labels, seq[:image_calls], n_scratch=3, rows=rows)
 
-    print(f"synthetic table: {num_classes} classes, {labels.size} images, {d}-d float32; "
-          f"search = default split, swaps of one class, then removals")
+    print(
+        f"synthetic table: {num_classes} classes, {labels.size} images, {d}-d float32; "
+        f"search = default split, swaps of one class, then removals"
+    )
     width = max(len(r[0]) for r in rows) + 2
     print(f"{'':{width}}{'time':>11}   notes")
     for name, t, note in rows:

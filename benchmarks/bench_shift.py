@@ -55,8 +55,10 @@ def main() -> None:
     print(f"table {x.shape[0]} x {d} float32 ({x.nbytes * mib:.0f} MiB); sides {len(tr)} / {len(te)} images")
     dense = (len(tr) ** 2 + len(te) ** 2 + len(tr) * len(te)) * 8
     (mmd, sigma), peak, sec = _peak(lambda: shift.mmd_rbf(tr, te))
-    print(f"MMD (RBF, all images, median bandwidth): {mmd:.4e} in {sec:.1f} s; peak {peak * mib:.0f} MiB "
-          f"vs {dense * mib:.0f} MiB for the dense kernel matrices ({dense / peak:.1f}x less)")
+    print(
+        f"MMD (RBF, all images, median bandwidth): {mmd:.4e} in {sec:.1f} s; peak {peak * mib:.0f} MiB "
+        f"vs {dense * mib:.0f} MiB for the dense kernel matrices ({dense / peak:.1f}x less)"
+    )
     (kid, se), peak, sec = _peak(lambda: shift.kid(tr, te))
     print(f"KID (50 subsets of 1000): {kid:.4e} ± {se:.1e} in {sec:.1f} s; peak {peak * mib:.0f} MiB")
     n = 1500 if args.quick else 2500
@@ -68,8 +70,10 @@ def main() -> None:
     t = time.perf_counter()
     got = shift.mmd_rbf(a, b, sigma=s)[0]
     t_block = time.perf_counter() - t
-    print(f"subsample {n}/{n}: block-wise {t_block:.2f} s vs dense (scipy cdist) {t_dense:.2f} s "
-          f"({t_dense / t_block:.2f}x); relative difference {abs(got - ref) / abs(ref):.1e}")
+    print(
+        f"subsample {n}/{n}: block-wise {t_block:.2f} s vs dense (scipy cdist) {t_dense:.2f} s "
+        f"({t_dense / t_block:.2f}x); relative difference {abs(got - ref) / abs(ref):.1e}"
+    )
 
 
 if __name__ == "__main__":

@@ -66,8 +66,11 @@ def write_table(path: Path, classes: int, images: int, train_classes: int, super
     counts = class_counts(rng, classes, images)
     labels = np.repeat(np.arange(classes), counts)
     # superclass of a class: contiguous blocks within each side, like SOP's class numbering
-    side_pos = np.where(np.arange(classes) < train_classes, np.arange(classes) / train_classes,
-                        (np.arange(classes) - train_classes) / (classes - train_classes))
+    side_pos = np.where(
+        np.arange(classes) < train_classes,
+        np.arange(classes) / train_classes,
+        (np.arange(classes) - train_classes) / (classes - train_classes),
+    )
     sup = np.minimum((side_pos * supers).astype(np.int64), supers - 1)
     rank = 128
     w = (rng.standard_normal((d, rank)) / np.sqrt(rank)).astype(np.float32)
@@ -77,10 +80,11 @@ def write_table(path: Path, classes: int, images: int, train_classes: int, super
     centres[train_classes:] += side_shift
     x = np.empty((labels.size, d), dtype=np.float32)
     for start in range(0, labels.size, 8192):
-        lab = labels[start:start + 8192]
+        lab = labels[start : start + 8192]
         z = centres[lab] + 0.8 * rng.standard_normal((lab.size, rank)).astype(np.float32)
-        x[start:start + lab.size] = np.maximum(z @ w.T + 0.3 * rng.standard_normal((lab.size, d), dtype=np.float32)
-                                               + 0.5, 0.0)
+        x[start : start + lab.size] = np.maximum(
+            z @ w.T + 0.3 * rng.standard_normal((lab.size, d), dtype=np.float32) + 0.5, 0.0
+        )
     names = np.array([f"c{c:05d}" for c in range(classes)])
     super_names = np.array([f"s{s:02d}" for s in range(supers)])
     tmp = path.with_name(path.name + ".tmp.npz")
@@ -112,8 +116,9 @@ def stage_train_step(n: int, n_classes: int, d: int) -> dict:
     counts = class_counts(rng, n_classes, n)
     labels = np.repeat(np.arange(n_classes), counts)
     t0 = time.perf_counter()
-    sampler = ClassBalancedBatchSampler(np.arange(n), labels, m_per_class=2, batch_size=112,
-                                        num_batches=n // 112, seed=0)
+    sampler = ClassBalancedBatchSampler(
+        np.arange(n), labels, m_per_class=2, batch_size=112, num_batches=n // 112, seed=0
+    )
     sampler.set_epoch(0)
     batches = list(sampler)
     t_sampler = time.perf_counter() - t0
@@ -140,8 +145,12 @@ def _child(args: list[str], env: dict | None = None) -> tuple[float, float, str]
     with tempfile.NamedTemporaryFile(suffix=".peak", delete=False) as fh:
         peak_file = fh.name
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "benchmarks.bench_sop", "--stage", "peak", "--peak-file", peak_file,
-                          "--", *args], capture_output=True, text=True, env=env)
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_sop", "--stage", "peak", "--peak-file", peak_file, "--", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     wall = time.perf_counter() - t0
     if res.returncode != 0:
         raise SystemExit(f"stage {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     rest: list[str] = []
     if "--" in argv:
         i = argv.index("--")
-        argv, rest = argv[:i], argv[i + 1:]
+        argv, rest = argv[:i], argv[i + 1 :]
     args = ap.parse_args(argv)
     if args.stage == "peak":
         return _run_measured(rest, args.peak_file)
@@ -206,14 +215,34 @@ def main(argv: list[str] | None = None) -> int:
         wall, peak, _ = _child(["-m", "benchmarks.bench_sop", "--stage", "table", "--table", str(table), *quick])
         rows.append(("table", f"{wall:.1f} s", f"{peak:.2f} GiB", f"{table.stat().st_size / 2**30:.2f} GiB file"))
     env = dict(os.environ, OODML_QUIET="1")
-    wall, peak, _ = _child(["-m", "oodml.make_splits", "--features-file", str(table), "--level", "class",
-                            "--out", str(work / "sop.json"), "--figure", "none", "--quiet"], env)
+    wall, peak, _ = _child(
+        [
+            "-m",
+            "oodml.make_splits",
+            "--features-file",
+            str(table),
+            "--level",
+            "class",
+            "--out",
+            str(work / "sop.json"),
+            "--figure",
+            "none",
+            "--quiet",
+        ],
+        env,
+    )
     doc = json.loads((work / "sop.json").read_text())
     prov = doc["provenance"]["params"]
     steps = len(doc["trajectory"])
-    rows.append(("splits (SOP)", f"{wall:.1f} s", f"{peak:.2f} GiB",
-                 f"{steps} steps, S = {prov['swaps_per_iter']}, max_iters = {prov['resolved_max_iters']}, "
-                 f"{len(doc['series'])} splits"))
+    rows.append(
+        (
+            "splits (SOP)",
+            f"{wall:.1f} s",
+            f"{peak:.2f} GiB",
+            f"{steps} steps, S = {prov['swaps_per_iter']}, max_iters = {prov['resolved_max_iters']}, "
+            f"{len(doc['series'])} splits",
+        )
+    )
     # the CUB-sized peer, same command
     from benchmarks.bench_splits import structured_features
 
@@ -222,19 +251,51 @@ def main(argv: list[str] | None = None) -> int:
     cub = work / "cub_synthetic.npz"
     np.savez(cub, features=x, labels=names[lab])
     del x
-    wall, peak_cub, _ = _child(["-m", "oodml.make_splits", "--features-file", str(cub), "--level", "class",
-                                "--out", str(work / "cub.json"), "--figure", "none", "--quiet"], env)
-    rows.append(("splits (CUB)", f"{wall:.1f} s", f"{peak_cub:.2f} GiB",
-                 f"{len(json.loads((work / 'cub.json').read_text())['trajectory'])} steps"))
+    wall, peak_cub, _ = _child(
+        [
+            "-m",
+            "oodml.make_splits",
+            "--features-file",
+            str(cub),
+            "--level",
+            "class",
+            "--out",
+            str(work / "cub.json"),
+            "--figure",
+            "none",
+            "--quiet",
+        ],
+        env,
+    )
+    rows.append(
+        (
+            "splits (CUB)",
+            f"{wall:.1f} s",
+            f"{peak_cub:.2f} GiB",
+            f"{len(json.loads((work / 'cub.json').read_text())['trajectory'])} steps",
+        )
+    )
     wall, peak, out = _child(["-m", "benchmarks.bench_sop", "--stage", "evaluate", *quick], env)
     r = json.loads(out.strip().splitlines()[-1])
-    rows.append(("evaluate 60,502 x 512" if not args.quick else "evaluate (quick)", f"{wall:.1f} s",
-                 f"{peak:.2f} GiB", f"metrics {r['seconds']:.1f} s"))
+    rows.append(
+        (
+            "evaluate 60,502 x 512" if not args.quick else "evaluate (quick)",
+            f"{wall:.1f} s",
+            f"{peak:.2f} GiB",
+            f"metrics {r['seconds']:.1f} s",
+        )
+    )
     wall, peak, out = _child(["-m", "benchmarks.bench_sop", "--stage", "train", *quick], env)
     r = json.loads(out.strip().splitlines()[-1])
-    rows.append(("sampler + proxy losses", f"{wall:.1f} s", f"{peak:.2f} GiB",
-                 f"sampler {r['sampler_seconds']:.2f} s; steps " + ", ".join(
-                     f"{k.split('_')[0]} {v:.2f} s" for k, v in r.items() if k.endswith("step_seconds"))))
+    rows.append(
+        (
+            "sampler + proxy losses",
+            f"{wall:.1f} s",
+            f"{peak:.2f} GiB",
+            f"sampler {r['sampler_seconds']:.2f} s; steps "
+            + ", ".join(f"{k.split('_')[0]} {v:.2f} s" for k, v in r.items() if k.endswith("step_seconds")),
+        )
+    )
     print(f"load average after: {_load()}")
     print("| stage | wall time | peak memory | notes |\n| --- | --- | --- | --- |")
     for row in rows:

@@ -46,9 +46,9 @@ def structured_features(rng, num_classes=200, mean_per_class=59, d=2048, groups=
     centres = group_centres[g] + 1.0 * rng.standard_normal((num_classes, rank)) @ w.T
     x = np.empty((labels.size, d), dtype=np.float32)
     for start in range(0, labels.size, 2048):
-        lab = labels[start:start + 2048]
+        lab = labels[start : start + 2048]
         z = rng.standard_normal((lab.size, rank)) @ w.T + 0.3 * rng.standard_normal((lab.size, d))
-        x[start:start + lab.size] = np.maximum(centres[lab] + z + 0.5, 0.0)
+        x[start : start + lab.size] = np.maximum(centres[lab] + z + 0.5, 0.0)
     return x, labels
 
 
@@ -58,8 +58,9 @@ def _build(x, labels, classes, level, blas_threads=None):
     half = len(classes) // 2
     p = SearchParams(level=level)
     t0 = time.perf_counter()
-    doc = build_split_document(x, labels, classes, classes[:half], classes[half:], p, seed=0, dataset="synthetic",
-                               blas_threads=blas_threads)
+    doc = build_split_document(
+        x, labels, classes, classes[:half], classes[half:], p, seed=0, dataset="synthetic", blas_threads=blas_threads
+    )
     total = time.perf_counter() - t0
     return doc, total
 
@@ -92,17 +93,19 @@ def _eigen_solver_times(x, repeats=3):
     from oodml.fid import gaussian_stats
 
     sigma = np.asfortranarray(gaussian_stats(x[:6000].astype(np.float64))[1])
-    solvers = {f"scipy {drv}": (lambda m, drv=drv: eigh(m, lower=True, eigvals_only=True, driver=drv,
-                                                          check_finite=False))
-               for drv in ("ev", "evd", "evr", "evx")}
+    solvers = {
+        f"scipy {drv}": (lambda m, drv=drv: eigh(m, lower=True, eigvals_only=True, driver=drv, check_finite=False))
+        for drv in ("ev", "evd", "evr", "evx")
+    }
     two_stage = _lapacke_two_stage()
     if two_stage is not None:
         solvers["LAPACK dsyevd_2stage"] = two_stage
     try:
         import torch
 
-        solvers[f"torch eigvalsh ({torch.get_num_threads()} threads)"] = (
-            lambda m: torch.linalg.eigvalsh(torch.from_numpy(m)))
+        solvers[f"torch eigvalsh ({torch.get_num_threads()} threads)"] = lambda m: torch.linalg.eigvalsh(
+            torch.from_numpy(m)
+        )
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     out = {}
@@ -125,16 +128,24 @@ def _lapacke_two_stage():
 
     import scipy
 
-    libs = glob.glob(os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs",
-                                  "libscipy_openblas*.so"))
+    libs = glob.glob(
+        os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs", "libscipy_openblas*.so")
+    )
     for path in libs:
         try:
             fn = ctypes.CDLL(path).scipy_LAPACKE_dsyevd_2stage
         except (OSError, AttributeError):
             continue
         fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, ctypes.c_int, ctypes.c_void_p,
-                       ctypes.c_int, ctypes.c_void_p]
+        fn.argtypes = [
+            ctypes.c_int,
+            ctypes.c_char,
+            ctypes.c_char,
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_int,
+            ctypes.c_void_p,
+        ]
 
         def solve(m, fn=fn):
             a = np.array(m, order="F", copy=True)
@@ -160,8 +171,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="d = 512, class level only")
     ap.add_argument("--no-image", action="store_true", help="skip the image level")
     ap.add_argument("--no-peer", action="store_true", help="skip the reference-style FID call")
-    ap.add_argument("--blas-threads", type=int, default=None,
-                    help="BLAS threads of the image-level FID (1 on a busy shared machine)")
+    ap.add_argument(
+        "--blas-threads",
+        type=int,
+        default=None,
+        help="BLAS threads of the image-level FID (1 on a busy shared machine)",
+    )
     args = ap.parse_args(argv)
     d = 512 if args.quick else 2048
     rng = np.random.default_rng(0)
@@ -183,8 +198,10 @@ def main(argv=None) -> int:
         rows.append(("image", total_i, len(doc_i["trajectory"]), _phase_counts(doc_i), doc_i))
 
     print()
-    print(f"{'level':<6} {'whole series':>13} {'FID calls':>9} {'per call':>9}  {'phases (steps)':<27} "
-          "FIDs of the 9 splits")
+    print(
+        f"{'level':<6} {'whole series':>13} {'FID calls':>9} {'per call':>9}  {'phases (steps)':<27} "
+        "FIDs of the 9 splits"
+    )
     for level, total, calls, phases, dd in rows:
         ph = ", ".join(f"{k} {v}" for k, v in phases.items())
         fids = " ".join(f"{s['fid']:.3g}" for s in dd["series"])
@@ -195,13 +212,18 @@ def main(argv=None) -> int:
         total_i, calls_i = rows[1][1], rows[1][2]
         print(f"image level: whole series in {total_i:.1f} s (goal ≤ 10 s: {'met' if total_i <= 10 else 'NOT met'})")
         times = _eigen_solver_times(x)
-        print(f"\nfloor of the image level: one d × d eigenvalue problem per recorded step ({calls_i} steps); "
-              f"values-only solvers at d = {d}, best of 3:")
+        print(
+            f"\nfloor of the image level: one d × d eigenvalue problem per recorded step ({calls_i} steps); "
+            f"values-only solvers at d = {d}, best of 3:"
+        )
         for name, secs in sorted(times.items(), key=lambda kv: kv[1]):
             print(f"  {name:<28} {secs:.3f} s   × {calls_i} steps = {secs * calls_i:5.1f} s")
         best = min(times.values())
-        print(f"  -> no solver here can do the eigenvalue work alone in ≤ 10 s"
-              if best * calls_i > 10 else "  -> the eigenvalue work alone fits in 10 s")
+        print(
+            "  -> no solver here can do the eigenvalue work alone in ≤ 10 s"
+            if best * calls_i > 10
+            else "  -> the eigenvalue work alone fits in 10 s"
+        )
 
     if not args.no_peer:
         from oodml.splits import class_means
@@ -210,10 +232,12 @@ def main(argv=None) -> int:
         secs, value = _reference_fid_call(means[:100], means[100:])
         ours = rows[0][4]["trajectory"][0]["fid"]
         proj = secs * n_calls
-        print(f"peer: one reference-style FID (np.cov + scipy sqrtm, d = {d}) = {secs:.2f} s "
-              f"(value {value:.6g}, ours {ours:.6g}, rel. diff {abs(value - ours) / abs(ours):.1e}); "
-              f"× {n_calls} calls = {proj:.0f} s projected for the same class-level search "
-              f"-> ours {proj / goal:.0f}× faster")
+        print(
+            f"peer: one reference-style FID (np.cov + scipy sqrtm, d = {d}) = {secs:.2f} s "
+            f"(value {value:.6g}, ours {ours:.6g}, rel. diff {abs(value - ours) / abs(ours):.1e}); "
+            f"× {n_calls} calls = {proj:.0f} s projected for the same class-level search "
+            f"-> ours {proj / goal:.0f}× faster"
+        )
     return 0
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 def _load() -> str:
     try:
-        return "load %.1f" % os.getloadavg()[0]
+        return f"load {os.getloadavg()[0]:.1f}"
     except OSError:  # pragma: no cover
         return "load ?"
 
@@ -47,16 +47,49 @@ def _load() -> str:
 def configs(quick: bool, r50_steps: int):
     from oodml.train import TrainConfig
 
-    common = dict(loss="multisimilarity", val_fraction=0.0, eval_every=0, tensorboard=False, workers=0, epochs=1,
-                  seed=0, amp="off", device="cpu")
-    small = TrainConfig(backbone="oodml_convnet", pretrained=False, image_size=32, resize_size=36, crop_scale_min=0.5,
-                        embed_dim=64, batch_size=64, m_per_class=4, lr=1e-3, weight_decay=4e-4, freeze_bn=False,
-                        threads=1, iterations_per_epoch=20 if quick else 60, **common)
+    common = dict(
+        loss="multisimilarity",
+        val_fraction=0.0,
+        eval_every=0,
+        tensorboard=False,
+        workers=0,
+        epochs=1,
+        seed=0,
+        amp="off",
+        device="cpu",
+    )
+    small = TrainConfig(
+        backbone="oodml_convnet",
+        pretrained=False,
+        image_size=32,
+        resize_size=36,
+        crop_scale_min=0.5,
+        embed_dim=64,
+        batch_size=64,
+        m_per_class=4,
+        lr=1e-3,
+        weight_decay=4e-4,
+        freeze_bn=False,
+        threads=1,
+        iterations_per_epoch=20 if quick else 60,
+        **common,
+    )
     out = [("small backbone (oodml_convnet, 32 px, batch 64, 1 thread)", small)]
     if not quick:
-        r50 = TrainConfig(backbone="resnet50", pretrained=False, image_size=224, resize_size=256, embed_dim=512,
-                          batch_size=32, m_per_class=2, lr=1e-5, weight_decay=4e-4, freeze_bn=True,
-                          iterations_per_epoch=r50_steps, **common)
+        r50 = TrainConfig(
+            backbone="resnet50",
+            pretrained=False,
+            image_size=224,
+            resize_size=256,
+            embed_dim=512,
+            batch_size=32,
+            m_per_class=2,
+            lr=1e-5,
+            weight_decay=4e-4,
+            freeze_bn=True,
+            iterations_per_epoch=r50_steps,
+            **common,
+        )
         out.append((f"ResNet-50 (timm, 224 px, batch 32, {r50_steps} steps)", r50))
     return out
 
@@ -91,13 +124,29 @@ def hand_seconds(cfg) -> float:
     labels_by_id = np.full(len(ds), -1, dtype=np.int64)
     names = ds.label_names
     labels_by_id[fit_ids] = [label_of[names[i]] for i in fit_ids]
-    sampler = ClassBalancedBatchSampler(fit_ids, labels_by_id[fit_ids], cfg.m_per_class, cfg.batch_size,
-                                        cfg.iterations_per_epoch, seed=cfg.seed)
-    loader = train_loader(cache, labels_by_id, sampler, image_size=cfg.image_size, augment=cfg.augment,
-                          scale=(cfg.crop_scale_min, 1.0), workers=0, device="cpu")
+    sampler = ClassBalancedBatchSampler(
+        fit_ids, labels_by_id[fit_ids], cfg.m_per_class, cfg.batch_size, cfg.iterations_per_epoch, seed=cfg.seed
+    )
+    loader = train_loader(
+        cache,
+        labels_by_id,
+        sampler,
+        image_size=cfg.image_size,
+        augment=cfg.augment,
+        scale=(cfg.crop_scale_min, 1.0),
+        workers=0,
+        device="cpu",
+    )
     _seed_all(cfg.seed, 0xB01D)
-    model = build_model(cfg.backbone, pretrained=False, embed_dim=cfg.embed_dim, pooling=cfg.pooling,
-                        freeze_bn=cfg.freeze_bn, channels_last=cfg.channels_last, drop_path=cfg.drop_path)
+    model = build_model(
+        cfg.backbone,
+        pretrained=False,
+        embed_dim=cfg.embed_dim,
+        pooling=cfg.pooling,
+        freeze_bn=cfg.freeze_bn,
+        channels_last=cfg.channels_last,
+        drop_path=cfg.drop_path,
+    )
     mean, std = _model_mean_std(model)
     loss_fn = losses.MultiSimilarityLoss(alpha=2.0, beta=40.0, base=0.5)
     miner = miners.MultiSimilarityMiner(epsilon=0.1)
@@ -139,11 +188,16 @@ def main(argv: list[str] | None = None) -> int:
                     before = _load()
                     t[side] = framework_seconds(cfg, Path(tmp) / f"r{r}") if side == "framework" else hand_seconds(cfg)
                     torch.set_num_threads(threads0)
-                    print(f"  round {r + 1} {side:9s}: {steps / t[side]:.2f} steps/s ({t[side]:.1f} s; "
-                          f"{before} -> {_load()})", flush=True)
+                    print(
+                        f"  round {r + 1} {side:9s}: {steps / t[side]:.2f} steps/s ({t[side]:.1f} s; "
+                        f"{before} -> {_load()})",
+                        flush=True,
+                    )
                 ratios.append(t["hand"] / t["framework"])
-        print(f"  framework / hand-written steps per second: median {statistics.median(ratios):.3f} "
-              f"(rounds: {', '.join(f'{x:.3f}' for x in ratios)}); goal >= 0.95")
+        print(
+            f"  framework / hand-written steps per second: median {statistics.median(ratios):.3f} "
+            f"(rounds: {', '.join(f'{x:.3f}' for x in ratios)}); goal >= 0.95"
+        )
     return 0
 
 

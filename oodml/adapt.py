@@ -98,8 +98,9 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -221,8 +222,9 @@ def draw_episodes(
 
     ids = _ids_by_class(dataset, classes)
     _usable(int(k), ids)
-    eps = make_episodes(list(classes), {c: v.tolist() for c, v in ids.items()}, shots=[int(k)],
-                        episodes=int(n_episodes), seed=int(seed))
+    eps = make_episodes(
+        list(classes), {c: v.tolist() for c, v in ids.items()}, shots=[int(k)], episodes=int(n_episodes), seed=int(seed)
+    )
     return eps[int(k)]
 
 
@@ -263,7 +265,9 @@ def check_episodes(
                 raise BadInputError(f"{where}: {k}-shot episode {e} leaves class {c!r} no query image")
             clean[c] = support
         if len(clean) < 2:
-            raise BadInputError(f"{where}: {k}-shot episode {e} covers {len(clean)} test class(es); at least 2 are needed")
+            raise BadInputError(
+                f"{where}: {k}-shot episode {e} covers {len(clean)} test class(es); at least 2 are needed"
+            )
         out.append(clean)
     return out
 
@@ -384,7 +388,9 @@ def parse_iterations(spec: Any, shots: Iterable[int]) -> dict[int, int]:
         except (TypeError, ValueError):
             f = float("nan")
         if isinstance(v, bool) or not math.isfinite(f) or f != int(f) or f < 0:
-            raise BadInputError(f"iterations {what} must be a non-negative integer (got {v!r}); e.g. --iterations 2=1000 5=1500")
+            raise BadInputError(
+                f"iterations {what} must be a non-negative integer (got {v!r}); e.g. --iterations 2=1000 5=1500"
+            )
         return int(f)
 
     if isinstance(spec, str):
@@ -398,7 +404,9 @@ def parse_iterations(spec: Any, shots: Iterable[int]) -> dict[int, int]:
         for s in spec:
             key, sep, val = str(s).partition("=")
             if not sep:
-                raise BadInputError(f"iterations entry {s!r} is not k=n; use e.g. --iterations 2=1000 5=1500 or one number")
+                raise BadInputError(
+                    f"iterations entry {s!r} is not k=n; use e.g. --iterations 2=1000 5=1500 or one number"
+                )
             items.append((key, val))
     else:
         return {k: as_int(spec, "") for k in shots}
@@ -436,7 +444,7 @@ def _model_device(model) -> torch.device:
     return torch.device("cpu")
 
 
-def compute_frozen(model, dataset, classes: Sequence[str], images: "RunImages") -> FrozenFeatures:
+def compute_frozen(model, dataset, classes: Sequence[str], images: RunImages) -> FrozenFeatures:
     """One backbone pass over all images of ``classes`` (eval transforms): pooled features and
     zero-shot embeddings (the model's head applied to them)."""
     ids_by_class = _ids_by_class(dataset, classes)
@@ -447,7 +455,9 @@ def compute_frozen(model, dataset, classes: Sequence[str], images: "RunImages") 
     device = _model_device(model)
     feats = np.asarray(images.embed(model, ids, features=True), dtype=np.float32)
     if feats.shape != (len(ids), model.feature_dim):
-        raise RuntimeError(f"embed(features=True) returned shape {feats.shape}, expected {(len(ids), model.feature_dim)}")
+        raise RuntimeError(
+            f"embed(features=True) returned shape {feats.shape}, expected {(len(ids), model.feature_dim)}"
+        )
     f = torch.from_numpy(np.ascontiguousarray(feats)).to(device)
     was_training = model.training
     model.eval()
@@ -474,9 +484,14 @@ class RunImages:
         from oodml.train import embed
 
         return embed(
-            model, self.dataset, np.asarray(ids, dtype=np.int64), self.config,
+            model,
+            self.dataset,
+            np.asarray(ids, dtype=np.int64),
+            self.config,
             device=self.device if self.device is not None else _model_device(model),
-            batch_size=self.batch_size, features=features, progress=self.progress,
+            batch_size=self.batch_size,
+            features=features,
+            progress=self.progress,
         )
 
     def augmented(self, keys: Sequence[tuple[int, int]], device) -> torch.Tensor:
@@ -628,10 +643,17 @@ def fewshot_adaptation(
     # check the objective once, up front (bad loss options fail before any work)
     make_objective(loss, num_classes=num_classes, embed_dim=model.embed_dim, **loss_params)
     options = {
-        "adapt": adapt, "loss": loss, "loss_params": loss_params,
-        "iterations": {str(k): iters[k] for k in shots}, "lr": lr, "weight_decay": float(weight_decay),
-        "batch_size": int(batch_size), "m_per_class": int(m_per_class), "seed": int(seed),
-        "ks": [int(k) for k in ks], "metrics": list(metrics),
+        "adapt": adapt,
+        "loss": loss,
+        "loss_params": loss_params,
+        "iterations": {str(k): iters[k] for k in shots},
+        "lr": lr,
+        "weight_decay": float(weight_decay),
+        "batch_size": int(batch_size),
+        "m_per_class": int(m_per_class),
+        "seed": int(seed),
+        "ks": [int(k) for k in ks],
+        "metrics": list(metrics),
     }
     base_state = copy.deepcopy(model.head.state_dict() if adapt == "head" else model.state_dict())
     target = model.head if adapt == "head" else model
@@ -650,12 +672,17 @@ def fewshot_adaptation(
                 n_support, n_query = len(s_rows), len(q_rows)
                 target.load_state_dict(base_state)
                 ep_seed = _seed_int(seed, k, e, 0xADA)
-                opts = {"lr": lr, "weight_decay": float(weight_decay), "batch_size": int(batch_size),
-                        "m_per_class": min(int(m_per_class), k)}
+                opts = {
+                    "lr": lr,
+                    "weight_decay": float(weight_decay),
+                    "batch_size": int(batch_size),
+                    "m_per_class": min(int(m_per_class), k),
+                }
                 one_thread = adapt == "head" and device.type == "cpu"
                 with _seeded(ep_seed, device), torch_threads(1, enabled=one_thread):
-                    objective = make_objective(loss, num_classes=num_classes, embed_dim=model.embed_dim,
-                                               **loss_params).to(device)
+                    objective = make_objective(
+                        loss, num_classes=num_classes, embed_dim=model.embed_dim, **loss_params
+                    ).to(device)
                     batches = support_batches(s_lab, opts["batch_size"], opts["m_per_class"], iters[k], ep_seed)
                     if adapt == "head":
                         final = _train_head(model, frozen, s_rows, s_lab, objective, opts, batches, device)
@@ -672,8 +699,10 @@ def fewshot_adaptation(
                 zero = _evaluate(emb0[q_rows], q_lab, ks, metrics, seed)
                 per_episode.append({"adapted": adapted, "zero_shot": zero, "final_loss": final})
                 bar.update(1)
-                bar.set_postfix_str(f"R@1 {adapted.get('recall@1', float('nan')):.3f} "
-                                    f"(zero-shot {zero.get('recall@1', float('nan')):.3f})")
+                bar.set_postfix_str(
+                    f"R@1 {adapted.get('recall@1', float('nan')):.3f} "
+                    f"(zero-shot {zero.get('recall@1', float('nan')):.3f})"
+                )
             bar.close()
             names = list(per_episode[0]["adapted"]) if per_episode else []
             result["shots"][str(k)] = {
@@ -721,8 +750,13 @@ def fit_linear_probe(
         linear.weight.zero_()
         linear.bias.zero_()
     optimizer = torch.optim.LBFGS(
-        linear.parameters(), lr=1.0, max_iter=int(max_iter), history_size=20,
-        tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe",
+        linear.parameters(),
+        lr=1.0,
+        max_iter=int(max_iter),
+        history_size=20,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+        line_search_fn="strong_wolfe",
     )
     y = train_y.long()
 
@@ -763,8 +797,14 @@ def linear_probe(
     reps = {"embedding": frozen.embeddings.float(), "backbone": frozen.features.float()}
     labels = torch.from_numpy(frozen.labels).to(device)
     result: dict[str, Any] = {
-        "options": {"fraction": float(fraction), "l2": float(l2), "max_iter": int(max_iter), "seed": int(seed),
-                    "standardize": True, "solver": "lbfgs"},
+        "options": {
+            "fraction": float(fraction),
+            "l2": float(l2),
+            "max_iter": int(max_iter),
+            "seed": int(seed),
+            "standardize": True,
+            "solver": "lbfgs",
+        },
         "shots": {},
     }
 
@@ -846,10 +886,17 @@ def resolve_lr(lr: float | None, lr_mult: float | None, run_lr: float | None) ->
         return lr
     if lr is not None:
         raise BadInputError(f"give either lr ({lr}) or lr_mult ({lr_mult}) for adaptation, not both")
-    if isinstance(lr_mult, bool) or not isinstance(lr_mult, (int, float)) or not lr_mult > 0 or not math.isfinite(lr_mult):
+    if (
+        isinstance(lr_mult, bool)
+        or not isinstance(lr_mult, (int, float))
+        or not lr_mult > 0
+        or not math.isfinite(lr_mult)
+    ):
         raise BadInputError(f"lr_mult must be a positive number (got {lr_mult!r})")
     if run_lr is None:
-        raise BadInputError("lr_mult needs the run's training learning rate, and the run config has none; give lr instead")
+        raise BadInputError(
+            "lr_mult needs the run's training learning rate, and the run config has none; give lr instead"
+        )
     return float(run_lr) * float(lr_mult)
 
 
@@ -903,8 +950,10 @@ def _merge(old: Any, new: dict[str, Any]) -> dict[str, Any]:
     (modes in the fixed order of :data:`MODES`)."""
     header = {key: value for key, value in new.items() if key not in MODES}
     modes = {m: new[m] for m in MODES if m in new}
-    if isinstance(old, dict) and old.get("schema") == SCHEMA and all(
-        old.get(key) == value for key, value in header.items()
+    if (
+        isinstance(old, dict)
+        and old.get("schema") == SCHEMA
+        and all(old.get(key) == value for key, value in header.items())
     ):  # same run and split; otherwise the old record describes another model: dropped
         for m in MODES:
             if m not in modes and m in old:
@@ -962,11 +1011,17 @@ def run_adaptation(
     split = run.split
     split_episodes = getattr(split, "episodes", None) if split is not None else None
     eps, source = resolve_episodes(
-        dataset, classes, shots, split_episodes, episodes, seed,
+        dataset,
+        classes,
+        shots,
+        split_episodes,
+        episodes,
+        seed,
         where=f"split file {getattr(config, 'splits', None) or '(none)'} (split {getattr(split, 'id', None)})",
     )
-    images = RunImages(dataset, config, model=model, device=device, batch_size=int(o["embed_batch_size"]),
-                       progress=progress)
+    images = RunImages(
+        dataset, config, model=model, device=device, batch_size=int(o["embed_batch_size"]), progress=progress
+    )
     frozen = compute_frozen(model, dataset, classes, images)
 
     record: dict[str, Any] = {
@@ -979,12 +1034,22 @@ def run_adaptation(
     }
     if "fewshot" in modes:
         fs = fewshot_adaptation(
-            model, frozen, eps,
-            adapt=o["adapt"], loss=o["loss"], loss_params=o["loss_params"], iterations=o["iterations"],
-            lr=resolve_lr(o["lr"], o["lr_mult"], getattr(config, "lr", None)), weight_decay=float(o["weight_decay"]),
+            model,
+            frozen,
+            eps,
+            adapt=o["adapt"],
+            loss=o["loss"],
+            loss_params=o["loss_params"],
+            iterations=o["iterations"],
+            lr=resolve_lr(o["lr"], o["lr_mult"], getattr(config, "lr", None)),
+            weight_decay=float(o["weight_decay"]),
             batch_size=int(o["batch_size"] if o["batch_size"] is not None else getattr(config, "batch_size", 112)),
             m_per_class=int(o["m_per_class"] if o["m_per_class"] is not None else getattr(config, "m_per_class", 2)),
-            seed=seed, ks=tuple(o["ks"]), metrics=tuple(o["metrics"]), images=images, progress=progress,
+            seed=seed,
+            ks=tuple(o["ks"]),
+            metrics=tuple(o["metrics"]),
+            images=images,
+            progress=progress,
         )
         fs["options"]["episodes"] = episodes
         if o["lr_mult"] is not None:
@@ -994,8 +1059,13 @@ def run_adaptation(
         record["fewshot"] = fs
     if "probe" in modes:
         pr = linear_probe(
-            frozen, eps, fraction=float(o["fraction"]), l2=float(o["probe_l2"]),
-            max_iter=int(o["probe_iterations"]), seed=seed, progress=progress,
+            frozen,
+            eps,
+            fraction=float(o["fraction"]),
+            l2=float(o["probe_l2"]),
+            max_iter=int(o["probe_iterations"]),
+            seed=seed,
+            progress=progress,
         )
         pr["options"]["episodes"] = episodes
         for k in shots:
@@ -1043,19 +1113,29 @@ def adaptation_rows(adaptation: Mapping[str, Any]) -> list[dict[str, Any]]:
             for m, s in rec["adapted"].items():
                 rows.append({"stage": stage, "metric": m, "value": value(s["mean"]), "ci95": _ci(s["ci95"])})
                 z, g = rec["zero_shot"][m], rec["gain"][m]
-                rows.append({"stage": stage, "metric": f"{m}_zero_shot", "value": value(z["mean"]), "ci95": _ci(z["ci95"])})
+                rows.append(
+                    {"stage": stage, "metric": f"{m}_zero_shot", "value": value(z["mean"]), "ci95": _ci(z["ci95"])}
+                )
                 rows.append({"stage": stage, "metric": f"{m}_gain", "value": value(g["mean"]), "ci95": _ci(g["ci95"])})
     pr = adaptation.get("probe")
     if pr:
         for k in sorted(pr.get("shots", {}), key=int):
             rec = pr["shots"][k]
             for rep in ("embedding", "backbone"):
-                rows.append({"stage": "linear-probe", "metric": f"top1_{rep}_{int(k)}shot",
-                             "value": value(rec[rep]["mean"]), "ci95": _ci(rec[rep]["ci95"])})
+                rows.append(
+                    {
+                        "stage": "linear-probe",
+                        "metric": f"top1_{rep}_{int(k)}shot",
+                        "value": value(rec[rep]["mean"]),
+                        "ci95": _ci(rec[rep]["ci95"]),
+                    }
+                )
         half = pr.get("half")
         if half:
             for rep in ("embedding", "backbone"):
-                rows.append({"stage": "linear-probe", "metric": f"top1_{rep}_half", "value": value(half[rep]), "ci95": None})
+                rows.append(
+                    {"stage": "linear-probe", "metric": f"top1_{rep}_half", "value": value(half[rep]), "ci95": None}
+                )
     return rows
 
 
@@ -1082,32 +1162,72 @@ def build_parser() -> argparse.ArgumentParser:
         "writes RUN_DIR/adaptation.json and prints a table.",
     )
     p.add_argument("run_dir", help="folder of a trained run (holds best.pt and config.yaml)")
-    p.add_argument("--mode", nargs="+", default=["fewshot"], choices=MODES,
-                   help="fewshot, probe, or both (they share the frozen features); default fewshot")
+    p.add_argument(
+        "--mode",
+        nargs="+",
+        default=["fewshot"],
+        choices=MODES,
+        help="fewshot, probe, or both (they share the frozen features); default fewshot",
+    )
     p.add_argument("--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS), help="k values (default 2 5)")
-    p.add_argument("--episodes", type=int, default=None,
-                   help=f"episodes per k (default: all of the split file's; {DEFAULT_EPISODES} drawn without one)")
-    p.add_argument("--adapt", choices=ADAPT_MODES, default="head",
-                   help="head: train only the embedding layer on frozen features (default); full: the whole network")
+    p.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help=f"episodes per k (default: all of the split file's; {DEFAULT_EPISODES} drawn without one)",
+    )
+    p.add_argument(
+        "--adapt",
+        choices=ADAPT_MODES,
+        default="head",
+        help="head: train only the embedding layer on frozen features (default); full: the whole network",
+    )
     p.add_argument("--loss", default="margin", help="objective (python -m oodml.train --list-losses); default margin")
-    p.add_argument("--loss-param", action="append", default=[], metavar="KEY=VALUE",
-                   help="objective option, repeatable (e.g. margin=0.1, miner=none)")
-    p.add_argument("--iterations", nargs="+", default=None, metavar="K=N|N",
-                   help="training iterations per k (e.g. 2=1000 5=1500) or one number (default 1000 / 1500)")
+    p.add_argument(
+        "--loss-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="objective option, repeatable (e.g. margin=0.1, miner=none)",
+    )
+    p.add_argument(
+        "--iterations",
+        nargs="+",
+        default=None,
+        metavar="K=N|N",
+        help="training iterations per k (e.g. 2=1000 5=1500) or one number (default 1000 / 1500)",
+    )
     p.add_argument("--lr", type=float, default=None, help=f"learning rate (default {HEAD_LR:g} head, {FULL_LR:g} full)")
-    p.add_argument("--lr-mult", type=float, default=None,
-                   help="learning rate as a multiple of the run's training rate (the ooDML few-shot stage: 10)")
+    p.add_argument(
+        "--lr-mult",
+        type=float,
+        default=None,
+        help="learning rate as a multiple of the run's training rate (the ooDML few-shot stage: 10)",
+    )
     p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
     p.add_argument("--batch-size", type=int, default=None, help="support images per batch (default: the run's)")
     p.add_argument("--m-per-class", type=int, default=None, help="images per class in a batch (default: the run's)")
     p.add_argument("--ks", nargs="+", type=int, default=list(DEFAULT_KS), help="Recall@k values (default 1 2 4 8)")
-    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=DEFAULT_METRICS,
-                   help="retrieval metrics of the few-shot evaluation (default: all)")
-    p.add_argument("--fraction", type=float, default=PROBE_FRACTION,
-                   help="probe: fraction of each class's images to fit on (default 0.5)")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        default=list(DEFAULT_METRICS),
+        choices=DEFAULT_METRICS,
+        help="retrieval metrics of the few-shot evaluation (default: all)",
+    )
+    p.add_argument(
+        "--fraction",
+        type=float,
+        default=PROBE_FRACTION,
+        help="probe: fraction of each class's images to fit on (default 0.5)",
+    )
     p.add_argument("--probe-l2", type=float, default=PROBE_L2, help=f"probe: L2 weight (default {PROBE_L2:g})")
-    p.add_argument("--probe-iterations", type=int, default=PROBE_ITERATIONS,
-                   help=f"probe: maximum L-BFGS iterations (default {PROBE_ITERATIONS})")
+    p.add_argument(
+        "--probe-iterations",
+        type=int,
+        default=PROBE_ITERATIONS,
+        help=f"probe: maximum L-BFGS iterations (default {PROBE_ITERATIONS})",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of drawn episodes, batches, miner (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
@@ -1123,12 +1243,27 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     result = run_adaptation(
-        args.run_dir, mode=args.mode, shots=args.shots, episodes=args.episodes,
-        adapt=args.adapt, loss=args.loss, loss_params=parse_overrides(args.loss_param),
-        iterations=args.iterations, lr=args.lr, lr_mult=args.lr_mult, weight_decay=args.weight_decay,
-        batch_size=args.batch_size, m_per_class=args.m_per_class, ks=args.ks, metrics=args.metrics,
-        fraction=args.fraction, probe_l2=args.probe_l2, probe_iterations=args.probe_iterations,
-        seed=args.seed, device=args.device, progress=not progress_disabled(args.quiet),
+        args.run_dir,
+        mode=args.mode,
+        shots=args.shots,
+        episodes=args.episodes,
+        adapt=args.adapt,
+        loss=args.loss,
+        loss_params=parse_overrides(args.loss_param),
+        iterations=args.iterations,
+        lr=args.lr,
+        lr_mult=args.lr_mult,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        m_per_class=args.m_per_class,
+        ks=args.ks,
+        metrics=args.metrics,
+        fraction=args.fraction,
+        probe_l2=args.probe_l2,
+        probe_iterations=args.probe_iterations,
+        seed=args.seed,
+        device=args.device,
+        progress=not progress_disabled(args.quiet),
     )
     ran = {"fewshot": "few-shot-", "probe": "linear-probe"}
     rows = [r for r in adaptation_rows(result) if any(r["stage"].startswith(ran[m]) for m in args.mode)]

@@ -39,8 +39,9 @@ import math
 import re
 import warnings
 import zlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,17 @@ from oodml.errors import BadInputError
 from oodml.io import PathLike, atomic_write
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
-    "study", "dataset", "split", "fid", "loss", "seed", "stage", "metric", "value", "ci95", "run_id",
+    "study",
+    "dataset",
+    "split",
+    "fid",
+    "loss",
+    "seed",
+    "stage",
+    "metric",
+    "value",
+    "ci95",
+    "run_id",
 )
 """Columns of a results table, in order (see the project contract)."""
 
@@ -75,7 +86,9 @@ def load_results(path: PathLike) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise BadInputError(f"results table {path} does not exist; check the path (or run `python -m oodml.study collect`)")
+        raise BadInputError(
+            f"results table {path} does not exist; check the path (or run `python -m oodml.study collect`)"
+        )
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
@@ -250,8 +263,15 @@ def metric_name(metric: str) -> str:
     m = re.match(r"^(recall|precision)@(\d+)$", base)
     if m:
         return f"{m.group(1).capitalize()}@{m.group(2)}"
-    named = {"r_precision": "R-Precision", "map@r": "MAP@R", "nmi": "NMI", "map@1000": "mAP@1000",
-             "f1": "F1 (clustering)", "rho_spectrum": "ρ-spectrum decay", "intra_inter_ratio": "intra/inter distance"}
+    named = {
+        "r_precision": "R-Precision",
+        "map@r": "MAP@R",
+        "nmi": "NMI",
+        "map@1000": "mAP@1000",
+        "f1": "F1 (clustering)",
+        "rho_spectrum": "ρ-spectrum decay",
+        "intra_inter_ratio": "intra/inter distance",
+    }
     if base in named:
         return named[base]
     m = PROBE_METRIC.match(base)
@@ -301,8 +321,28 @@ def loss_order(losses: Iterable[str] | None = None) -> list[str]:
 # (colour, line style) and the marker are unique for the first 10 * len(_LINESTYLES) losses and
 # every line stays distinguishable in greyscale. Names outside the registry get an index from a
 # CRC32 of the name (stable across runs and independent of the other losses).
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p", "d", "H",
-            "8", "x", "+", "1", "2", "3")  # 14 for pml's objectives, then the study's 4 (+ 2 spare)
+_MARKERS = (
+    "o",
+    "s",
+    "^",
+    "D",
+    "v",
+    "P",
+    "X",
+    "<",
+    ">",
+    "*",
+    "h",
+    "p",
+    "d",
+    "H",
+    "8",
+    "x",
+    "+",
+    "1",
+    "2",
+    "3",
+)  # 14 for pml's objectives, then the study's 4 (+ 2 spare)
 _LINESTYLES = ("-", "--", ":", "-.")
 _DASHES = {"-": "", "--": (4.0, 1.5), ":": (1.0, 1.2), "-.": (4.0, 1.2, 1.0, 1.2)}
 _HATCHES = {"-": "", "--": "////", ":": "....", "-.": "xxxx"}
@@ -316,7 +356,7 @@ def loss_index(loss: str) -> int:
     return len(reg) + zlib.crc32(loss.encode("utf-8")) % 997
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loss_style(loss: str) -> dict[str, Any]:
     """``{"color": "#rrggbb", "marker": str, "linestyle": str, "dashes": seaborn dash spec,
     "hatch": bar hatch}`` (the hatch follows the line style, so bars too stay distinct in greyscale)."""
@@ -402,9 +442,7 @@ def _select(df: pd.DataFrame, dataset: str | None, controls: bool = False) -> pd
     :mod:`oodml.controls`) are left out unless ``controls`` (then only they are kept)."""
     df = _as_results(df)
     if dataset is not None and dataset not in set(df["dataset"]):
-        raise BadInputError(
-            f"dataset {dataset!r} is not in the results table (datasets: {', '.join(datasets(df))})"
-        )
+        raise BadInputError(f"dataset {dataset!r} is not in the results table (datasets: {', '.join(datasets(df))})")
     if "control_of" in df.columns:
         is_control = df["control_of"].notna().to_numpy(bool)
         df = df[is_control] if controls else df[~is_control]
@@ -437,7 +475,9 @@ def zero_shot(df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent:
     return _sort(out[cols], ["loss", "fid", "split", "seed"])
 
 
-def control_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent: bool | None = None) -> pd.DataFrame:
+def control_table(
+    df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent: bool | None = None
+) -> pd.DataFrame:
     """The class-count controls (:mod:`oodml.controls`) of a dataset: per loss and controlled
     split, the mean over draws and seeds of ``metric`` at the mean FID of the draws, with the
     spread over draws. Columns ``loss, control_of, fid, mean, std, n_draws, n_values``; empty
@@ -472,7 +512,9 @@ def curve_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1", percen
     return _sort(out, ["loss", "fid", "split"])
 
 
-def relative_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent: bool | None = None) -> pd.DataFrame:
+def relative_table(
+    df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent: bool | None = None
+) -> pd.DataFrame:
     """Each loss's difference from the field on every split: ``diff = mean - field_mean`` where
     ``mean`` is the loss's mean over seeds and ``field_mean`` the mean of those means over the
     trained losses present on that split (frozen references, ``frozen:<name>``, are compared
@@ -483,7 +525,9 @@ def relative_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1", per
         return pd.DataFrame(columns=cols)
     trained = cur[~cur["loss"].astype(str).str.startswith("frozen:")]  # frozen references are not in the field
     trained = trained if not trained.empty else cur
-    field = trained.groupby(["split", "fid"], dropna=False, sort=False)["mean"].mean().rename("field_mean").reset_index()
+    field = (
+        trained.groupby(["split", "fid"], dropna=False, sort=False)["mean"].mean().rename("field_mean").reset_index()
+    )
     out = cur[["loss", "split", "fid", "mean"]].merge(field, on=["split", "fid"], how="left")
     out["diff"] = out["mean"] - out["field_mean"]
     return _sort(out[cols], ["loss", "fid", "split"])
@@ -502,7 +546,9 @@ def _linfit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
     return float(res.slope), float(res.intercept), stderr, float(res.rvalue)
 
 
-def relative_slopes(df: pd.DataFrame, metric: str = "recall@1", dataset: str | None = None, percent: bool | None = None) -> pd.DataFrame:
+def relative_slopes(
+    df: pd.DataFrame, metric: str = "recall@1", dataset: str | None = None, percent: bool | None = None
+) -> pd.DataFrame:
     """Per (dataset, loss) the least-squares slope of the loss's difference from the field vs FID
     (``slope_rel``, units of the metric per FID unit; negative = degrades faster than the field),
     its ``intercept_rel``, ``stderr_rel`` (NaN with 2 splits) and ``r_rel``, plus the slope of
@@ -515,8 +561,18 @@ def relative_slopes(df: pd.DataFrame, metric: str = "recall@1", dataset: str | N
             x = grp["fid"].to_numpy(np.float64)
             s, b, se, r = _linfit(x, grp["diff"].to_numpy(np.float64))
             sa, _, _, _ = _linfit(x, grp["mean"].to_numpy(np.float64))
-            rows.append({"dataset": ds, "loss": loss, "slope_rel": s, "intercept_rel": b, "stderr_rel": se,
-                         "r_rel": r, "slope_abs": sa, "n_splits": int(len(grp))})
+            rows.append(
+                {
+                    "dataset": ds,
+                    "loss": loss,
+                    "slope_rel": s,
+                    "intercept_rel": b,
+                    "stderr_rel": se,
+                    "r_rel": r,
+                    "slope_abs": sa,
+                    "n_splits": int(len(grp)),
+                }
+            )
     cols = ["dataset", "loss", "slope_rel", "intercept_rel", "stderr_rel", "r_rel", "slope_abs", "n_splits"]
     out = pd.DataFrame(rows, columns=cols)
     if out.empty:
@@ -556,13 +612,23 @@ def auc_per_seed(df: pd.DataFrame, dataset: str, metric: str = "recall@1", perce
     rows = []
     for (loss, seed), grp in z.groupby(["loss", "seed"], sort=False):
         x = grp["fid"].to_numpy(np.float64)
-        rows.append({"loss": loss, "seed": int(seed), "auc": normalized_auc(x, grp["value"].to_numpy(np.float64)),
-                     "n_splits": int(len(grp)), "fid_min": float(x.min()), "fid_max": float(x.max())})
+        rows.append(
+            {
+                "loss": loss,
+                "seed": int(seed),
+                "auc": normalized_auc(x, grp["value"].to_numpy(np.float64)),
+                "n_splits": int(len(grp)),
+                "fid_min": float(x.min()),
+                "fid_max": float(x.max()),
+            }
+        )
     out = pd.DataFrame(rows, columns=["loss", "seed", "auc", "n_splits", "fid_min", "fid_max"])
     return _sort(out, ["loss", "seed"])
 
 
-def auc_table(df: pd.DataFrame, metric: str = "recall@1", dataset: str | None = None, percent: bool | None = None) -> pd.DataFrame:
+def auc_table(
+    df: pd.DataFrame, metric: str = "recall@1", dataset: str | None = None, percent: bool | None = None
+) -> pd.DataFrame:
     """Summary score per (dataset, loss): the mean over seeds of the normalized AUC of the
     metric-vs-FID curve (``auc``), its ``std`` and ``ci95`` over seeds, ``n_seeds``, the number of
     splits and FID range, ``rank`` (1 = best) and one column ``auc_seed<s>`` per seed. Sorted per
@@ -577,10 +643,17 @@ def auc_table(df: pd.DataFrame, metric: str = "recall@1", dataset: str | None = 
         seeds = sorted(per["seed"].unique())
         for loss, grp in per.groupby("loss", sort=False):
             v = grp["auc"].to_numpy(np.float64)
-            row = {"dataset": ds, "loss": loss, "auc": float(v.mean()),
-                   "std": float(v.std(ddof=1)) if len(v) > 1 else float("nan"), "ci95": t_ci95(v),
-                   "n_seeds": int(len(v)), "n_splits": int(grp["n_splits"].max()),
-                   "fid_min": float(grp["fid_min"].min()), "fid_max": float(grp["fid_max"].max())}
+            row = {
+                "dataset": ds,
+                "loss": loss,
+                "auc": float(v.mean()),
+                "std": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
+                "ci95": t_ci95(v),
+                "n_seeds": int(len(v)),
+                "n_splits": int(grp["n_splits"].max()),
+                "fid_min": float(grp["fid_min"].min()),
+                "fid_max": float(grp["fid_max"].max()),
+            }
             by_seed = dict(zip(grp["seed"], v))
             for s in seeds:
                 row[f"auc_seed{s}"] = float(by_seed.get(s, np.nan))
@@ -602,8 +675,9 @@ def auc_table(df: pd.DataFrame, metric: str = "recall@1", dataset: str | None = 
 # --------------------------------------------------------------------------------------------
 # Ranking stability
 # --------------------------------------------------------------------------------------------
-def ranking_stability(df: pd.DataFrame, metric: str = "recall@1", dataset: str | None = None,
-                      percent: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ranking_stability(
+    df: pd.DataFrame, metric: str = "recall@1", dataset: str | None = None, percent: bool | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Ranks of the losses on every split and their agreement with the easiest split.
 
     Returns ``(ranks, tau)``:
@@ -639,9 +713,18 @@ def ranking_stability(df: pd.DataFrame, metric: str = "recall@1", dataset: str |
                     warnings.simplefilter("ignore")
                     res = stats.kendalltau(ref[common].to_numpy(), other[common].to_numpy())
                 tau, p = float(res.statistic), float(res.pvalue)
-            tau_rows.append({"dataset": ds, "split": key["split"], "fid": float(key["fid"]),
-                             "reference_split": ref_split, "reference_fid": float(ref_fid),
-                             "tau": tau, "p_value": p, "n_losses": len(common)})
+            tau_rows.append(
+                {
+                    "dataset": ds,
+                    "split": key["split"],
+                    "fid": float(key["fid"]),
+                    "reference_split": ref_split,
+                    "reference_fid": float(ref_fid),
+                    "tau": tau,
+                    "p_value": p,
+                    "n_losses": len(common),
+                }
+            )
     rank_cols = ["dataset", "split", "fid", "loss", "mean", "rank"]
     tau_cols = ["dataset", "split", "fid", "reference_split", "reference_fid", "tau", "p_value", "n_losses"]
     ranks = pd.concat(rank_frames, ignore_index=True)[rank_cols] if rank_frames else pd.DataFrame(columns=rank_cols)
@@ -660,7 +743,9 @@ def _same_split(col: pd.Series, value: Any) -> pd.Series:
 # --------------------------------------------------------------------------------------------
 # Adaptation
 # --------------------------------------------------------------------------------------------
-def fewshot_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent: bool | None = None) -> pd.DataFrame:
+def fewshot_table(
+    df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent: bool | None = None
+) -> pd.DataFrame:
     """Few-shot gain over zero-shot per (k, loss, split), from stages ``few-shot-<k>``.
 
     The gain of a run is its ``<metric>_gain`` row (with that row's ``ci95`` over episodes) or,
@@ -689,14 +774,25 @@ def fewshot_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1", perc
     has = np.isfinite(given.to_numpy(np.float64))
     gain = np.where(has, given, adapted - zs)
     ci = np.where(has, given_ci, np.nan)
-    runs = pd.DataFrame({"value": gain * scale, "ci95": ci * scale, "adapted": adapted.to_numpy(np.float64) * scale,
-                         "zero_shot": zs.to_numpy(np.float64) * scale}, index=wide.index).reset_index()
+    runs = pd.DataFrame(
+        {
+            "value": gain * scale,
+            "ci95": ci * scale,
+            "adapted": adapted.to_numpy(np.float64) * scale,
+            "zero_shot": zs.to_numpy(np.float64) * scale,
+        },
+        index=wide.index,
+    ).reset_index()
     runs = runs[np.isfinite(runs["value"])]
     if runs.empty:
         return pd.DataFrame(columns=cols)
     runs["k"] = runs["k"].astype(int)
     stats_ = _seed_stats(runs, ["k", "loss", "split", "fid"])
-    means = runs.groupby(["k", "loss", "split", "fid"], dropna=False, sort=False)[["adapted", "zero_shot"]].mean().reset_index()
+    means = (
+        runs.groupby(["k", "loss", "split", "fid"], dropna=False, sort=False)[["adapted", "zero_shot"]]
+        .mean()
+        .reset_index()
+    )
     out = stats_.merge(means, on=["k", "loss", "split", "fid"], how="left")
     return _sort(out[cols], ["k", "loss", "fid", "split"])
 
@@ -707,12 +803,20 @@ def probe_table(df: pd.DataFrame, dataset: str, percent: bool | None = None) -> 
     ``setting`` (``2shot``, ..., ``half``), ``loss, split, fid, mean, std, ci95, n_seeds,
     ci_source``. Empty when the table has no such rows."""
     sel = _select(df, dataset)
-    sel = sel[(sel["stage"] == "linear-probe") & sel["metric"].str.match(PROBE_METRIC.pattern)
-              & np.isfinite(sel["fid"]) & np.isfinite(sel["value"])]
+    sel = sel[
+        (sel["stage"] == "linear-probe")
+        & sel["metric"].str.match(PROBE_METRIC.pattern)
+        & np.isfinite(sel["fid"])
+        & np.isfinite(sel["value"])
+    ]
     cols = ["metric", "features", "setting", "loss", "split", "fid", "mean", "std", "ci95", "n_seeds", "ci_source"]
     if sel.empty:
         return pd.DataFrame(columns=cols)
-    sel = sel.groupby(["metric", "loss", "split", "fid", "seed"], dropna=False, sort=False)[["value", "ci95"]].mean().reset_index()
+    sel = (
+        sel.groupby(["metric", "loss", "split", "fid", "seed"], dropna=False, sort=False)[["value", "ci95"]]
+        .mean()
+        .reset_index()
+    )
     scale = _scale("top1_embedding_half", percent)
     sel["value"] *= scale
     sel["ci95"] *= scale
@@ -773,8 +877,18 @@ def to_markdown(df: pd.DataFrame, float_format: str = ".4g") -> str:
     return "\n".join(lines) + "\n"
 
 
-_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -789,8 +903,12 @@ def to_latex(df: pd.DataFrame, float_format: str = ".4g", caption: str | None = 
     lines = []
     if caption:
         lines.append("% " + caption.replace("\n", " "))
-    lines += [f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
-              " & ".join(latex_escape(c) for c in df.columns) + " \\\\", "\\midrule"]
+    lines += [
+        f"\\begin{{tabular}}{{{spec}}}",
+        "\\toprule",
+        " & ".join(latex_escape(c) for c in df.columns) + " \\\\",
+        "\\midrule",
+    ]
     for row in df.itertuples(index=False):
         lines.append(" & ".join(latex_escape(_cell(v, float_format)) for v in row) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
@@ -814,9 +932,36 @@ def write_table(df: pd.DataFrame, stem: PathLike, caption: str | None = None) ->
 
 
 __all__ = [
-    "REQUIRED_COLUMNS", "load_results", "validate_results", "datasets", "metrics", "sanitize",
-    "is_percent_metric", "metric_name", "metric_label", "fid_label", "registry_losses", "loss_order",
-    "loss_index", "loss_style", "loss_palette", "t_ci95", "zero_shot", "curve_table", "control_table", "relative_table",
-    "relative_slopes", "normalized_auc", "auc_per_seed", "auc_table", "ranking_stability",
-    "fewshot_table", "probe_table", "setting_label", "to_markdown", "to_latex", "to_csv", "write_table",
+    "REQUIRED_COLUMNS",
+    "load_results",
+    "validate_results",
+    "datasets",
+    "metrics",
+    "sanitize",
+    "is_percent_metric",
+    "metric_name",
+    "metric_label",
+    "fid_label",
+    "registry_losses",
+    "loss_order",
+    "loss_index",
+    "loss_style",
+    "loss_palette",
+    "t_ci95",
+    "zero_shot",
+    "curve_table",
+    "control_table",
+    "relative_table",
+    "relative_slopes",
+    "normalized_auc",
+    "auc_per_seed",
+    "auc_table",
+    "ranking_stability",
+    "fewshot_table",
+    "probe_table",
+    "setting_label",
+    "to_markdown",
+    "to_latex",
+    "to_csv",
+    "write_table",
 ]

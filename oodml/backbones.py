@@ -23,7 +23,8 @@ Importing :mod:`oodml.models` registers it (idempotently).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,8 +64,12 @@ class ConvNet(nn.Module):
         for w in widths:
             stages.append(
                 nn.Sequential(
-                    nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-                    nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                    nn.Conv2d(c, w, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(w),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(w, w, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(w),
+                    nn.ReLU(inplace=True),
                     nn.MaxPool2d(2),
                 )
             )

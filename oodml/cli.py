@@ -6,7 +6,7 @@ import argparse
 import functools
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from oodml.errors import OodmlError
 

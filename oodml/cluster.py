@@ -38,9 +38,9 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -159,8 +159,9 @@ def _group_centroids(c: np.ndarray, t: int, seed: int) -> np.ndarray:
     return ga.reshape(-1)
 
 
-def _sparse_pass(x, xx, c, cc2, a, agrp, viol, gstart, gend, lb, best, barg, bsec, tol,
-                 part: slice = slice(None)) -> int:
+def _sparse_pass(
+    x, xx, c, cc2, a, agrp, viol, gstart, gend, lb, best, barg, bsec, tol, part: slice = slice(None)
+) -> int:
     """Distances of the violated (point, group) pairs of the points ``part`` only; updates
     bounds and best candidates of those points in place, returns how many distances were
     computed. Calls on disjoint ``part`` touch disjoint data (safe in parallel threads)."""

@@ -27,8 +27,9 @@ them to its grid with ``controls: all`` (every control of the splits it runs), `
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,13 +86,25 @@ def make_controls(doc: dict, features, labels, *, draws: int, seed: int = 0, par
             fid = float(fc([index[c] for c in train], [index[c] for c in test]))
             val = validation_classes(train, seed, p.val_fraction)
             eps = make_episodes(test, images_by_class, shots=p.shots, episodes=p.episodes, seed=seed)
-            out.append(dict(OrderedDict(
-                id=next_id, control_of=int(s["id"]), draw=d, fid=fid, step=-1, phase=CONTROL_PHASE, standard=False,
-                train=train, test=test, val=val,
-                n_train_images=int(sum(len(images_by_class[c]) for c in train)),
-                n_test_images=int(sum(len(images_by_class[c]) for c in test)),
-                episodes={str(k): v for k, v in eps.items()},
-            )))
+            out.append(
+                dict(
+                    OrderedDict(
+                        id=next_id,
+                        control_of=int(s["id"]),
+                        draw=d,
+                        fid=fid,
+                        step=-1,
+                        phase=CONTROL_PHASE,
+                        standard=False,
+                        train=train,
+                        test=test,
+                        val=val,
+                        n_train_images=int(sum(len(images_by_class[c]) for c in train)),
+                        n_test_images=int(sum(len(images_by_class[c]) for c in test)),
+                        episodes={str(k): v for k, v in eps.items()},
+                    )
+                )
+            )
             next_id += 1
     return out
 
@@ -131,8 +144,11 @@ def validate_controls(doc: dict, source: str, dataset=None) -> None:
             if extra:
                 _fail(source, f"control {cid} {side} class {sorted(extra)[0]!r} is not a standard {side} class")
             if len(c[side]) != len(ref[side]):
-                _fail(source, f"control {cid} has {len(c[side])} {side} classes but split {ref['id']} it controls "
-                              f"has {len(ref[side])}")
+                _fail(
+                    source,
+                    f"control {cid} has {len(c[side])} {side} classes but split {ref['id']} it controls "
+                    f"has {len(ref[side])}",
+                )
 
 
 def control_cells(split_file: str | Path, chosen: Sequence[int], selection: Any, study_path: Path) -> list[tuple]:
@@ -157,22 +173,30 @@ def control_cells(split_file: str | Path, chosen: Sequence[int], selection: Any,
     elif isinstance(selection, int) and not isinstance(selection, bool) and selection > 0:
         limit = selection
     else:
-        raise BadInputError(f"{study_path}: controls must be 'all', a positive number of draws, or "
-                            f"{{draws, splits}}, got {selection!r}")
+        raise BadInputError(
+            f"{study_path}: controls must be 'all', a positive number of draws, or {{draws, splits}}, got {selection!r}"
+        )
     data = read_json(Path(split_file), "split file")
     controls = data.get("controls") or []
     if not controls:
-        raise BadInputError(f"{study_path}: controls asked for but split file {split_file} has none; "
-                            "add them with python -m oodml.make_splits --controls N")
+        raise BadInputError(
+            f"{study_path}: controls asked for but split file {split_file} has none; "
+            "add them with python -m oodml.make_splits --controls N"
+        )
     wanted = set(int(s) for s in chosen)
     if only is not None:
         missing = sorted(set(only) - wanted)
         if missing:
-            raise BadInputError(f"{study_path}: controls.splits names split {missing[0]} which the study does not run "
-                                f"(its splits: {sorted(wanted)})")
+            raise BadInputError(
+                f"{study_path}: controls.splits names split {missing[0]} which the study does not run "
+                f"(its splits: {sorted(wanted)})"
+            )
         wanted = set(only)
-    return [(int(c["id"]), c.get("fid"), stable_hash(c, 32)) for c in controls
-            if int(c["control_of"]) in wanted and (limit is None or int(c["draw"]) < limit)]
+    return [
+        (int(c["id"]), c.get("fid"), stable_hash(c, 32))
+        for c in controls
+        if int(c["control_of"]) in wanted and (limit is None or int(c["draw"]) < limit)
+    ]
 
 
 def control_map(split_file: str | Path) -> dict[int, int]:

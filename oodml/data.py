@@ -52,9 +52,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -214,8 +215,11 @@ def _build_cache(dataset, size: int, base: Path, target: Path, *, progress: bool
 
         threads = int(threads or min(8, os.cpu_count() or 1))
         bar = tqdm(
-            total=n, desc=f"caching {dataset.name} images at {size}px", unit="img",
-            disable=not progress or progress_disabled(), leave=False,
+            total=n,
+            desc=f"caching {dataset.name} images at {size}px",
+            unit="img",
+            disable=not progress or progress_disabled(),
+            leave=False,
         )
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             for _ in pool.map(fill, range(n), chunksize=64):
@@ -450,7 +454,10 @@ def train_loader(
     ``scale`` is the ``RandomResizedCrop`` area range."""
     ds = CachedImages(cache, train_transform(image_size, augment, scale=scale), labels_by_id)
     return torch.utils.data.DataLoader(
-        ds, batch_sampler=sampler, generator=torch.Generator().manual_seed(sampler.seed), **_loader_kwargs(workers, device)
+        ds,
+        batch_sampler=sampler,
+        generator=torch.Generator().manual_seed(sampler.seed),
+        **_loader_kwargs(workers, device),
     )
 
 
@@ -472,7 +479,9 @@ def eval_loader(
     )
 
 
-def normalize_batch(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], device: Any = None) -> torch.Tensor:
+def normalize_batch(
+    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], device: Any = None
+) -> torch.Tensor:
     """``uint8 (B, 3, H, W)`` → normalised ``float32`` on ``device``.
 
     The uint8 batch is moved first (4× fewer bytes), then converted there.  The memory format is

@@ -44,11 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="data root (default: $OODML_DATA, else the oodml cache)")
     p.add_argument("--splits", default="splits/glyphs.json", help="split file to write (default: %(default)s)")
     p.add_argument("--study", default="studies/embedded_quick.yaml", help="study file (default: %(default)s)")
-    p.add_argument("--search-study", default="studies/embedded_search.yaml",
-                   help="study file of the search step (default: %(default)s)")
     p.add_argument(
-        "--steps", default=",".join(DEFAULT_STEPS),
-        help=f"comma-separated subset of {', '.join(STEPS)} (default: {','.join(DEFAULT_STEPS)})"
+        "--search-study",
+        default="studies/embedded_search.yaml",
+        help="study file of the search step (default: %(default)s)",
+    )
+    p.add_argument(
+        "--steps",
+        default=",".join(DEFAULT_STEPS),
+        help=f"comma-separated subset of {', '.join(STEPS)} (default: {','.join(DEFAULT_STEPS)})",
     )
     add_quiet(p)
     return p
@@ -97,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             from oodml.make_splits import main as make_splits_main
 
             _check(
-                make_splits_main(root + quiet + ["--out", args.splits, "--figure", str(out / "splits_glyphs"),
-                                                 "--controls", "1"]),  # class-count controls (oodml.controls)
+                make_splits_main(
+                    root + quiet + ["--out", args.splits, "--figure", str(out / "splits_glyphs"), "--controls", "1"]
+                ),  # class-count controls (oodml.controls)
                 "splits",
             )
         elif step == "study":

@@ -63,8 +63,9 @@ def time_training_steps(config: dict, steps: int = 5, dataset=None) -> tuple[flo
     return seconds / int(steps), getattr(device, "type", str(device))
 
 
-def estimate_study(study, *, steps: int = 5, seconds_per_step: float | None = None,
-                   device_kind: str | None = None) -> dict[str, Any]:
+def estimate_study(
+    study, *, steps: int = 5, seconds_per_step: float | None = None, device_kind: str | None = None
+) -> dict[str, Any]:
     """The study's training compute (see the module docstring) as a dict: ``runs``, ``steps``
     (total optimizer steps), ``seconds_per_step``, ``source`` (``measured`` / ``given``),
     ``device`` (``cpu``/``cuda``), ``hours`` and ``unit`` (``GPU-hours``/``CPU-hours``)."""
@@ -78,8 +79,16 @@ def estimate_study(study, *, steps: int = 5, seconds_per_step: float | None = No
     total = 0
     for r in runs:
         cfg = r.config
-        key = (cfg.get("dataset"), str(cfg.get("root")), str(cfg.get("splits")), cfg.get("split"),
-               cfg.get("iterations_per_epoch"), cfg.get("batch_size"), cfg.get("val_fraction"), cfg.get("seed"))
+        key = (
+            cfg.get("dataset"),
+            str(cfg.get("root")),
+            str(cfg.get("splits")),
+            cfg.get("split"),
+            cfg.get("iterations_per_epoch"),
+            cfg.get("batch_size"),
+            cfg.get("val_fraction"),
+            cfg.get("seed"),
+        )
         if key not in per_split:
             dkey = (cfg.get("dataset"), str(cfg.get("root")))
             if dkey not in datasets and not cfg.get("iterations_per_epoch"):
@@ -98,12 +107,22 @@ def estimate_study(study, *, steps: int = 5, seconds_per_step: float | None = No
         source = "given (--seconds-per-step)"
     hours = total * sps / 3600.0
     unit = "CPU-hours" if device == "cpu" else "GPU-hours"
-    return {"study": study.name, "runs": len(runs), "steps": total, "seconds_per_step": sps, "source": source,
-            "device": device, "hours": hours, "unit": unit}
+    return {
+        "study": study.name,
+        "runs": len(runs),
+        "steps": total,
+        "seconds_per_step": sps,
+        "source": source,
+        "device": device,
+        "hours": hours,
+        "unit": unit,
+    }
 
 
 def format_estimate(est: dict[str, Any]) -> str:
     """One paragraph for the terminal."""
-    return (f"estimate for study {est['study']}: {est['runs']} runs, {est['steps']:,} training steps in all "
-            f"x {est['seconds_per_step']:.3g} s per step ({est['source']}) = {est['hours']:,.1f} {est['unit']} "
-            f"of training (validation, test evaluation, adaptation and queueing not included)")
+    return (
+        f"estimate for study {est['study']}: {est['runs']} runs, {est['steps']:,} training steps in all "
+        f"x {est['seconds_per_step']:.3g} s per step ({est['source']}) = {est['hours']:,.1f} {est['unit']} "
+        f"of training (validation, test evaluation, adaptation and queueing not included)"
+    )

@@ -64,8 +64,9 @@ import math
 import sys
 import time
 import zipfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,9 @@ def _labels(y: Any, n: int, what: str) -> np.ndarray:
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1 or len(arr) != n:
-        raise EvaluationInputError(f"{what} must be a 1-d array of {n} labels (one per embedding), got shape {arr.shape}")
+        raise EvaluationInputError(
+            f"{what} must be a 1-d array of {n} labels (one per embedding), got shape {arr.shape}"
+        )
     if arr.dtype == object:
         arr = arr.astype(str)
     if np.issubdtype(arr.dtype, np.floating):
@@ -169,7 +172,9 @@ def _parse_ks(ks: Any) -> tuple[int, ...]:
     if isinstance(ks, str):
         key = ks.lower()
         if key not in KS_PRESETS:
-            raise EvaluationInputError(f"unknown ks preset {ks!r}; use one of {sorted(KS_PRESETS)} or a list of integers")
+            raise EvaluationInputError(
+                f"unknown ks preset {ks!r}; use one of {sorted(KS_PRESETS)} or a list of integers"
+            )
         return KS_PRESETS[key]
     if isinstance(ks, (int, np.integer)):
         ks = (ks,)
@@ -322,9 +327,7 @@ def evaluate_embeddings(
             raise EvaluationInputError("gallery_embeddings and gallery_labels go together")
         g_emb = _embeddings(gallery_embeddings, "gallery_embeddings")
         if g_emb.shape[1] != emb.shape[1]:
-            raise EvaluationInputError(
-                f"gallery_embeddings have dimension {g_emb.shape[1]}, embeddings {emb.shape[1]}"
-            )
+            raise EvaluationInputError(f"gallery_embeddings have dimension {g_emb.shape[1]}, embeddings {emb.shape[1]}")
         g_lab_raw = _labels(gallery_labels, len(g_emb), "gallery_labels")
         q_self = np.full(len(q_idx), -1, np.int64)
     else:
@@ -339,7 +342,9 @@ def evaluate_embeddings(
     try:
         _, codes = np.unique(np.concatenate([q_lab_raw, g_lab_raw]), return_inverse=True)
     except TypeError:
-        raise EvaluationInputError("query and gallery labels must be of one kind (all numbers or all strings)") from None
+        raise EvaluationInputError(
+            "query and gallery labels must be of one kind (all numbers or all strings)"
+        ) from None
     codes = codes.reshape(-1).astype(np.int64)
     q_lab, g_lab = codes[: len(q_idx)], codes[len(q_idx) :]
 
@@ -351,9 +356,7 @@ def evaluate_embeddings(
         km = ExactKMeans(q_emb, len(np.unique(q_lab)), seed=int(nmi_seed))
     # leave-one-out (the gallery is the query set): half the similarity matrix suffices
     loo = len(g_emb) == len(q_emb) and np.array_equal(q_self, np.arange(len(q_emb)))
-    use_loo = (
-        need_knn and backend == "numpy" and loo and int(np.bincount(q_lab).max()) <= LOO_MAX_CLASS
-    )
+    use_loo = need_knn and backend == "numpy" and loo and int(np.bincount(q_lab).max()) <= LOO_MAX_CLASS
     if need_knn:
         want_depth = "r_precision" in metrics or "map@r" in metrics
         bar = _Progress(len(q_idx), "neighbours", progress)
@@ -364,10 +367,17 @@ def evaluate_embeddings(
                 )
             else:
                 st = neighbour_stats(
-                    q_emb, q_lab, g_emb, g_lab, q_self,
+                    q_emb,
+                    q_lab,
+                    g_emb,
+                    g_lab,
+                    q_self,
                     depth=None if want_depth else 1,
-                    max_k=max(ks_t), backend=backend, device=dev,
-                    chunk_size=chunk_size, progress=bar,
+                    max_k=max(ks_t),
+                    backend=backend,
+                    device=dev,
+                    chunk_size=chunk_size,
+                    progress=bar,
                 )
         finally:
             bar.close()
@@ -388,8 +398,18 @@ def evaluate_embeddings(
         bar = _Progress(len(q_idx), "mAP@1000", progress)
         try:
             st = neighbour_stats(
-                q_emb, q_lab, g_emb, g_lab, q_self, depth=MAP_CUTOFF, max_k=1,
-                backend=backend, device=dev, chunk_size=chunk_size, progress=bar, clip_to_r=False,
+                q_emb,
+                q_lab,
+                g_emb,
+                g_lab,
+                q_self,
+                depth=MAP_CUTOFF,
+                max_k=1,
+                backend=backend,
+                device=dev,
+                chunk_size=chunk_size,
+                progress=bar,
+                clip_to_r=False,
             )
         finally:
             bar.close()
@@ -534,11 +554,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("npz", metavar="EMB.npz", help="file with arrays 'embeddings' and 'labels'")
     p.add_argument("--json", action="store_true", help="print one JSON object {metric: value}")
     p.add_argument(
-        "--ks", nargs="+", default=None, metavar="K",
+        "--ks",
+        nargs="+",
+        default=None,
+        metavar="K",
         help="k of Recall@k: integers, or a preset (sop = 1 10 100 1000; cub, cars = 1 2 4 8; inshop)",
     )
     p.add_argument(
-        "--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=list(ALL_METRICS), metavar="M",
+        "--metrics",
+        nargs="+",
+        default=list(DEFAULT_METRICS),
+        choices=list(ALL_METRICS),
+        metavar="M",
         help=f"metrics to compute (default: {' '.join(DEFAULT_METRICS)}; also {' '.join(ALL_METRICS[5:])})",
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -559,7 +586,9 @@ def _cli_ks(values: list[str] | None) -> Any:
     try:
         return [int(v) for v in values]
     except ValueError:
-        raise BadInputError(f"--ks takes integers or one preset name ({', '.join(KS_PRESETS)}), got {' '.join(values)}") from None
+        raise BadInputError(
+            f"--ks takes integers or one preset name ({', '.join(KS_PRESETS)}), got {' '.join(values)}"
+        ) from None
 
 
 @run_cli
@@ -569,9 +598,16 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         results = evaluate_embeddings(
-            emb, lab,
-            ks=_cli_ks(args.ks), metrics=args.metrics, device=args.device, backend=args.backend,
-            chunk_size=args.chunk_size, nmi_seed=args.nmi_seed, nmi_iters=args.nmi_iters, rho_skip=args.rho_skip,
+            emb,
+            lab,
+            ks=_cli_ks(args.ks),
+            metrics=args.metrics,
+            device=args.device,
+            backend=args.backend,
+            chunk_size=args.chunk_size,
+            nmi_seed=args.nmi_seed,
+            nmi_iters=args.nmi_iters,
+            rho_skip=args.rho_skip,
             progress=not progress_disabled(args.quiet),
         )
     except EvaluationInputError as exc:

@@ -40,8 +40,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import submitit
 
@@ -87,8 +88,18 @@ def _counts(study, runs) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------
 # local
 # --------------------------------------------------------------------------------------------
-def run_local(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None, adapt_fn=None,
-              progress=True, wait=True, claim_extra=None) -> dict[str, int]:
+def run_local(
+    study,
+    runs,
+    *,
+    retry_failed=False,
+    run_fn=None,
+    run_fn_spec=None,
+    adapt_fn=None,
+    progress=True,
+    wait=True,
+    claim_extra=None,
+) -> dict[str, int]:
     """Execute ``runs`` one after the other in this process; returns outcome counts
     (``done``, ``failed``, ``skipped``: done or claimed by another runner meanwhile)."""
     from oodml.study import close_bar, execute_run, load_run_fn, make_bar
@@ -96,21 +107,31 @@ def run_local(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None,
     jobs = int(study.executor.get("jobs", 1))
     if jobs > 1 and len(runs) > 1:
         if adapt_fn is not None or (run_fn is not None and not run_fn_spec):
-            raise OodmlError("executor.jobs > 1 runs in worker processes: pass the run function as "
-                             "run_fn_spec='module:function' and no adapt_fn, or use jobs: 1")
+            raise OodmlError(
+                "executor.jobs > 1 runs in worker processes: pass the run function as "
+                "run_fn_spec='module:function' and no adapt_fn, or use jobs: 1"
+            )
         slots = [("cpu", k) for k in range(min(jobs, len(runs)))]
-        return run_workers(study, runs, slots, retry_failed=retry_failed, run_fn_spec=run_fn_spec,
-                           progress=progress)
+        return run_workers(study, runs, slots, retry_failed=retry_failed, run_fn_spec=run_fn_spec, progress=progress)
     if run_fn is None and run_fn_spec:
         run_fn = load_run_fn(run_fn_spec)
     counts = {"done": 0, "failed": 0, "skipped": 0}
     bar = make_bar(study, progress)
     try:
         for run in runs:
-            bar.set_postfix_str(f"{run.dataset} split {run.split if run.split is not None else 'std'} "
-                                f"{run.loss} seed {run.seed}")
-            outcome = execute_run(run, study.name, run_fn=run_fn, adapt_fn=adapt_fn, retry_failed=retry_failed,
-                                  stale_after=study.stale_after, heartbeat=study.heartbeat, claim_extra=claim_extra)
+            bar.set_postfix_str(
+                f"{run.dataset} split {run.split if run.split is not None else 'std'} {run.loss} seed {run.seed}"
+            )
+            outcome = execute_run(
+                run,
+                study.name,
+                run_fn=run_fn,
+                adapt_fn=adapt_fn,
+                retry_failed=retry_failed,
+                stale_after=study.stale_after,
+                heartbeat=study.heartbeat,
+                claim_extra=claim_extra,
+            )
             counts[outcome] += 1
             if outcome == "done":
                 bar.update(1)
@@ -155,14 +176,17 @@ def choose_devices(setting: Any, visible: Sequence[str]) -> list[str]:
         return visible
     if isinstance(setting, int) and not isinstance(setting, bool):
         if setting < 1 or setting > len(visible):
-            raise OodmlError(f"executor.gpus asks for {setting} GPUs but {len(visible)} are visible ({', '.join(visible)})")
+            raise OodmlError(
+                f"executor.gpus asks for {setting} GPUs but {len(visible)} are visible ({', '.join(visible)})"
+            )
         return visible[:setting]
     if isinstance(setting, (list, tuple)):
         chosen = [str(x) for x in setting]
         bad = [x for x in chosen if x not in visible]
         if bad or not chosen:
-            raise OodmlError(f"executor.gpus lists {', '.join(bad) or 'nothing'}, not among the visible GPUs "
-                             f"({', '.join(visible)})")
+            raise OodmlError(
+                f"executor.gpus lists {', '.join(bad) or 'nothing'}, not among the visible GPUs ({', '.join(visible)})"
+            )
         return chosen
     raise OodmlError(f"executor.gpus must be 'all', a count or a list of GPU ids, got {setting!r}")
 
@@ -238,8 +262,9 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> Callable[[], 
     return _preexec
 
 
-def start_parent_watchdog(parent_pid: int | None = None, every: float = WATCHDOG_SECONDS,
-                          sig: int = signal.SIGTERM) -> threading.Thread | None:
+def start_parent_watchdog(
+    parent_pid: int | None = None, every: float = WATCHDOG_SECONDS, sig: int = signal.SIGTERM
+) -> threading.Thread | None:
     """Start a daemon thread that sends ``sig`` to this process once ``parent_pid`` (default: the
     ``OODML_PARENT_PID`` environment variable) is no longer this process's parent, i.e. the runner
     that started this worker died. The portable counterpart of :func:`die_with_parent`; returns
@@ -269,9 +294,25 @@ def start_parent_watchdog(parent_pid: int | None = None, every: float = WATCHDOG
 
 
 def worker_command(study, queue_file: Path, *, retry_failed: bool = False, run_fn_spec: str | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "oodml.study", "run", str(study.path), "--runs-dir", str(study.runs_dir),
-           "--executor", "local", "--jobs", "1", "--only", f"@{queue_file}", "--quiet", "--no-check-data",
-           "--stale-after", repr(float(study.stale_after))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "oodml.study",
+        "run",
+        str(study.path),
+        "--runs-dir",
+        str(study.runs_dir),
+        "--executor",
+        "local",
+        "--jobs",
+        "1",
+        "--only",
+        f"@{queue_file}",
+        "--quiet",
+        "--no-check-data",
+        "--stale-after",
+        repr(float(study.stale_after)),
+    ]
     if retry_failed:
         cmd.append("--retry-failed")
     if run_fn_spec:
@@ -279,15 +320,27 @@ def worker_command(study, queue_file: Path, *, retry_failed: bool = False, run_f
     return cmd
 
 
-def run_gpus(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None, adapt_fn=None,
-             progress=True, wait=True, devices: Sequence[str] | None = None) -> dict[str, int]:
+def run_gpus(
+    study,
+    runs,
+    *,
+    retry_failed=False,
+    run_fn=None,
+    run_fn_spec=None,
+    adapt_fn=None,
+    progress=True,
+    wait=True,
+    devices: Sequence[str] | None = None,
+) -> dict[str, int]:
     """Execute ``runs`` with one worker process per GPU slot (see the module docstring).
 
     ``devices`` overrides the visible GPUs (CUDA_VISIBLE_DEVICES entries). ``run_fn`` cannot
     cross a process boundary: give ``run_fn_spec`` (``module:function``) instead.
     """
     if run_fn is not None and not run_fn_spec:
-        raise OodmlError("the gpus executor runs in worker processes: pass the run function as run_fn_spec='module:function'")
+        raise OodmlError(
+            "the gpus executor runs in worker processes: pass the run function as run_fn_spec='module:function'"
+        )
     if adapt_fn is not None:
         raise OodmlError("the gpus executor cannot pass adapt_fn to its workers; use the local executor")
     devs = choose_devices(study.executor.get("gpus"), visible_gpus() if devices is None else devices)
@@ -295,8 +348,9 @@ def run_gpus(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None, 
     return run_workers(study, runs, slots, retry_failed=retry_failed, run_fn_spec=run_fn_spec, progress=progress)
 
 
-def run_workers(study, runs, slots: Sequence[tuple[str, int]], *, retry_failed=False, run_fn_spec=None,
-                progress=True) -> dict[str, int]:
+def run_workers(
+    study, runs, slots: Sequence[tuple[str, int]], *, retry_failed=False, run_fn_spec=None, progress=True
+) -> dict[str, int]:
     """Execute ``runs`` with one worker process (``python -m oodml.study run --executor local``) per
     ``(device, k)`` slot; device ``"cpu"`` hides the GPUs. Runs are dealt to per-worker queues and
     a worker that finishes early takes runs still unclaimed from the others' queues (the claims
@@ -318,9 +372,21 @@ def run_workers(study, runs, slots: Sequence[tuple[str, int]], *, retry_failed=F
             atomic_write(qfile, "\n".join(queue) + "\n")
             log = open(wdir / f"{tag}.log", "ab")
             cmd = worker_command(study, qfile, retry_failed=retry_failed, run_fn_spec=run_fn_spec)
-            procs.append((subprocess.Popen(cmd, env=worker_env(dev), stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, preexec_fn=die_with_parent(os.getpid())),
-                          log, dev, k))
+            procs.append(
+                (
+                    subprocess.Popen(
+                        cmd,
+                        env=worker_env(dev),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        preexec_fn=die_with_parent(os.getpid()),
+                    ),
+                    log,
+                    dev,
+                    k,
+                )
+            )
         while True:
             alive = [p for p, *_ in procs if p.poll() is None]
             n_done = sum(1 for r in study.runs if run_state(r, study.stale_after) == "done")
@@ -343,8 +409,9 @@ def run_workers(study, runs, slots: Sequence[tuple[str, int]], *, retry_failed=F
     for p, _, dev, k in procs:
         if p.returncode not in (0, 1):  # 1 = some run failed, recorded in its folder
             tag = f"{dev}-{k}" if dev == "cpu" else f"gpu{dev}-{k}"
-            print(f"warning: worker {tag} exited with status {p.returncode}; see {wdir / f'{tag}.log'}",
-                  file=sys.stderr)
+            print(
+                f"warning: worker {tag} exited with status {p.returncode}; see {wdir / f'{tag}.log'}", file=sys.stderr
+            )
     return _counts(study, runs)
 
 
@@ -365,8 +432,20 @@ _SLURM_MAP = {
     "array_parallelism": "slurm_array_parallelism",
 }
 _SLURM_OWN = ("cluster", "max_num_timeout")  # not update_parameters keys (max_num_timeout: the executor's)
-_FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
-             "DEADLINE", "PREEMPTED", "INTERRUPTED", "FINISHED", "DONE"}
+_FINISHED = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+    "INTERRUPTED",
+    "FINISHED",
+    "DONE",
+}
 
 
 def _slurm_valid_keys() -> list[str]:
@@ -408,8 +487,9 @@ def check_slurm_options(opts: Any, study_path: Path | str) -> None:
         try:
             parse_minutes(opts["time"])
         except ValueError:
-            raise BadInputError(f"{study_path}: executor.slurm.time {opts['time']!r} is not minutes or "
-                                "[D-]HH:MM:SS") from None
+            raise BadInputError(
+                f"{study_path}: executor.slurm.time {opts['time']!r} is not minutes or [D-]HH:MM:SS"
+            ) from None
     if opts.get("cluster", "slurm") not in ("slurm", "local", "debug"):
         raise BadInputError(f"{study_path}: executor.slurm.cluster must be slurm, local or debug")
 
@@ -437,8 +517,14 @@ class StudyTask(submitit.helpers.Checkpointable):
     from the run folder's last checkpoint.
     """
 
-    def __init__(self, study_path: str, runs_dir: str, retry_failed: bool = False,
-                 stale_after: float | None = None, run_fn_spec: str | None = None):
+    def __init__(
+        self,
+        study_path: str,
+        runs_dir: str,
+        retry_failed: bool = False,
+        stale_after: float | None = None,
+        run_fn_spec: str | None = None,
+    ):
         self.study_path = study_path
         self.runs_dir = runs_dir
         self.retry_failed = retry_failed
@@ -463,11 +549,18 @@ class StudyTask(submitit.helpers.Checkpointable):
             extra["job_id"] = submitit.JobEnvironment().job_id
         if extra.get("job_id"):
             release_own_claim(run.run_dir, str(extra["job_id"]))
-        return execute_run(run, study.name, run_fn=load_run_fn(self.run_fn_spec), retry_failed=self.retry_failed,
-                           stale_after=study.stale_after, heartbeat=study.heartbeat, claim_extra=extra)
+        return execute_run(
+            run,
+            study.name,
+            run_fn=load_run_fn(self.run_fn_spec),
+            retry_failed=self.retry_failed,
+            stale_after=study.stale_after,
+            heartbeat=study.heartbeat,
+            claim_extra=extra,
+        )
 
     def checkpoint(self, run_id: str) -> submitit.helpers.DelayedSubmission:  # type: ignore[override]
-        from oodml.study import CLAIM, _read_claim, _HOST
+        from oodml.study import _HOST, CLAIM, _read_claim
 
         claim = Path(self.runs_dir) / run_id / CLAIM
         info = _read_claim(claim)
@@ -478,8 +571,7 @@ class StudyTask(submitit.helpers.Checkpointable):
 
 
 #: Slurm states in which a task ended without finishing its run (the run is then shown as failed).
-_ENDED_BADLY = ("CANCELLED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
-                "PREEMPTED")
+_ENDED_BADLY = ("CANCELLED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED")
 #: Seconds a ``squeue`` answer is reused (one call per job array per status, not one per run).
 SQUEUE_TTL = 5.0
 _squeue_cache: dict[str, tuple[float, dict[str, str] | None]] = {}
@@ -521,8 +613,13 @@ def squeue_states(job_id: str, ttl: float = SQUEUE_TTL) -> dict[str, str] | None
     exe = shutil.which("squeue")
     if exe is not None:
         try:
-            res = subprocess.run([exe, "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i %T"],
-                                 capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            res = subprocess.run(
+                [exe, "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i %T"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+            )
         except (OSError, subprocess.TimeoutExpired):
             res = None
         if res is not None and res.returncode == 0:
@@ -551,7 +648,7 @@ def release_own_claim(run_dir: Path, job_id: str) -> bool:
     ``scontrol requeue`` or preemption, killed before it could release it). Slurm never runs two
     incarnations of one task at once, so such a claim is dead even on another node, and the
     restarted task resumes at once instead of waiting ``stale_after`` seconds."""
-    from oodml.study import CLAIM, _HOST, _read_claim
+    from oodml.study import _HOST, CLAIM, _read_claim
 
     path = Path(run_dir) / CLAIM
     info = _read_claim(path)
@@ -589,7 +686,7 @@ def record_ended_job(run_dir: Path, marker: dict) -> bool:
     ...) without finishing its run, record it as the run's ``failed.json`` (so that ``status``
     shows it as failed and ``run --retry-failed`` resubmits it) and remove the marker. Called
     once the job is known not to be alive; returns whether it recorded a failure."""
-    from oodml.study import FAILED, QUEUED, _HOST
+    from oodml.study import _HOST, FAILED, QUEUED
 
     if marker.get("cluster") != "slurm":
         return False
@@ -598,28 +695,49 @@ def record_ended_job(run_dir: Path, marker: dict) -> bool:
     if not state.startswith(_ENDED_BADLY):
         return False
     if not (run_dir / FAILED).is_file():
-        write_json(run_dir / FAILED, {"error": f"Slurm task {job_id} ended {state} before the run finished",
-                                      "phase": "slurm job", "host": _HOST, "job_id": job_id,
-                                      "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_json(
+            run_dir / FAILED,
+            {
+                "error": f"Slurm task {job_id} ended {state} before the run finished",
+                "phase": "slurm job",
+                "host": _HOST,
+                "job_id": job_id,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
     with contextlib.suppress(FileNotFoundError):
         os.unlink(run_dir / QUEUED)
     return True
 
 
-def run_slurm(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None, adapt_fn=None,
-              progress=True, wait=True, poll: float = POLL_SECONDS) -> dict[str, int]:
+def run_slurm(
+    study,
+    runs,
+    *,
+    retry_failed=False,
+    run_fn=None,
+    run_fn_spec=None,
+    adapt_fn=None,
+    progress=True,
+    wait=True,
+    poll: float = POLL_SECONDS,
+) -> dict[str, int]:
     """Submit ``runs`` as one submitit job array; wait for them (progress bar) when ``wait``."""
-    from oodml.study import QUEUED, _HOST, close_bar, make_bar, run_state
+    from oodml.study import _HOST, QUEUED, close_bar, make_bar, run_state
 
     if run_fn is not None and not run_fn_spec:
-        raise OodmlError("the slurm executor runs in other processes: pass the run function as run_fn_spec='module:function'")
+        raise OodmlError(
+            "the slurm executor runs in other processes: pass the run function as run_fn_spec='module:function'"
+        )
     if adapt_fn is not None:
         raise OodmlError("the slurm executor cannot pass adapt_fn to its jobs; use the local executor")
     opts = dict(study.executor.get("slurm") or {})
     cluster = opts.get("cluster", "slurm")
     if cluster == "slurm" and shutil.which("sbatch") is None:
-        raise OodmlError("the slurm executor needs Slurm's sbatch on PATH, which is missing on this machine; "
-                         "submit from a cluster login node, or set executor.slurm.cluster: local to try the path here")
+        raise OodmlError(
+            "the slurm executor needs Slurm's sbatch on PATH, which is missing on this machine; "
+            "submit from a cluster login node, or set executor.slurm.cluster: local to try the path here"
+        )
     if not runs:
         return {"done": 0, "failed": 0, "skipped": 0, "submitted": 0}
     folder = study.runs_dir / ".submitit"
@@ -635,12 +753,22 @@ def run_slurm(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None,
     task = StudyTask(str(Path(study.path).resolve()), str(study.runs_dir), retry_failed, study.stale_after, run_fn_spec)
     jobs = ex.map_array(task, [r.run_id for r in runs])
     for run, job in zip(runs, jobs):
-        write_json(run.run_dir / QUEUED, {"executor": "slurm", "cluster": cluster, "job_id": str(job.job_id),
-                                          "folder": str(folder), "host": _HOST,
-                                          "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_json(
+            run.run_dir / QUEUED,
+            {
+                "executor": "slurm",
+                "cluster": cluster,
+                "job_id": str(job.job_id),
+                "folder": str(folder),
+                "host": _HOST,
+                "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
     first = str(jobs[0].job_id).split("_")[0]
-    print(f"submitted {len(jobs)} runs of study {study.name} ({cluster}, first job {first}); "
-          f"logs in {folder}", file=sys.stderr)
+    print(
+        f"submitted {len(jobs)} runs of study {study.name} ({cluster}, first job {first}); logs in {folder}",
+        file=sys.stderr,
+    )
     if cluster == "slurm":
         print(STATUS_SOURCE, file=sys.stderr)
     if not wait:
@@ -649,8 +777,10 @@ def run_slurm(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None,
     try:
         while True:
             if cluster == "slurm":
-                finished = all(slurm_task_state(str(j.job_id), ttl=0.0 if i == 0 else SQUEUE_TTL)
-                               in ("GONE", *_FINISHED) for i, j in enumerate(jobs))
+                finished = all(
+                    slurm_task_state(str(j.job_id), ttl=0.0 if i == 0 else SQUEUE_TTL) in ("GONE", *_FINISHED)
+                    for i, j in enumerate(jobs)
+                )
             else:
                 finished = all(j.done() for j in jobs)
             n_done = sum(1 for r in study.runs if run_state(r, study.stale_after) == "done")
@@ -671,9 +801,16 @@ def run_slurm(study, runs, *, retry_failed=False, run_fn=None, run_fn_spec=None,
                     exc = job.exception()
             if exc is not None:  # the job died outside execute_run (e.g. import error, OOM kill)
                 last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                write_json(run.run_dir / "failed.json", {"error": last, "phase": "slurm job", "host": _HOST,
-                                                          "job_id": str(job.job_id),
-                                                          "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                write_json(
+                    run.run_dir / "failed.json",
+                    {
+                        "error": last,
+                        "phase": "slurm job",
+                        "host": _HOST,
+                        "job_id": str(job.job_id),
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    },
+                )
                 atomic_write(run.run_dir / "error.txt", str(exc) + "\n")
         with contextlib.suppress(FileNotFoundError):
             if run_state(run, study.stale_after) in ("done", "failed"):

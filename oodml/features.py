@@ -80,8 +80,9 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -462,8 +463,9 @@ def _build_fid_inception(state_dict: dict[str, torch.Tensor], source: str) -> nn
     return FIDInceptionPool3(net)
 
 
-def _weights_location(weights: PathLike | None, extractor: str, hub_file: str, hub_url: str, title: str,
-                      what: str) -> tuple[Path, str, str]:
+def _weights_location(
+    weights: PathLike | None, extractor: str, hub_file: str, hub_url: str, title: str, what: str
+) -> tuple[Path, str, str]:
     """(path, provenance, description) of an extractor's weights: ``--weights`` or torch hub's cache."""
     if weights is not None:
         path = _check_weights_path(weights, extractor)
@@ -475,8 +477,9 @@ def _weights_location(weights: PathLike | None, extractor: str, hub_file: str, h
 def _inception(weights: PathLike | None) -> Extractor:
     from oodml.weights import read_state_dict
 
-    path, source, what = _weights_location(weights, "inception", FID_INCEPTION_FILE, FID_INCEPTION_URL,
-                                           "FID Inception", "FID Inception weights")
+    path, source, what = _weights_location(
+        weights, "inception", FID_INCEPTION_FILE, FID_INCEPTION_URL, "FID Inception", "FID Inception weights"
+    )
 
     def build() -> nn.Module:
         return _build_fid_inception(read_state_dict(path, what=what), f"{what} {path}")
@@ -520,8 +523,14 @@ def _build_resnet50(state_dict: dict[str, torch.Tensor], source: str) -> nn.Modu
 def _resnet50(weights: PathLike | None) -> Extractor:
     from oodml.weights import read_state_dict
 
-    path, source, what = _weights_location(weights, "resnet50", RESNET50_FILE, RESNET50_URL,
-                                           "torchvision ImageNet ResNet-50 (IMAGENET1K_V1)", "ResNet-50 weights")
+    path, source, what = _weights_location(
+        weights,
+        "resnet50",
+        RESNET50_FILE,
+        RESNET50_URL,
+        "torchvision ImageNet ResNet-50 (IMAGENET1K_V1)",
+        "ResNet-50 weights",
+    )
 
     def build() -> nn.Module:
         return _build_resnet50(read_state_dict(path, what=what), f"{what} {path}")
@@ -764,9 +773,12 @@ def run_extractor(
     out = np.empty((n, extractor.dim), dtype=np.float32)
     pos = 0
     name = getattr(dataset, "name", "dataset")
-    with torch.inference_mode(), tqdm(
-        total=n, unit="img", desc=f"features {extractor.name} ({name})", disable=not progress or progress_disabled()
-    ) as bar:
+    with (
+        torch.inference_mode(),
+        tqdm(
+            total=n, unit="img", desc=f"features {extractor.name} ({name})", disable=not progress or progress_disabled()
+        ) as bar,
+    ):
         for batch in loader:
             feats = model(batch.to(dev, non_blocking=dev.type == "cuda"))
             b = int(feats.shape[0])
@@ -843,10 +855,12 @@ def extract_features(
         try:
             _write_npz(path, {"features": feats, "meta": np.array(dumps_json(meta, indent=None).strip())})
         except OSError as exc:  # a read-only or full cache must not cost the extraction
-            warnings.warn(f"could not write the feature cache {path} ({exc}); continuing without it",
-                          FeatureCacheWarning, stacklevel=2)
+            warnings.warn(
+                f"could not write the feature cache {path} ({exc}); continuing without it",
+                FeatureCacheWarning,
+                stacklevel=2,
+            )
     return _dataset_featureset(dataset, ex, feats)
-
 
 
 # ============================================================================================

@@ -90,8 +90,8 @@ import contextlib
 import itertools
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 from scipy.linalg import blas, eigh, lapack, svd
@@ -152,9 +152,7 @@ def _as_features(x, name: str, min_rows: int = 2) -> np.ndarray:
     if arr.shape[1] < 1:
         raise ValueError(f"{name}: feature dimension is 0 (shape {arr.shape})")
     if arr.shape[0] < min_rows:
-        raise ValueError(
-            f"{name}: need at least {min_rows} samples for an unbiased covariance, got {arr.shape[0]}"
-        )
+        raise ValueError(f"{name}: need at least {min_rows} samples for an unbiased covariance, got {arr.shape[0]}")
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     _check_finite(arr, name)
     return arr
@@ -260,8 +258,7 @@ def _eigvalsh(m: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """Eigenvalues of the symmetric matrix in the lower triangle of ``m`` (values only)."""
     if m.shape[0] == 0:
         return np.zeros(0)
-    return eigh(m, lower=True, eigvals_only=True, overwrite_a=overwrite, check_finite=False,
-                driver=EIGH_DRIVER)
+    return eigh(m, lower=True, eigvals_only=True, overwrite_a=overwrite, check_finite=False, driver=EIGH_DRIVER)
 
 
 def _sum_sqrt(w: np.ndarray) -> float:
@@ -383,8 +380,9 @@ def resolve_dense_backend(backend: str = "auto", device=None) -> tuple[str, str 
 
         backend = os.environ.get("OODML_FID_BACKEND", "").strip().lower() or "auto"
     if backend not in DENSE_BACKENDS:
-        raise ValueError(f"dense backend must be one of {', '.join(DENSE_BACKENDS)}, got {backend!r} "
-                         "(argument or OODML_FID_BACKEND)")
+        raise ValueError(
+            f"dense backend must be one of {', '.join(DENSE_BACKENDS)}, got {backend!r} (argument or OODML_FID_BACKEND)"
+        )
     if backend == "scipy":
         if device not in (None, "cpu"):
             raise ValueError(f"the scipy dense backend runs on the CPU only, got device={device!r}")
@@ -605,9 +603,7 @@ def frechet_distance_from_features(x1, x2) -> float:
     a_raw = _as_features(x1, "x1")
     b_raw = _as_features(x2, "x2")
     if a_raw.shape[1] != b_raw.shape[1]:
-        raise ValueError(
-            f"x1 and x2 have different feature dimensions: {a_raw.shape[1]} vs {b_raw.shape[1]}"
-        )
+        raise ValueError(f"x1 and x2 have different feature dimensions: {a_raw.shape[1]} vs {b_raw.shape[1]}")
     with _blas_threads(work=_work_estimate(a_raw.shape[0], b_raw.shape[0], a_raw.shape[1])):
         return _fid_from_features(a_raw, b_raw)
 
@@ -750,9 +746,18 @@ class FIDComputer:
     (128 MiB at d = 2048).  Not thread-safe (the states are updated in place).
     """
 
-    def __init__(self, features, labels, level: str = "class", *, refresh_every: int = 50,
-                 cache_size: int = 256, blas_threads: int | None = None, dense_backend: str = "auto",
-                 device=None):
+    def __init__(
+        self,
+        features,
+        labels,
+        level: str = "class",
+        *,
+        refresh_every: int = 50,
+        cache_size: int = 256,
+        blas_threads: int | None = None,
+        dense_backend: str = "auto",
+        device=None,
+    ):
         if level not in ("class", "image"):
             raise ValueError(f"level must be 'class' or 'image', got {level!r}")
         x = _as_float_array(features, "features")
@@ -760,9 +765,7 @@ class FIDComputer:
             raise ValueError(f"features: expected a non-empty 2-D array (n, d), got shape {x.shape}")
         lab = np.asarray(labels)
         if lab.ndim != 1 or lab.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"labels: expected shape ({x.shape[0]},) to match features {x.shape}, got {lab.shape}"
-            )
+            raise ValueError(f"labels: expected shape ({x.shape[0]},) to match features {x.shape}, got {lab.shape}")
         if not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool):
             if np.issubdtype(lab.dtype, np.floating) and np.all(np.isfinite(lab)) and np.all(lab == np.round(lab)):
                 lab = lab.astype(np.int64)
@@ -783,7 +786,8 @@ class FIDComputer:
 
         self.level = level
         self.dense_backend, self.device = (
-            resolve_dense_backend(dense_backend, device) if level == "image" else ("scipy", None))
+            resolve_dense_backend(dense_backend, device) if level == "image" else ("scipy", None)
+        )
         self.refresh_every = int(refresh_every)
         self.cache_size = int(cache_size)
         self.blas_threads = None if blas_threads is None else int(blas_threads)
@@ -812,7 +816,7 @@ class FIDComputer:
             xs = x if sorted_already else x[order]  # a table grouped by class needs no copy
             means = np.zeros((C, d))
             for c in np.flatnonzero(img_counts):
-                means[c] = xs[img_offsets[c]:img_offsets[c + 1]].sum(axis=0, dtype=np.float64)
+                means[c] = xs[img_offsets[c] : img_offsets[c + 1]].sum(axis=0, dtype=np.float64)
                 means[c] /= img_counts[c]
             present = img_counts > 0
             self._shift = means[present].mean(axis=0)
@@ -827,14 +831,21 @@ class FIDComputer:
         self._sqnorms = sqn
         self._states: list[_SideState] = []  # most recently used first, at most 2
         self._cache: OrderedDict = OrderedDict()
-        self.counters = dict(calls=0, cache_hits=0, incremental_updates=0, scratch_builds=0,
-                             path_dense=0, path_factor_cov=0, path_cross=0)
+        self.counters = dict(
+            calls=0,
+            cache_hits=0,
+            incremental_updates=0,
+            scratch_builds=0,
+            path_dense=0,
+            path_factor_cov=0,
+            path_cross=0,
+        )
 
     # ------------------------------------------------------------------ helpers
 
     def _block(self, c: int) -> np.ndarray:
         """float64, centred rows (points) of class ``c``."""
-        blk = self._rows[self._offsets[c]:self._offsets[c + 1]]
+        blk = self._rows[self._offsets[c] : self._offsets[c + 1]]
         if self.level == "image":
             return blk.astype(np.float64) - self._shift
         return blk
@@ -843,7 +854,7 @@ class FIDComputer:
         """float64, centred points of the given classes, stacked in the given order."""
         if self.level == "class":
             return self._rows[classes]
-        parts = [self._rows[self._offsets[c]:self._offsets[c + 1]] for c in classes]
+        parts = [self._rows[self._offsets[c] : self._offsets[c + 1]] for c in classes]
         out = np.concatenate(parts, axis=0) if parts else np.zeros((0, self.dim), self._rows.dtype)
         out = out.astype(np.float64, copy=False)  # concatenate already made a new array
         out -= self._shift
@@ -860,8 +871,7 @@ class FIDComputer:
         if arr.ndim != 1:
             raise ValueError(f"{name}: expected a flat list of class ids, got shape {arr.shape}")
         if not np.issubdtype(arr.dtype, np.integer):
-            if (np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr))
-                    and np.all(arr == np.round(arr))):
+            if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
                 arr = arr.astype(np.int64)
             else:
                 raise ValueError(f"{name}: class ids must be integers, got {classes!r:.80}")
@@ -880,9 +890,7 @@ class FIDComputer:
         npts = int(self._point_counts[arr].sum())
         if npts < 2:
             what = "classes" if self.level == "class" else "images"
-            raise ValueError(
-                f"{name}: needs at least 2 {what} for a covariance (level={self.level!r}), got {npts}"
-            )
+            raise ValueError(f"{name}: needs at least 2 {what} for a covariance (level={self.level!r}), got {npts}")
         return arr
 
     def _parse_pair(self, train_classes, test_classes):
@@ -934,7 +942,7 @@ class FIDComputer:
 
     def _threads(self, a: np.ndarray, b: np.ndarray):
         if self.dense_backend == "torch" and self._dense_sides(a, b):
-            return self._torch_threads(3.0 * self.dim ** 3)
+            return self._torch_threads(3.0 * self.dim**3)
         if self.blas_threads is not None:
             return _blas_threads(threads=self.blas_threads)
         n1, n2 = int(self._point_counts[a].sum()), int(self._point_counts[b].sum())

@@ -20,8 +20,9 @@ trained seed with it).  The curves draw it as a dashed line.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,13 +56,15 @@ def frozen_specs(value: Any, study_path: Path, base: Path) -> list[dict]:
             p = p if p.is_absolute() else base / p
             specs.append({"name": str(it.get("name") or p.stem), "extractor": None, "features_file": str(p)})
         else:
-            raise BadInputError(f"{study_path}: frozen must be true, extractor names, or "
-                                f"{{name, features_file}} entries, got {it!r}")
+            raise BadInputError(
+                f"{study_path}: frozen must be true, extractor names, or {{name, features_file}} entries, got {it!r}"
+            )
     return specs
 
 
-def frozen_metrics(features: np.ndarray, labels: Sequence[str], test_classes: Sequence[str], *,
-                   ks: Any = "default") -> dict[str, float]:
+def frozen_metrics(
+    features: np.ndarray, labels: Sequence[str], test_classes: Sequence[str], *, ks: Any = "default"
+) -> dict[str, float]:
     """Retrieval metrics of frozen ``features`` (n, d) on the rows whose label is a test class
     (leave-one-out, the trained runs' test protocol)."""
     from oodml.evaluate import evaluate_embeddings
@@ -69,8 +72,10 @@ def frozen_metrics(features: np.ndarray, labels: Sequence[str], test_classes: Se
     test = set(test_classes)
     rows = np.fromiter((i for i, c in enumerate(labels) if c in test), dtype=np.int64)
     if len(rows) < 2:
-        raise BadInputError(f"the frozen features have {len(rows)} rows of the split's test classes; "
-                            "were they computed on the same dataset?")
+        raise BadInputError(
+            f"the frozen features have {len(rows)} rows of the split's test classes; "
+            "were they computed on the same dataset?"
+        )
     lab = np.asarray([labels[i] for i in rows])
     return evaluate_embeddings(np.asarray(features)[rows], lab, ks=ks, metrics=TEST_METRICS)
 
@@ -86,8 +91,10 @@ def frozen_rows(study, *, progress: bool = False) -> list[dict]:
     shared = study.raw.get("train") or {}
     rows: list[dict] = []
     for ds in study.datasets:
-        cells = sorted({(r.split, r.fid) for r in study.runs if r.dataset == ds["name"]},
-                       key=lambda c: (-1 if c[0] is None else c[0]))
+        cells = sorted(
+            {(r.split, r.fid) for r in study.runs if r.dataset == ds["name"]},
+            key=lambda c: -1 if c[0] is None else c[0],
+        )
         if ds["splits"] is None:
             raise BadInputError(f"{study.path}: frozen references need a split file for dataset {ds['name']!r}")
         doc = read_json(Path(ds["splits"]), "split file")
@@ -110,7 +117,19 @@ def frozen_rows(study, *, progress: bool = False) -> list[dict]:
                 m = frozen_metrics(fs.features, fs.labels, e["test"], ks=ks)
                 for seed in study.seeds:
                     for metric, value in m.items():
-                        rows.append({"study": study.name, "dataset": ds["name"], "split": split, "fid": fid,
-                                     "loss": name, "seed": seed, "stage": "zero-shot", "metric": str(metric),
-                                     "value": float(value), "ci95": None, "run_id": name})
+                        rows.append(
+                            {
+                                "study": study.name,
+                                "dataset": ds["name"],
+                                "split": split,
+                                "fid": fid,
+                                "loss": name,
+                                "seed": seed,
+                                "stage": "zero-shot",
+                                "metric": str(metric),
+                                "value": float(value),
+                                "ci95": None,
+                                "run_id": name,
+                            }
+                        )
     return rows

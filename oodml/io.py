@@ -23,8 +23,9 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import numpy as np
 
@@ -196,9 +197,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._source = source
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: D401
-        if (module, name) in _SAFE_GLOBALS or (
-            module in _SAFE_NUMPY_DTYPE_MODULES and name.endswith("DType")
-        ):
+        if (module, name) in _SAFE_GLOBALS or (module in _SAFE_NUMPY_DTYPE_MODULES and name.endswith("DType")):
             return super().find_class(module, name)
         raise UnsafeFileError(
             f"{self._source} asks to load {module}.{name}; only plain containers, strings, numbers "

@@ -32,15 +32,20 @@ Backends (all exact and equal):
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from oodml.cluster import sgemm_nt
 
 __all__ = [
-    "NeighbourStats", "neighbour_stats", "loo_neighbour_stats", "default_chunk_size", "faiss_num_gpus", "BACKENDS",
+    "NeighbourStats",
+    "neighbour_stats",
+    "loo_neighbour_stats",
+    "default_chunk_size",
+    "faiss_num_gpus",
+    "BACKENDS",
     "LOO_MAX_CLASS",
 ]
 
@@ -295,8 +300,20 @@ def neighbour_stats(
     hits = np.zeros((nq, depth), bool)
 
     if backend == "faiss":
-        _faiss_stats(query, query_labels, gallery, gallery_labels, query_self, positives, depth,
-                     max_k, chunk_size, first_rank, hits, tick)
+        _faiss_stats(
+            query,
+            query_labels,
+            gallery,
+            gallery_labels,
+            query_self,
+            positives,
+            depth,
+            max_k,
+            chunk_size,
+            first_rank,
+            hits,
+            tick,
+        )
         if clip_to_r:
             hits &= np.arange(depth)[None, :] < n_pos[:, None]
         return NeighbourStats(first_rank, hits, n_pos.astype(np.int64))
@@ -317,23 +334,20 @@ def neighbour_stats(
             rank, top = _block_numpy(s, pos, query_self[sl], depth)
         else:
             s = q_all[sl] @ g_t.T
-            rank, top = _block_torch(
-                s, torch.from_numpy(pos).to(dev), torch.from_numpy(query_self[sl]).to(dev), depth
-            )
+            rank, top = _block_torch(s, torch.from_numpy(pos).to(dev), torch.from_numpy(query_self[sl]).to(dev), depth)
         del s
         first_rank[sl] = rank
         if depth > 0:
-            hits[sl] = (gallery_labels[top] == query_labels[sl][:, None]) & (
-                top != query_self[sl][:, None]
-            )
+            hits[sl] = (gallery_labels[top] == query_labels[sl][:, None]) & (top != query_self[sl][:, None])
         tick(sl.stop - sl.start)
     if clip_to_r:
         hits &= np.arange(depth)[None, :] < n_pos[:, None]
     return NeighbourStats(first_rank, hits, n_pos.astype(np.int64))
 
 
-def _faiss_stats(query, q_lab, gallery, g_lab, q_self, positives, depth, max_k, chunk_size,
-                 first_rank, hits, tick) -> None:
+def _faiss_stats(
+    query, q_lab, gallery, g_lab, q_self, positives, depth, max_k, chunk_size, first_rank, hits, tick
+) -> None:
     """faiss backend: exact top lists; a first positive beyond ``max(max_k, depth)`` places is
     reported as ``n_gallery`` (Recall@k for ``k <= max_k`` only needs ``rank < k``)."""
     import faiss

@@ -56,8 +56,9 @@ from __future__ import annotations
 import inspect
 import math
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -96,8 +97,11 @@ def _pml_class(module: Any, name: str, base: type, what: str, owner: str = "") -
     cls = getattr(module, name, None)
     if not (isinstance(cls, type) and issubclass(cls, base)):
         prefix = f"{owner}: " if owner else ""
-        known = sorted(n for n, c in vars(module).items() if isinstance(c, type) and issubclass(c, base)
-                       and not n.startswith("Base"))
+        known = sorted(
+            n
+            for n, c in vars(module).items()
+            if isinstance(c, type) and issubclass(c, base) and not n.startswith("Base")
+        )
         raise BadInputError(
             f"{prefix}pytorch-metric-learning has no {what} class {name!r}; choose one of {', '.join(known)} "
             "(names are case-sensitive)"
@@ -114,8 +118,12 @@ def _miner_class(name: str) -> type:
     return _pml_miners()[name]
 
 
-_MINER_ALIASES = {"distance": "distance_weighted", "ms": "multisimilarity", "triplet": "triplet_margin",
-                  "rho": "rho_distance"}
+_MINER_ALIASES = {
+    "distance": "distance_weighted",
+    "ms": "multisimilarity",
+    "triplet": "triplet_margin",
+    "rho": "rho_distance",
+}
 _NO_MINER = {"none", "null", "off", "no", "false", ""}
 
 
@@ -196,7 +204,7 @@ class ObjectiveSpec:
         return keys
 
 
-def _beta_spec(spec: "ObjectiveSpec") -> bool:
+def _beta_spec(spec: ObjectiveSpec) -> bool:
     """A margin-loss objective whose learnable β has its own absolute learning rate ``beta_lr``."""
     return spec.loss_class == "MarginLoss" and "beta_lr" in spec.options
 
@@ -220,129 +228,209 @@ _PROXY_LR_MULT = Tunable(1.0, 1000.0, log=True)  # proxies / class weights: x ba
 
 _SPECS: list[ObjectiveSpec] = [
     ObjectiveSpec(
-        "margin", "MarginLoss", "pair",
+        "margin",
+        "MarginLoss",
+        "pair",
         "Margin loss (Wu et al. 2017) with learnable class-specific beta, distance-weighted sampling",
         loss_defaults={"margin": 0.2, "beta": 1.2, "learn_beta": True, "nu": 0.0},
-        miner="distance_weighted", miner_defaults={"cutoff": 0.5, "nonzero_loss_cutoff": 1.4},
+        miner="distance_weighted",
+        miner_defaults={"cutoff": 0.5, "nonzero_loss_cutoff": 1.4},
         options={"beta_lr": 5e-4, "per_class_beta": True},
         params="beta",
-        search_space=_space(margin=Tunable(0.0, 0.5), beta=Tunable(0.5, 2.0), beta_lr=Tunable(1e-5, 1e-2, log=True), miner__cutoff=Tunable(0.0, 0.8)),
+        search_space=_space(
+            margin=Tunable(0.0, 0.5),
+            beta=Tunable(0.5, 2.0),
+            beta_lr=Tunable(1e-5, 1e-2, log=True),
+            miner__cutoff=Tunable(0.0, 0.8),
+        ),
     ),
     ObjectiveSpec(
-        "multisimilarity", "MultiSimilarityLoss", "pair",
+        "multisimilarity",
+        "MultiSimilarityLoss",
+        "pair",
         "Multi-Similarity loss (Wang et al. 2019) with its pair miner",
         loss_defaults={"alpha": 2.0, "beta": 40.0, "base": 0.5},
-        miner="multisimilarity", miner_defaults={"epsilon": 0.1},
-        search_space=_space(alpha=Tunable(0.5, 20.0, log=True), beta=Tunable(10.0, 80.0), base=Tunable(0.2, 0.8), miner__epsilon=Tunable(0.01, 0.5, log=True)),
+        miner="multisimilarity",
+        miner_defaults={"epsilon": 0.1},
+        search_space=_space(
+            alpha=Tunable(0.5, 20.0, log=True),
+            beta=Tunable(10.0, 80.0),
+            base=Tunable(0.2, 0.8),
+            miner__epsilon=Tunable(0.01, 0.5, log=True),
+        ),
     ),
     ObjectiveSpec(
-        "triplet", "TripletMarginLoss", "pair",
+        "triplet",
+        "TripletMarginLoss",
+        "pair",
         "Triplet loss with semi-hard triplet mining (Schroff et al. 2015)",
         loss_defaults={"margin": 0.2},
-        miner="triplet_margin", miner_defaults={"type_of_triplets": "semihard"},
+        miner="triplet_margin",
+        miner_defaults={"type_of_triplets": "semihard"},
         miner_tied={"margin": "margin"},
-        search_space=_space(margin=Tunable(0.01, 0.5, log=True), miner__type_of_triplets=Tunable(choices=("semihard", "hard", "all"))),
+        search_space=_space(
+            margin=Tunable(0.01, 0.5, log=True), miner__type_of_triplets=Tunable(choices=("semihard", "hard", "all"))
+        ),
     ),
     ObjectiveSpec(
-        "contrastive", "ContrastiveLoss", "pair",
+        "contrastive",
+        "ContrastiveLoss",
+        "pair",
         "Contrastive loss (Hadsell et al. 2006) on all pairs of the batch",
         loss_defaults={"pos_margin": 0.0, "neg_margin": 1.0},
         search_space=_space(pos_margin=Tunable(0.0, 0.5), neg_margin=Tunable(0.3, 1.5)),
     ),
     ObjectiveSpec(
-        "lifted", "GeneralizedLiftedStructureLoss", "pair",
+        "lifted",
+        "GeneralizedLiftedStructureLoss",
+        "pair",
         "Generalized lifted structure loss (Oh Song et al. 2016; Hermans et al. 2017)",
         loss_defaults={"neg_margin": 1.0, "pos_margin": 0.0},
         search_space=_space(pos_margin=Tunable(0.0, 0.5), neg_margin=Tunable(0.3, 1.5)),
     ),
     ObjectiveSpec(
-        "npairs", "NPairsLoss", "pair",
+        "npairs",
+        "NPairsLoss",
+        "pair",
         "N-pair loss (Sohn 2016): one positive per anchor, the other classes' positives as negatives",
         search_space=_space(),
     ),
     ObjectiveSpec(
-        "proxynca", "ProxyNCALoss", "proxy",
+        "proxynca",
+        "ProxyNCALoss",
+        "proxy",
         "ProxyNCA (Movshovitz-Attias et al. 2017), softmax scale 9 as in ProxyNCA++ / ooDML",
         loss_defaults={"softmax_scale": 9.0},
-        options={"lr": None, "lr_mult": 50.0}, sized=True, params="proxies",
+        options={"lr": None, "lr_mult": 50.0},
+        sized=True,
+        params="proxies",
         search_space=_space(softmax_scale=Tunable(1.0, 32.0, log=True), lr_mult=_PROXY_LR_MULT),
     ),
     ObjectiveSpec(
-        "proxyanchor", "ProxyAnchorLoss", "proxy",
+        "proxyanchor",
+        "ProxyAnchorLoss",
+        "proxy",
         "Proxy-Anchor loss (Kim et al. 2020)",
         loss_defaults={"alpha": 32.0, "margin": 0.1},
-        options=dict(_LR_MULT), sized=True, params="proxies",
+        options=dict(_LR_MULT),
+        sized=True,
+        params="proxies",
         search_space=_space(alpha=Tunable(4.0, 64.0, log=True), margin=Tunable(0.0, 0.5), lr_mult=_PROXY_LR_MULT),
     ),
     ObjectiveSpec(
-        "softtriple", "SoftTripleLoss", "proxy",
+        "softtriple",
+        "SoftTripleLoss",
+        "proxy",
         "SoftTriple loss (Qian et al. 2019), 10 centres per class",
         loss_defaults={"centers_per_class": 10, "la": 20.0, "gamma": 0.1, "margin": 0.01},
-        options=dict(_LR_MULT), sized=True, params="centres",
-        search_space=_space(la=Tunable(5.0, 50.0, log=True), gamma=Tunable(0.01, 0.5, log=True), margin=Tunable(0.0, 0.1), lr_mult=_PROXY_LR_MULT),
+        options=dict(_LR_MULT),
+        sized=True,
+        params="centres",
+        search_space=_space(
+            la=Tunable(5.0, 50.0, log=True),
+            gamma=Tunable(0.01, 0.5, log=True),
+            margin=Tunable(0.0, 0.1),
+            lr_mult=_PROXY_LR_MULT,
+        ),
     ),
     ObjectiveSpec(
-        "arcface", "ArcFaceLoss", "classifier",
+        "arcface",
+        "ArcFaceLoss",
+        "classifier",
         "ArcFace additive angular margin (Deng et al. 2019); margin in radians",
         loss_defaults={"margin": 0.5, "scale": 16.0},
-        options={"lr": None, "lr_mult": 50.0}, sized=True,
-        to_pml={"margin": (_deg, "radians here, degrees in pml")}, params="class weights",
+        options={"lr": None, "lr_mult": 50.0},
+        sized=True,
+        to_pml={"margin": (_deg, "radians here, degrees in pml")},
+        params="class weights",
         search_space=_space(margin=Tunable(0.1, 0.8), scale=Tunable(8.0, 64.0, log=True), lr_mult=_PROXY_LR_MULT),
     ),
     ObjectiveSpec(
-        "cosface", "CosFaceLoss", "classifier",
+        "cosface",
+        "CosFaceLoss",
+        "classifier",
         "CosFace additive cosine margin (Wang et al. 2018)",
         loss_defaults={"margin": 0.35, "scale": 64.0},
-        options={"lr": None, "lr_mult": 50.0}, sized=True, params="class weights",
+        options={"lr": None, "lr_mult": 50.0},
+        sized=True,
+        params="class weights",
         search_space=_space(margin=Tunable(0.05, 0.5), scale=Tunable(8.0, 64.0, log=True), lr_mult=_PROXY_LR_MULT),
     ),
     ObjectiveSpec(
-        "normsoftmax", "NormalizedSoftmaxLoss", "classifier",
+        "normsoftmax",
+        "NormalizedSoftmaxLoss",
+        "classifier",
         "Normalized softmax / NormFace (Zhai & Wu 2019), temperature 0.05",
         loss_defaults={"temperature": 0.05},
-        options={"lr": None, "lr_mult": 50.0}, sized=True, params="class weights",
+        options={"lr": None, "lr_mult": 50.0},
+        sized=True,
+        params="class weights",
         search_space=_space(temperature=Tunable(0.01, 0.2, log=True), lr_mult=_PROXY_LR_MULT),
     ),
     ObjectiveSpec(
-        "circle", "CircleLoss", "pair",
+        "circle",
+        "CircleLoss",
+        "pair",
         "Circle loss (Sun et al. 2020), m 0.4, gamma 80",
         loss_defaults={"m": 0.4, "gamma": 80.0},
         search_space=_space(m=Tunable(0.1, 0.5), gamma=Tunable(16.0, 256.0, log=True)),
     ),
     ObjectiveSpec(
-        "supcon", "SupConLoss", "pair",
+        "supcon",
+        "SupConLoss",
+        "pair",
         "Supervised contrastive loss (Khosla et al. 2020), temperature 0.1",
         loss_defaults={"temperature": 0.1},
         search_space=_space(temperature=Tunable(0.03, 0.5, log=True)),
     ),
     # ---- the ooDML study's methods that pml does not ship (oodml/objectives/) -----------------
     ObjectiveSpec(
-        "rmargin", "MarginLoss", "pair",
+        "rmargin",
+        "MarginLoss",
+        "pair",
         "R-Margin (Roth et al. 2020): margin loss with the rho-distance miner (push prob. rho 0.4), beta 0.6",
         loss_defaults={"margin": 0.2, "beta": 0.6, "learn_beta": True, "nu": 0.0},
-        miner="rho_distance", miner_defaults={"rho": 0.4, "cutoff": 0.5},
+        miner="rho_distance",
+        miner_defaults={"rho": 0.4, "cutoff": 0.5},
         options={"beta_lr": 5e-4, "per_class_beta": True},
         params="beta",
-        search_space=_space(margin=Tunable(0.0, 0.5), beta=Tunable(0.3, 2.0), miner__rho=Tunable(0.0, 0.8),
-                            miner__cutoff=Tunable(0.0, 0.8)),
+        search_space=_space(
+            margin=Tunable(0.0, 0.5),
+            beta=Tunable(0.3, 2.0),
+            miner__rho=Tunable(0.0, 0.8),
+            miner__cutoff=Tunable(0.0, 0.8),
+        ),
     ),
     ObjectiveSpec(
-        "maxentropy", "MarginLoss", "pair",
+        "maxentropy",
+        "MarginLoss",
+        "pair",
         "MaxEntropy (ooDML): margin loss + distance-weighted mining + adversarial uniformity regulariser (0.2)",
         loss_defaults={"margin": 0.2, "beta": 1.2, "learn_beta": True, "nu": 0.0},
-        miner="distance_weighted", miner_defaults={"cutoff": 0.5, "nonzero_loss_cutoff": 1.4},
+        miner="distance_weighted",
+        miner_defaults={"cutoff": 0.5, "nonzero_loss_cutoff": 1.4},
         options={"beta_lr": 5e-4, "per_class_beta": True},
-        params="beta", regularizers=("uniformity",),
+        params="beta",
+        regularizers=("uniformity",),
         search_space=_space(margin=Tunable(0.0, 0.5), beta=Tunable(0.5, 2.0), miner__cutoff=Tunable(0.0, 0.8)),
     ),
 ]
 OBJECTIVES: dict[str, ObjectiveSpec] = {s.name: s for s in _SPECS}
 _OBJECTIVE_ALIASES = {
-    "ms": "multisimilarity", "multi_similarity": "multisimilarity", "proxy_anchor": "proxyanchor",
-    "proxy_nca": "proxynca", "soft_triple": "softtriple", "norm_softmax": "normsoftmax",
-    "normalized_softmax": "normsoftmax", "n_pairs": "npairs", "npair": "npairs",
+    "ms": "multisimilarity",
+    "multi_similarity": "multisimilarity",
+    "proxy_anchor": "proxyanchor",
+    "proxy_nca": "proxynca",
+    "soft_triple": "softtriple",
+    "norm_softmax": "normsoftmax",
+    "normalized_softmax": "normsoftmax",
+    "n_pairs": "npairs",
+    "npair": "npairs",
     # the ooDML study's own names
-    "oproxy": "proxyanchor", "r_margin": "rmargin", "rho_margin": "rmargin", "max_entropy": "maxentropy",
+    "oproxy": "proxyanchor",
+    "r_margin": "rmargin",
+    "rho_margin": "rmargin",
+    "max_entropy": "maxentropy",
 }
 
 
@@ -389,9 +477,12 @@ def pml_spec(class_name: str) -> ObjectiveSpec:
     cls = _pml_class(L, class_name, L.BaseMetricLossFunction, "loss")
     sized = {"num_classes", "embedding_size"} <= _init_param_names(cls)
     spec = ObjectiveSpec(
-        f"pml:{cls.__name__}", cls.__name__, "classifier" if sized else "pair",
+        f"pml:{cls.__name__}",
+        cls.__name__,
+        "classifier" if sized else "pair",
         f"pytorch-metric-learning's {cls.__name__} with pml's defaults",
-        options={"lr": None, "lr_mult": 1.0} if sized else {}, sized=sized,
+        options={"lr": None, "lr_mult": 1.0} if sized else {},
+        sized=sized,
         params="own parameters" if sized else "",
     )
     _PML_SPECS[class_name] = spec
@@ -402,16 +493,20 @@ def list_pml_losses() -> list[str]:
     """Class names of pml's losses usable as ``pml:<ClassName>``."""
     from pytorch_metric_learning import losses as L
 
-    return sorted(n for n, c in vars(L).items() if isinstance(c, type) and issubclass(c, L.BaseMetricLossFunction)
-                  and not n.startswith("Base"))
+    return sorted(
+        n
+        for n, c in vars(L).items()
+        if isinstance(c, type) and issubclass(c, L.BaseMetricLossFunction) and not n.startswith("Base")
+    )
 
 
 def list_pml_miners() -> list[str]:
     """Class names of pml's miners usable as ``miner=pml:<ClassName>``."""
     from pytorch_metric_learning import miners as M
 
-    return sorted(n for n, c in vars(M).items() if isinstance(c, type) and issubclass(c, M.BaseMiner)
-                  and not n.startswith("Base"))
+    return sorted(
+        n for n, c in vars(M).items() if isinstance(c, type) and issubclass(c, M.BaseMiner) and not n.startswith("Base")
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -652,7 +747,9 @@ def make_regularizers(items: Any, embed_dim: int, owner: str = "") -> list[nn.Mo
         allowed.pop("embed_dim", None)
         for k, v in kwargs.items():
             if k not in allowed:
-                raise BadInputError(f"{prefix}regularizer {reg_name}: unknown option {k!r}; valid: {', '.join(allowed)}")
+                raise BadInputError(
+                    f"{prefix}regularizer {reg_name}: unknown option {k!r}; valid: {', '.join(allowed)}"
+                )
             kwargs[k] = _coerce(owner or reg_name, f"{reg_name}.{k}", v, allowed[k] if allowed[k] is not None else 1.0)
         try:
             out.append(cls(embed_dim=embed_dim, **kwargs))
@@ -709,7 +806,9 @@ class Objective(nn.Module):
         """True when batches need at least two samples per class (pair/triplet-based objectives)."""
         return self.kind == "pair"
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The scalar loss of ``embeddings`` ``(B, embed_dim)`` float with ``labels`` ``(B,)`` int64
         in ``0..num_classes-1``; ``features`` ``(B, feature_dim)``: the pooled backbone features,
         needed by objectives with ``needs_features`` (S2SD) and ignored by the others."""
@@ -772,8 +871,13 @@ class Objective(nn.Module):
             if hasattr(self.criterion, "param_groups"):
                 groups += self.criterion.param_groups(base_lr, weight_decay)
             elif any(p.requires_grad for p in self.criterion.parameters()):
-                groups.append({"params": [p for p in self.criterion.parameters() if p.requires_grad],
-                               "lr": self.param_lr(base_lr), "name": f"objective/{self.name}"})
+                groups.append(
+                    {
+                        "params": [p for p in self.criterion.parameters() if p.requires_grad],
+                        "lr": self.param_lr(base_lr),
+                        "name": f"objective/{self.name}",
+                    }
+                )
         for reg in self.regularizers:
             reg_params = [p for p in reg.parameters() if p.requires_grad]
             if reg_params:
@@ -827,7 +931,7 @@ def make_objective(
     explicit_miner: set[str] = set()
     for key, value in flat.items():
         if key.startswith("miner."):
-            sub = key[len("miner."):]
+            sub = key[len("miner.") :]
             if miner_name is None:
                 raise BadInputError(
                     f"{owner} has no miner, so {key} does not apply; pick one first with miner=<name> "
@@ -886,9 +990,11 @@ def make_objective(
         except (TypeError, ValueError, AssertionError) as exc:
             raise BadInputError(f"{owner}: pml miner {miner_name} rejected {miner_kwargs} ({exc})") from None
 
-    lr_rule = {"lr": options.get("beta_lr")} if _beta_spec(spec) else {
-        "lr": options.get("lr"), "lr_mult": options.get("lr_mult", 1.0)
-    }
+    lr_rule = (
+        {"lr": options.get("beta_lr")}
+        if _beta_spec(spec)
+        else {"lr": options.get("lr"), "lr_mult": options.get("lr_mult", 1.0)}
+    )
     config = {
         "name": spec.name,
         "loss": spec.loss_class,
@@ -901,13 +1007,29 @@ def make_objective(
     }
     if reg_items:
         config["regularizers"] = reg_items if isinstance(reg_items, list) else [reg_items]
-    return Objective(spec.name, loss, miner, spec.kind, num_classes, embed_dim, config, lr_rule, indexed,
-                     regularizers=regularizers, embed_groups=spec.embed_groups)
+    return Objective(
+        spec.name,
+        loss,
+        miner,
+        spec.kind,
+        num_classes,
+        embed_dim,
+        config,
+        lr_rule,
+        indexed,
+        regularizers=regularizers,
+        embed_groups=spec.embed_groups,
+    )
 
 
 def _make_composite(
-    spec: ObjectiveSpec, num_classes: int, embed_dim: int, feature_dim: int | None, flat: dict[str, Any],
-    regularizers: list[nn.Module], reg_items: Any,
+    spec: ObjectiveSpec,
+    num_classes: int,
+    embed_dim: int,
+    feature_dim: int | None,
+    flat: dict[str, Any],
+    regularizers: list[nn.Module],
+    reg_items: Any,
 ) -> Objective:
     owner = f"objective {spec.name}"
     keys = dict(spec.composite_defaults)
@@ -929,19 +1051,38 @@ def _make_composite(
     if spec.needs_features and (feature_dim is None or isinstance(feature_dim, bool) or int(feature_dim) < 1):
         raise BadInputError(f"{owner} reads the pooled backbone features: pass feature_dim (the model's feature_dim)")
     if spec.embed_groups > 1 and embed_dim % spec.embed_groups:
-        raise BadInputError(f"{owner} splits the embedding into {spec.embed_groups} heads: embed_dim ({embed_dim}) "
-                            f"must be a multiple of {spec.embed_groups}")
+        raise BadInputError(
+            f"{owner} splits the embedding into {spec.embed_groups} heads: embed_dim ({embed_dim}) "
+            f"must be a multiple of {spec.embed_groups}"
+        )
     try:
         criterion = spec.builder(num_classes, embed_dim, feature_dim, params)
     except (TypeError, ValueError, AssertionError) as exc:
         raise BadInputError(f"{owner}: {exc}") from None
-    config = {"name": spec.name, "loss": spec.loss_class, "num_classes": num_classes, "embed_dim": embed_dim,
-              "params": params}
+    config = {
+        "name": spec.name,
+        "loss": spec.loss_class,
+        "num_classes": num_classes,
+        "embed_dim": embed_dim,
+        "params": params,
+    }
     if reg_items:
         config["regularizers"] = reg_items if isinstance(reg_items, list) else [reg_items]
-    return Objective(spec.name, None, None, spec.kind, num_classes, embed_dim, config, {"lr_mult": 1.0}, False,
-                     regularizers=regularizers, criterion=criterion, needs_features=spec.needs_features,
-                     embed_groups=spec.embed_groups)
+    return Objective(
+        spec.name,
+        None,
+        None,
+        spec.kind,
+        num_classes,
+        embed_dim,
+        config,
+        {"lr_mult": 1.0},
+        False,
+        regularizers=regularizers,
+        criterion=criterion,
+        needs_features=spec.needs_features,
+        embed_groups=spec.embed_groups,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -961,8 +1102,16 @@ def _build_s2sd(num_classes: int, embed_dim: int, feature_dim: int, p: dict[str,
         raise ValueError(f"source must be a plain objective (a loss with its miner), not {source.name}")
     dims = _positive_ints("dims", p["dims"])
     sources = [make_objective(source.name, num_classes, d, **dict(p["source_params"])) for d in [embed_dim, *dims]]
-    return S2SD(sources, int(feature_dim), dims, temperature=float(p["temperature"]), weight=float(p["weight"]),
-                feat_weight=float(p["feat_weight"]), feat_delay=int(p["feat_delay"]), head_lr_mult=float(p["head_lr_mult"]))
+    return S2SD(
+        sources,
+        int(feature_dim),
+        dims,
+        temperature=float(p["temperature"]),
+        weight=float(p["weight"]),
+        feat_weight=float(p["feat_weight"]),
+        feat_delay=int(p["feat_delay"]),
+        head_lr_mult=float(p["head_lr_mult"]),
+    )
 
 
 def _build_diva(num_classes: int, embed_dim: int, feature_dim: int | None, p: dict[str, Any]) -> nn.Module:
@@ -976,37 +1125,80 @@ def _build_diva(num_classes: int, embed_dim: int, feature_dim: int | None, p: di
     disc = make_objective(base.name, num_classes, embed_dim // len(DIVA_HEADS), **dict(p["base_params"]))
     shared = L.MarginLoss(margin=float(p["shared_margin"]), beta=float(p["shared_beta"]), learn_beta=True)
     intra = L.ContrastiveLoss(pos_margin=0.0, neg_margin=float(p["intra_margin"]))
-    return DiVA(embed_dim, disc, shared, intra, alpha_shared=float(p["alpha_shared"]), alpha_intra=float(p["alpha_intra"]),
-                alpha_ssl=float(p["alpha_ssl"]), decorrelation=float(p["decorrelation"]), directions=list(p["directions"]),
-                decorr_dim=int(p["decorr_dim"]), decorr_lr_mult=float(p["decorr_lr_mult"]), ssl_t=float(p["ssl_t"]),
-                beta_lr=float(p["beta_lr"]))
+    return DiVA(
+        embed_dim,
+        disc,
+        shared,
+        intra,
+        alpha_shared=float(p["alpha_shared"]),
+        alpha_intra=float(p["alpha_intra"]),
+        alpha_ssl=float(p["alpha_ssl"]),
+        decorrelation=float(p["decorrelation"]),
+        directions=list(p["directions"]),
+        decorr_dim=int(p["decorr_dim"]),
+        decorr_lr_mult=float(p["decorr_lr_mult"]),
+        ssl_t=float(p["ssl_t"]),
+        beta_lr=float(p["beta_lr"]),
+    )
 
 
 for _spec in (
     ObjectiveSpec(
-        "s2sd", "S2SD", "pair",
+        "s2sd",
+        "S2SD",
+        "pair",
         "S2SD (Roth et al. 2021): R-Margin + self-distillation from 1024/1536/2048-d heads (KL, T 1, weight 50) "
         "and from the pooled features (weight 50)",
-        builder=_build_s2sd, needs_features=True,
-        composite_defaults={"source": "rmargin", "source_params": {}, "dims": [1024, 1536, 2048], "temperature": 1.0,
-                            "weight": 50.0, "feat_weight": 50.0, "feat_delay": 1000, "head_lr_mult": 1.0},
+        builder=_build_s2sd,
+        needs_features=True,
+        composite_defaults={
+            "source": "rmargin",
+            "source_params": {},
+            "dims": [1024, 1536, 2048],
+            "temperature": 1.0,
+            "weight": 50.0,
+            "feat_weight": 50.0,
+            "feat_delay": 1000,
+            "head_lr_mult": 1.0,
+        },
         params="aux heads, source's",
-        search_space=_space(weight=Tunable(1.0, 200.0, log=True), feat_weight=Tunable(1.0, 200.0, log=True),
-                            temperature=Tunable(0.25, 4.0, log=True)),
+        search_space=_space(
+            weight=Tunable(1.0, 200.0, log=True),
+            feat_weight=Tunable(1.0, 200.0, log=True),
+            temperature=Tunable(0.25, 4.0, log=True),
+        ),
     ),
     ObjectiveSpec(
-        "diva", "DiVA", "pair",
+        "diva",
+        "DiVA",
+        "pair",
         "DiVA (Milbich et al. 2020): 4 heads (discriminative, shared, intra-class, self-supervised), "
         "alpha 0.3 each, adversarial decorrelation 1500",
-        builder=_build_diva, embed_groups=4,
-        composite_defaults={"base": "margin", "base_params": {}, "alpha_shared": 0.3, "alpha_intra": 0.3,
-                            "alpha_ssl": 0.3, "decorrelation": 1500.0,
-                            "directions": ["discriminative-selfsim", "discriminative-shared", "discriminative-intra"],
-                            "decorr_dim": 512, "decorr_lr_mult": 1.0, "shared_margin": 0.2, "shared_beta": 1.2,
-                            "intra_margin": 1.0, "ssl_t": 2.0, "beta_lr": 5e-4},
+        builder=_build_diva,
+        embed_groups=4,
+        composite_defaults={
+            "base": "margin",
+            "base_params": {},
+            "alpha_shared": 0.3,
+            "alpha_intra": 0.3,
+            "alpha_ssl": 0.3,
+            "decorrelation": 1500.0,
+            "directions": ["discriminative-selfsim", "discriminative-shared", "discriminative-intra"],
+            "decorr_dim": 512,
+            "decorr_lr_mult": 1.0,
+            "shared_margin": 0.2,
+            "shared_beta": 1.2,
+            "intra_margin": 1.0,
+            "ssl_t": 2.0,
+            "beta_lr": 5e-4,
+        },
         params="regressors, betas",
-        search_space=_space(alpha_shared=Tunable(0.05, 1.0, log=True), alpha_intra=Tunable(0.05, 1.0, log=True),
-                            alpha_ssl=Tunable(0.05, 1.0, log=True), decorrelation=Tunable(100.0, 5000.0, log=True)),
+        search_space=_space(
+            alpha_shared=Tunable(0.05, 1.0, log=True),
+            alpha_intra=Tunable(0.05, 1.0, log=True),
+            alpha_ssl=Tunable(0.05, 1.0, log=True),
+            decorrelation=Tunable(100.0, 5000.0, log=True),
+        ),
     ),
 ):
     register_objective(_spec)
@@ -1097,12 +1289,20 @@ def format_objectives_table() -> str:
         "kind 'pair' needs >= 2 samples per class in a batch; labels must be 0..num_classes-1"
     )
     out.append(f"ooDML study methods: {', '.join(STUDY_METHODS)}; regularizers=[uniformity] on top of any objective")
-    out.append("any pytorch-metric-learning loss as pml:<ClassName> (keyword arguments as key=value): "
-               + ", ".join(f"pml:{n}" for n in list_pml_losses()))
-    out.append("miners (miner=<name>): " + ", ".join(list_miners()) + "; or miner=pml:<ClassName>: "
-               + ", ".join(f"pml:{n}" for n in list_pml_miners()))
-    out.append(f"your own objectives: --plugin MODULE (calls oodml.losses.register_objective) or the "
-               f"'{ENTRY_POINT_GROUP}' entry point group")
+    out.append(
+        "any pytorch-metric-learning loss as pml:<ClassName> (keyword arguments as key=value): "
+        + ", ".join(f"pml:{n}" for n in list_pml_losses())
+    )
+    out.append(
+        "miners (miner=<name>): "
+        + ", ".join(list_miners())
+        + "; or miner=pml:<ClassName>: "
+        + ", ".join(f"pml:{n}" for n in list_pml_miners())
+    )
+    out.append(
+        f"your own objectives: --plugin MODULE (calls oodml.losses.register_objective) or the "
+        f"'{ENTRY_POINT_GROUP}' entry point group"
+    )
     return "\n".join(out)
 
 

@@ -51,51 +51,115 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--features", metavar="NAME", help="feature extractor (default: the dataset's default)")
     ap.add_argument("--weights", metavar="PATH", help="local weights file for the extractor")
     ap.add_argument("--features-file", metavar="FILE", help="use a feature table (.npz) instead of extracting")
-    ap.add_argument("--level", choices=("class", "image"), default="class",
-                    help="FID over class means (reference) or over all images (default: class)")
+    ap.add_argument(
+        "--level",
+        choices=("class", "image"),
+        default="class",
+        help="FID over class means (reference) or over all images (default: class)",
+    )
     ap.add_argument("--num-splits", type=int, default=9, metavar="K", help="splits to select (default 9)")
-    ap.add_argument("--swaps-per-iter", type=int, default=None, metavar="N",
-                    help="class swaps per iteration (default max(2, ceil(1%% of the smaller side)): 2 up to 200 "
-                         "classes a side, 114 for SOP)")
-    ap.add_argument("--history", type=int, default=5, metavar="H",
-                    help="skip classes moved in the last H swaps (default 5; 0 = no history)")
-    ap.add_argument("--patience", type=int, default=5, metavar="P",
-                    help="end a phase after P iterations without a new best FID (default 5; 0 = never)")
-    ap.add_argument("--max-iters", type=int, default=None, metavar="N",
-                    help="iterations per swap phase (default: ceil(min(smaller side, 2000) / swaps-per-iter))")
-    ap.add_argument("--min-classes", type=int, default=None, metavar="M",
-                    help="removal floor per side (default: max(10, MIN_FRACTION of the side's standard size))")
-    ap.add_argument("--min-fraction", type=float, default=0.5, metavar="F",
-                    help="default removal floor as a fraction of each side's standard size (default 0.5)")
-    ap.add_argument("--trajectory-stride", type=int, default=1, metavar="S",
-                    help="evaluate the FID every S search iterations (and at each phase's last step) instead "
-                         "of every one; the selected splits are evaluated steps, so their FIDs are exact. The "
-                         "moves need only class means, so they are unchanged; only where a phase stops can "
-                         "move (patience is checked at evaluated steps). For --level image on a laptop "
-                         "(default 1)")
-    ap.add_argument("--swap-unit", choices=("class", "superclass"), default="class",
-                    help="move single classes (default) or whole superclasses (SOP's 12 categories; the dataset's "
-                         "or the features file's superclasses), as the ooDML reference's --super option")
+    ap.add_argument(
+        "--swaps-per-iter",
+        type=int,
+        default=None,
+        metavar="N",
+        help="class swaps per iteration (default max(2, ceil(1%% of the smaller side)): 2 up to 200 "
+        "classes a side, 114 for SOP)",
+    )
+    ap.add_argument(
+        "--history",
+        type=int,
+        default=5,
+        metavar="H",
+        help="skip classes moved in the last H swaps (default 5; 0 = no history)",
+    )
+    ap.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        metavar="P",
+        help="end a phase after P iterations without a new best FID (default 5; 0 = never)",
+    )
+    ap.add_argument(
+        "--max-iters",
+        type=int,
+        default=None,
+        metavar="N",
+        help="iterations per swap phase (default: ceil(min(smaller side, 2000) / swaps-per-iter))",
+    )
+    ap.add_argument(
+        "--min-classes",
+        type=int,
+        default=None,
+        metavar="M",
+        help="removal floor per side (default: max(10, MIN_FRACTION of the side's standard size))",
+    )
+    ap.add_argument(
+        "--min-fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="default removal floor as a fraction of each side's standard size (default 0.5)",
+    )
+    ap.add_argument(
+        "--trajectory-stride",
+        type=int,
+        default=1,
+        metavar="S",
+        help="evaluate the FID every S search iterations (and at each phase's last step) instead "
+        "of every one; the selected splits are evaluated steps, so their FIDs are exact. The "
+        "moves need only class means, so they are unchanged; only where a phase stops can "
+        "move (patience is checked at evaluated steps). For --level image on a laptop "
+        "(default 1)",
+    )
+    ap.add_argument(
+        "--swap-unit",
+        choices=("class", "superclass"),
+        default="class",
+        help="move single classes (default) or whole superclasses (SOP's 12 categories; the dataset's "
+        "or the features file's superclasses), as the ooDML reference's --super option",
+    )
     ap.add_argument("--episodes", type=int, default=10, metavar="E", help="few-shot episodes per shot (default 10)")
     ap.add_argument("--val-fraction", type=float, default=0.15, help="validation classes per split (default 0.15)")
     ap.add_argument("--seed", type=int, default=0, help="seed of validation classes and episodes (default 0)")
-    ap.add_argument("--controls", type=int, default=0, metavar="N",
-                    help="also write N matched random-removal control splits per removal split (default 0)")
+    ap.add_argument(
+        "--controls",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write N matched random-removal control splits per removal split (default 0)",
+    )
     ap.add_argument("--out", metavar="FILE", help="split file to write (default splits/<dataset>.json)")
-    ap.add_argument("--figure", metavar="STEM",
-                    help="figure stem, writes STEM.png and STEM.pdf (default figures/splits_<dataset>; 'none' to skip)")
+    ap.add_argument(
+        "--figure",
+        metavar="STEM",
+        help="figure stem, writes STEM.png and STEM.pdf (default figures/splits_<dataset>; 'none' to skip)",
+    )
     ap.add_argument("--check", metavar="FILE", help="verify a split file instead of building one")
-    ap.add_argument("--import-oodml", metavar="FILE", help="convert the ooDML study's published <dataset>_splits.pkl "
-                    "(dataset from the file name unless --dataset is given)")
-    ap.add_argument("--names-only", action="store_true",
-                    help="with --import-oodml: keep the published class and image names, no images needed "
-                         "(resolved against the dataset when a run starts)")
-    ap.add_argument("--redraw-episodes", action="store_true",
-                    help="with --import-oodml: draw new few-shot episodes where the published ones cannot be mapped "
-                         "onto the dataset's layout (recorded in the file; default: stop with an error)")
-    ap.add_argument("--recompute-fid", action="store_true",
-                    help="with --check on an imported file: recompute its FIDs with --features and report the "
-                         "differences to the published ones")
+    ap.add_argument(
+        "--import-oodml",
+        metavar="FILE",
+        help="convert the ooDML study's published <dataset>_splits.pkl "
+        "(dataset from the file name unless --dataset is given)",
+    )
+    ap.add_argument(
+        "--names-only",
+        action="store_true",
+        help="with --import-oodml: keep the published class and image names, no images needed "
+        "(resolved against the dataset when a run starts)",
+    )
+    ap.add_argument(
+        "--redraw-episodes",
+        action="store_true",
+        help="with --import-oodml: draw new few-shot episodes where the published ones cannot be mapped "
+        "onto the dataset's layout (recorded in the file; default: stop with an error)",
+    )
+    ap.add_argument(
+        "--recompute-fid",
+        action="store_true",
+        help="with --check on an imported file: recompute its FIDs with --features and report the "
+        "differences to the published ones",
+    )
     add_quiet(ap)
     return ap
 
@@ -104,9 +168,16 @@ def _params(args):
     from oodml.splits import SearchParams
 
     return SearchParams(
-        level=args.level, num_splits=args.num_splits, swaps_per_iter=args.swaps_per_iter, history=args.history,
-        patience=None if args.patience == 0 else args.patience, max_iters=args.max_iters,
-        min_classes=args.min_classes, min_fraction=args.min_fraction, episodes=args.episodes, val_fraction=args.val_fraction,
+        level=args.level,
+        num_splits=args.num_splits,
+        swaps_per_iter=args.swaps_per_iter,
+        history=args.history,
+        patience=None if args.patience == 0 else args.patience,
+        max_iters=args.max_iters,
+        min_classes=args.min_classes,
+        min_fraction=args.min_fraction,
+        episodes=args.episodes,
+        val_fraction=args.val_fraction,
         trajectory_stride=args.trajectory_stride,
     )
 
@@ -114,10 +185,32 @@ def _params(args):
 def format_summary(sf) -> str:
     """The summary table of a split file's series."""
     head = ("id", "FID", "phase", "train cls", "test cls", "val cls", "train img", "test img")
-    rows = [(str(s.id), f"{s.fid:.4g}", s.phase + (" (std)" if s.standard else ""), str(len(s.train)),
-             str(len(s.test)), str(len(s.val)), str(s.n_train_images), str(s.n_test_images)) for s in sf.series]
-    rows += [(str(c.id), f"{c.fid:.4g}", f"control of {c.control_of}", str(len(c.train)), str(len(c.test)),
-              str(len(c.val)), str(c.n_train_images), str(c.n_test_images)) for c in getattr(sf, "controls", [])]
+    rows = [
+        (
+            str(s.id),
+            f"{s.fid:.4g}",
+            s.phase + (" (std)" if s.standard else ""),
+            str(len(s.train)),
+            str(len(s.test)),
+            str(len(s.val)),
+            str(s.n_train_images),
+            str(s.n_test_images),
+        )
+        for s in sf.series
+    ]
+    rows += [
+        (
+            str(c.id),
+            f"{c.fid:.4g}",
+            f"control of {c.control_of}",
+            str(len(c.train)),
+            str(len(c.test)),
+            str(len(c.val)),
+            str(c.n_train_images),
+            str(c.n_test_images),
+        )
+        for c in getattr(sf, "controls", [])
+    ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
 
     def line(cells) -> str:
@@ -175,13 +268,17 @@ def _check(args, progress: bool) -> int:
         if source == "features-file" and prov.get("fingerprint") and prov["fingerprint"] != fs.fingerprint:
             raise BadInputError(
                 f"split file {path} was made from other features (fingerprint {str(prov['fingerprint'])[:12]}…, "
-                f"{args.features_file} has {fs.fingerprint[:12]}…)")
+                f"{args.features_file} has {fs.fingerprint[:12]}…)"
+            )
         if len(fs) != sf.num_images:
             raise BadInputError(
-                f"split file {path} counts {sf.num_images} images but {args.features_file} has {len(fs)} rows")
+                f"split file {path} counts {sf.num_images} images but {args.features_file} has {len(fs)} rows"
+            )
     elif source == "features-file":
-        raise BadInputError(f"split file {path} was made from a features file ({prov.get('features_file')}); "
-                            "pass it with --features-file to check it")
+        raise BadInputError(
+            f"split file {path} was made from a features file ({prov.get('features_file')}); "
+            "pass it with --features-file to check it"
+        )
     else:
         from oodml import features as feats
         from oodml.datasets import load_dataset
@@ -190,9 +287,11 @@ def _check(args, progress: bool) -> int:
         sf = load_splits(path, dataset=ds)
         if source == "oodml-import":
             parts = prov.get("parts") or {}
-            print(f"{path}: valid ({len(sf.series)} imported ooDML splits on {ds.name}; FIDs "
-                  f"{parts.get('fids', 'published')}, validation classes {parts.get('validation', '?')}, "
-                  f"episodes {parts.get('episodes', '?')})")
+            print(
+                f"{path}: valid ({len(sf.series)} imported ooDML splits on {ds.name}; FIDs "
+                f"{parts.get('fids', 'published')}, validation classes {parts.get('validation', '?')}, "
+                f"episodes {parts.get('episodes', '?')})"
+            )
             if not args.recompute_fid:
                 print("the FIDs are the published ones (the study's features); --recompute-fid recomputes them")
                 return 0
@@ -203,18 +302,21 @@ def _check(args, progress: bool) -> int:
     report = check_split_file(sf, x, lab, classes, progress=progress)
     n_split = sum(r["what"] == "split" for r in report.rows)
     n_step = sum(r["what"] == "step" for r in report.rows)
-    worst = max((abs(r["stored"] - r["recomputed"]) / max(abs(r["stored"]), 1e-12) for r in report.rows),
-                default=0.0)
+    worst = max((abs(r["stored"] - r["recomputed"]) / max(abs(r["stored"]), 1e-12) for r in report.rows), default=0.0)
     n_ctrl = sum(r["what"] == "control" for r in report.rows)
     ctrl = f", {n_ctrl} control FIDs" if n_ctrl else ""
-    print(f"{path}: recomputed {n_split} split FIDs{ctrl} and {n_step} trajectory FIDs "
-          f"({prov.get('extractor')} features, {prov.get('level')} level); largest relative difference {worst:.2e}")
+    print(
+        f"{path}: recomputed {n_split} split FIDs{ctrl} and {n_step} trajectory FIDs "
+        f"({prov.get('extractor')} features, {prov.get('level')} level); largest relative difference {worst:.2e}"
+    )
     for r in report.rows:
         if not r["ok"]:
             print(f"  MISMATCH {r['what']} {r['id']}: stored {r['stored']!r}, recomputed {r['recomputed']!r}")
     if not report.ok:
-        raise BadInputError(f"split file {path} does not match its features: {len(report.mismatches)} mismatch(es), "
-                            f"first: {report.mismatches[0]}; regenerate it with python -m oodml.make_splits")
+        raise BadInputError(
+            f"split file {path} does not match its features: {len(report.mismatches)} mismatch(es), "
+            f"first: {report.mismatches[0]}; regenerate it with python -m oodml.make_splits"
+        )
     print("OK")
     return 0
 
@@ -230,15 +332,19 @@ def _recompute_fid(args, path: Path, sf, ds, progress: bool) -> int:
     fs = feats.extract_features(ds, extractor, weights=args.weights, progress=progress)
     x, lab, classes = _table_from_featureset(fs)
     report = check_split_file(sf, x, lab, classes, progress=progress)
-    print(f"recomputed {len(report.rows)} split FIDs with {extractor} features (class level) against the published ones:")
+    print(
+        f"recomputed {len(report.rows)} split FIDs with {extractor} features (class level) against the published ones:"
+    )
     print(f"{'split':>5}  {'published':>10}  {'recomputed':>10}  {'difference':>10}")
     for r in report.rows:
         print(f"{r['id']:>5}  {r['stored']:>10.4g}  {r['recomputed']:>10.4g}  {r['recomputed'] - r['stored']:>+10.4g}")
     pub = np.array([r["stored"] for r in report.rows])
     rec = np.array([r["recomputed"] for r in report.rows])
     same_order = bool(np.all(np.diff(rec[np.argsort(pub, kind="stable")]) >= 0))
-    print(f"largest absolute difference {np.max(np.abs(rec - pub)):.4g}; the recomputed FIDs "
-          f"{'keep' if same_order else 'do NOT keep'} the published order")
+    print(
+        f"largest absolute difference {np.max(np.abs(rec - pub)):.4g}; the recomputed FIDs "
+        f"{'keep' if same_order else 'do NOT keep'} the published order"
+    )
     return 0
 
 
@@ -254,15 +360,18 @@ def _import(args, progress: bool) -> int:
         from oodml.datasets import load_dataset
 
         ds = load_dataset(name, root=args.root, download=args.download)
-        doc = import_published(args.import_oodml, ds, _params(args), seed=args.seed,
-                               redraw_episodes=args.redraw_episodes)
+        doc = import_published(
+            args.import_oodml, ds, _params(args), seed=args.seed, redraw_episodes=args.redraw_episodes
+        )
     out = Path(args.out or f"splits/{name}.json")
     write_split_document(out, doc)
     sf = load_splits(out, dataset=ds)
     parts = doc["provenance"]["parts"]
-    print(f"imported {len(sf.series)} ooDML splits from {args.import_oodml} -> {out} "
-          f"({'names only, resolved when a run starts' if ds is None else doc['provenance']['image_names']}; "
-          f"FIDs {parts['fids']}, validation classes {parts['validation']}, episodes {parts['episodes']})")
+    print(
+        f"imported {len(sf.series)} ooDML splits from {args.import_oodml} -> {out} "
+        f"({'names only, resolved when a run starts' if ds is None else doc['provenance']['image_names']}; "
+        f"FIDs {parts['fids']}, validation classes {parts['validation']}, episodes {parts['episodes']})"
+    )
     if ds is not None:
         print(format_summary(sf))
         _figure(args, name, sf, args.quiet)
@@ -294,13 +403,25 @@ def main(argv: list[str] | None = None) -> int:
     else:
         name = _dataset_name(args)
     out = Path(args.out or f"splits/{name}.json")
-    sf = make_splits(args.dataset if not args.features_file else name, root=args.root, download=args.download,
-                     extractor=args.features, weights=args.weights, features_file=args.features_file,
-                     params=_params(args), seed=args.seed, out=out, progress=progress, controls=args.controls,
-                     swap_unit=args.swap_unit)
+    sf = make_splits(
+        args.dataset if not args.features_file else name,
+        root=args.root,
+        download=args.download,
+        extractor=args.features,
+        weights=args.weights,
+        features_file=args.features_file,
+        params=_params(args),
+        seed=args.seed,
+        out=out,
+        progress=progress,
+        controls=args.controls,
+        swap_unit=args.swap_unit,
+    )
     n_steps = len(sf.trajectory)
-    print(f"wrote {out}: {len(sf.series)} splits selected from {n_steps} search steps "
-          f"({sf.provenance.get('extractor')} features, {sf.provenance.get('level')} level)")
+    print(
+        f"wrote {out}: {len(sf.series)} splits selected from {n_steps} search steps "
+        f"({sf.provenance.get('extractor')} features, {sf.provenance.get('level')} level)"
+    )
     print(format_summary(sf))
     _figure(args, name, sf, args.quiet)
     return 0

@@ -26,14 +26,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oodml.errors import BadInputError
 from oodml import backbones as _backbones  # noqa: F401  (registers oodml_convnet with timm)
+from oodml.errors import BadInputError
 from oodml.weights import PathLike, create_timm_model
 
 POOLINGS = ("avg", "max", "avg+max", "token")
@@ -67,7 +68,7 @@ class EmbeddingModel(nn.Module):
         self.freeze_bn = bool(freeze_bn)
         self.channels_last = bool(channels_last)
         self.normalize = bool(normalize)
-        self.feature_dim = int(getattr(backbone, "num_features"))
+        self.feature_dim = int(backbone.num_features)
         self._output_fmt = str(getattr(backbone, "output_fmt", "NCHW"))
         self._num_prefix_tokens = int(getattr(backbone, "num_prefix_tokens", 0) or 0)
         if pooling == "token" and self._num_prefix_tokens < 1:
@@ -82,7 +83,8 @@ class EmbeddingModel(nn.Module):
         self.embed_groups = int(embed_groups)
         if self.embed_groups < 1 or self.embed_dim % self.embed_groups:
             raise BadInputError(
-                f"embed_groups ({embed_groups}) must be a positive divisor of the embedding dimension ({self.embed_dim})"
+                f"embed_groups ({embed_groups}) must be a positive divisor of the embedding dimension "
+                f"({self.embed_dim})"
             )
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
@@ -90,7 +92,7 @@ class EmbeddingModel(nn.Module):
         self.train()
 
     # ----------------------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "EmbeddingModel":
+    def train(self, mode: bool = True) -> EmbeddingModel:
         """Set training mode; with ``freeze_bn`` every BatchNorm layer is kept in eval mode."""
         super().train(mode)
         if mode and self.freeze_bn:
@@ -119,7 +121,7 @@ class EmbeddingModel(nn.Module):
         if f.ndim == 3:  # tokens (B, N, C)
             if self.pooling == "token":
                 return f[:, 0]
-            tokens = f[:, self._num_prefix_tokens:] if f.shape[1] > self._num_prefix_tokens else f
+            tokens = f[:, self._num_prefix_tokens :] if f.shape[1] > self._num_prefix_tokens else f
             if self.pooling == "avg":
                 return tokens.mean(dim=1)
             if self.pooling == "max":

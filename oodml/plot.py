@@ -62,8 +62,9 @@ import contextlib
 import io
 import math
 import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -167,8 +168,15 @@ def _legend_handles(losses: Sequence[str]):
     from matplotlib.lines import Line2D
 
     return [
-        Line2D([], [], color=loss_style(loss)["color"], marker=loss_style(loss)["marker"],
-               linestyle=loss_style(loss)["linestyle"], markersize=4, linewidth=1.1)
+        Line2D(
+            [],
+            [],
+            color=loss_style(loss)["color"],
+            marker=loss_style(loss)["marker"],
+            linestyle=loss_style(loss)["linestyle"],
+            markersize=4,
+            linewidth=1.1,
+        )
         for loss in losses
     ]
 
@@ -176,8 +184,16 @@ def _legend_handles(losses: Sequence[str]):
 def _loss_legend(fig, losses: Sequence[str]) -> None:
     """The losses' legend below the axes (outside, so it never covers data)."""
     ncol = 4 if max(len(name) for name in losses) <= 9 else 3
-    fig.legend(_legend_handles(losses), list(losses), loc="outside lower center", ncol=min(ncol, len(losses)),
-               frameon=False, handlelength=2.6, columnspacing=1.0, handletextpad=0.5)
+    fig.legend(
+        _legend_handles(losses),
+        list(losses),
+        loc="outside lower center",
+        ncol=min(ncol, len(losses)),
+        frameon=False,
+        handlelength=2.6,
+        columnspacing=1.0,
+        handletextpad=0.5,
+    )
 
 
 def _legend_height(losses: Sequence[str]) -> float:
@@ -185,8 +201,14 @@ def _legend_height(losses: Sequence[str]) -> float:
     return 0.16 * math.ceil(len(losses) / min(ncol, len(losses))) + 0.08
 
 
-def _draw_lines(ax, table: pd.DataFrame, y: str = "mean", ci: str | None = "ci95", band_alpha: float = 0.15,
-                band: tuple[str, str] | None = None) -> list[str]:
+def _draw_lines(
+    ax,
+    table: pd.DataFrame,
+    y: str = "mean",
+    ci: str | None = "ci95",
+    band_alpha: float = 0.15,
+    band: tuple[str, str] | None = None,
+) -> list[str]:
     """One line per loss (x = FID) with its CI band (``y ± ci``, or between the two columns of
     ``band``); returns the losses drawn, in order."""
     drawn = []
@@ -224,8 +246,9 @@ def _require(table: pd.DataFrame, what: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------
-def generalization_curve(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, x_label: str | None = None,
-                         percent: bool | None = None):
+def generalization_curve(
+    df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, x_label: str | None = None, percent: bool | None = None
+):
     """Metric vs the split's FID, one line per loss: mean over seeds and its 95 % percentile
     bootstrap band over seeds (no band with one seed; :func:`oodml.stats.curve_intervals`).
     Frozen-extractor references (``frozen:<name>``, :mod:`oodml.frozen`) are dashed grey lines;
@@ -246,8 +269,19 @@ def generalization_curve(df: pd.DataFrame, dataset: str, metric: str = "recall@1
         for loss in loss_order(ctl["loss"].unique()) if not ctl.empty else []:
             g = ctl[ctl["loss"] == loss].sort_values("fid", kind="mergesort")
             st = loss_style(loss)
-            ax.errorbar(g["fid"], g["mean"], yerr=g["std"].fillna(0.0), color=st["color"], marker=st["marker"],
-                        markerfacecolor="white", linestyle=":", linewidth=0.9, elinewidth=0.6, capsize=1.5, zorder=4)
+            ax.errorbar(
+                g["fid"],
+                g["mean"],
+                yerr=g["std"].fillna(0.0),
+                color=st["color"],
+                marker=st["marker"],
+                markerfacecolor="white",
+                linestyle=":",
+                linewidth=0.9,
+                elinewidth=0.6,
+                capsize=1.5,
+                zorder=4,
+            )
         _fid_axis(ax, x_label or fid_label())
         ax.set_ylabel(metric_label(metric, percent))
         ax.set_title(f"{dataset}: zero-shot {metric_name(metric)}")
@@ -255,13 +289,19 @@ def generalization_curve(df: pd.DataFrame, dataset: str, metric: str = "recall@1
         if not ctl.empty:
             from matplotlib.lines import Line2D
 
-            ax.legend([Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle=":")],
-                      ["random-removal controls"], loc="best", frameon=False, fontsize="small")
+            ax.legend(
+                [Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle=":")],
+                ["random-removal controls"],
+                loc="best",
+                frameon=False,
+                fontsize="small",
+            )
     return fig
 
 
-def relative_view(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, x_label: str | None = None,
-                  percent: bool | None = None):
+def relative_view(
+    df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, x_label: str | None = None, percent: bool | None = None
+):
     """Each loss's difference from the mean of all losses on every split (markers) with its
     least-squares line vs FID: a line going down means the loss degrades faster than the field.
     Data: :func:`oodml.analysis.relative_table`, slopes :func:`oodml.analysis.relative_slopes`."""
@@ -278,8 +318,16 @@ def relative_view(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, x
         for loss in losses:
             g = tab[tab["loss"] == loss]
             st = loss_style(loss)
-            ax.plot(g["fid"], g["diff"], linestyle="none", marker=st["marker"], color=st["color"], alpha=0.8,
-                    label="_nolegend_", zorder=3)
+            ax.plot(
+                g["fid"],
+                g["diff"],
+                linestyle="none",
+                marker=st["marker"],
+                color=st["color"],
+                alpha=0.8,
+                label="_nolegend_",
+                zorder=3,
+            )
             s, b = slopes.loc[loss, "slope_rel"], slopes.loc[loss, "intercept_rel"]
             if np.isfinite(s):
                 ax.plot(xs, b + s * xs, color=st["color"], linestyle=st["linestyle"], label=loss, zorder=2)
@@ -311,14 +359,31 @@ def auc_figure(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, perc
             bar.set_hatch(loss_style(loss)["hatch"])
         ci = tab["ci95"].to_numpy(np.float64)
         if np.isfinite(ci).any():
-            ax.errorbar(tab["auc"], y, xerr=np.where(np.isfinite(ci), ci, 0.0), fmt="none", ecolor="0.1",
-                        elinewidth=0.8, capsize=2, zorder=4)
+            ax.errorbar(
+                tab["auc"],
+                y,
+                xerr=np.where(np.isfinite(ci), ci, 0.0),
+                fmt="none",
+                ecolor="0.1",
+                elinewidth=0.8,
+                capsize=2,
+                zorder=4,
+            )
         for i, loss in enumerate(losses):
             v = per.loc[(per["loss"] == loss) & np.isfinite(per["auc"]), "auc"].to_numpy(np.float64)
             if len(v) > 1:
                 offs = np.linspace(-0.22, 0.22, len(v))
-                ax.plot(v, i + offs, linestyle="none", marker="o", markersize=2.2, color="0.1",
-                        markerfacecolor="white", markeredgewidth=0.5, zorder=5)
+                ax.plot(
+                    v,
+                    i + offs,
+                    linestyle="none",
+                    marker="o",
+                    markersize=2.2,
+                    color="0.1",
+                    markerfacecolor="white",
+                    markeredgewidth=0.5,
+                    zorder=5,
+                )
         ax.set_yticks(y, losses)
         ax.set_ylim(n - 0.5, -0.5)
         ax.grid(False, axis="y")
@@ -326,11 +391,20 @@ def auc_figure(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, perc
         ax.set_xlabel(f"Normalized AUC of {metric_label(metric, percent)} vs FID")
         ax.set_title(f"{dataset}: area under the {metric_name(metric)}–FID curve")
         if per.groupby("loss")["seed"].nunique().max() > 1:
-            handles = [Line2D([], [], linestyle="none", marker="o", markersize=2.5, color="0.1",
-                              markerfacecolor="white", markeredgewidth=0.5),
-                       Line2D([], [], color="0.1", linewidth=0.8, marker="|", markersize=5)]
-            fig.legend(handles, ["one seed", "95 % CI over seeds"], loc="outside lower center", ncol=2,
-                       frameon=False)
+            handles = [
+                Line2D(
+                    [],
+                    [],
+                    linestyle="none",
+                    marker="o",
+                    markersize=2.5,
+                    color="0.1",
+                    markerfacecolor="white",
+                    markeredgewidth=0.5,
+                ),
+                Line2D([], [], color="0.1", linewidth=0.8, marker="|", markersize=5),
+            ]
+            fig.legend(handles, ["one seed", "95 % CI over seeds"], loc="outside lower center", ncol=2, frameon=False)
     return fig
 
 
@@ -345,8 +419,13 @@ def ranking_figure(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, 
     losses = loss_order(ranks["loss"].unique())
     n = len(losses)
     with paper_style():
-        fig, axes = _figure(1.2 + 0.13 * n + 0.9 + _legend_height(losses), nrows=2, ncols=1, sharex=True,
-                            gridspec_kw={"height_ratios": [max(2.0, 0.13 * n + 0.9), 0.9]})
+        fig, axes = _figure(
+            1.2 + 0.13 * n + 0.9 + _legend_height(losses),
+            nrows=2,
+            ncols=1,
+            sharex=True,
+            gridspec_kw={"height_ratios": [max(2.0, 0.13 * n + 0.9), 0.9]},
+        )
         ax, axt = axes[0, 0], axes[1, 0]
         for loss in losses:
             g = ranks[ranks["loss"] == loss]
@@ -366,8 +445,9 @@ def ranking_figure(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, 
         axt.set_yticks([-1, 0, 1])
         axt.set_ylabel("Kendall's τ\nvs easiest")
         labels = [f"{f:.3g}" for f in keys["fid"]]
-        axt.set_xticks(np.arange(len(keys)), labels, rotation=45 if len(keys) > 5 else 0,
-                       ha="right" if len(keys) > 5 else "center")
+        axt.set_xticks(
+            np.arange(len(keys)), labels, rotation=45 if len(keys) > 5 else 0, ha="right" if len(keys) > 5 else "center"
+        )
         axt.set_xlabel("FID of the split (splits in order of FID)")
         axt.set_xlim(-0.3, len(keys) - 0.7)
         _loss_legend(fig, losses)
@@ -378,8 +458,9 @@ def _key(split: Any) -> Any:
     return None if pd.isna(split) else int(split)
 
 
-def fewshot_figure(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, x_label: str | None = None,
-                   percent: bool | None = None):
+def fewshot_figure(
+    df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, x_label: str | None = None, percent: bool | None = None
+):
     """Few-shot gain over zero-shot vs FID, one panel per k (bands: 95 % CI over seeds, or over
     episodes with a single seed). Data: :func:`oodml.analysis.fewshot_table`."""
     tab = fewshot_table(df, dataset, metric, percent)
@@ -407,8 +488,13 @@ def probe_figure(df: pd.DataFrame, dataset: str, *, x_label: str | None = None, 
     feats = [f for f in ("embedding", "backbone") if f in set(tab["features"])]
     losses = loss_order(tab["loss"].unique())
     with paper_style():
-        fig, axes = _figure(0.75 + 1.25 * len(settings) + _legend_height(losses), nrows=len(settings),
-                            ncols=len(feats), sharex=True, sharey="row")
+        fig, axes = _figure(
+            0.75 + 1.25 * len(settings) + _legend_height(losses),
+            nrows=len(settings),
+            ncols=len(feats),
+            sharex=True,
+            sharey="row",
+        )
         for i, setting in enumerate(settings):
             for j, feat in enumerate(feats):
                 ax = axes[i, j]
@@ -422,14 +508,24 @@ def probe_figure(df: pd.DataFrame, dataset: str, *, x_label: str | None = None, 
         fig.supylabel(f"Top-1 accuracy{' (%)' if percent is not False else ''}")
         # supxlabel takes the bottom edge: the legend goes on top here, titled like the other figures
         ncol = 4 if max(len(name) for name in losses) <= 9 else 3
-        fig.legend(_legend_handles(losses), list(losses), loc="outside upper center", ncol=min(ncol, len(losses)),
-                   frameon=False, handlelength=2.6, columnspacing=1.0, handletextpad=0.5,
-                   title=f"{dataset}: linear probe", title_fontsize=RC["axes.titlesize"])
+        fig.legend(
+            _legend_handles(losses),
+            list(losses),
+            loc="outside upper center",
+            ncol=min(ncol, len(losses)),
+            frameon=False,
+            handlelength=2.6,
+            columnspacing=1.0,
+            handletextpad=0.5,
+            title=f"{dataset}: linear probe",
+            title_fontsize=RC["axes.titlesize"],
+        )
     return fig
 
 
-def adaptation_figures(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, x_label: str | None = None,
-                       percent: bool | None = None) -> dict[str, Any]:
+def adaptation_figures(
+    df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, x_label: str | None = None, percent: bool | None = None
+) -> dict[str, Any]:
     """The adaptation figures present in the table: ``{"fewshot_gain_<m>": Figure,
     "linear_probe": Figure}`` (a key is missing when the table has no such rows)."""
     out: dict[str, Any] = {}
@@ -523,8 +619,10 @@ def resolve_input(results: PathLike | pd.DataFrame) -> tuple[pd.DataFrame, dict[
             continue
         hit = next((c for c in _study_path(base, entry["splits"]) if c.is_file()), None)
         if hit is None:
-            notes.append(f"{entry['name']}: split file {entry['splits']} named by {path.name} not found; "
-                         "split-series figure skipped")
+            notes.append(
+                f"{entry['name']}: split file {entry['splits']} named by {path.name} not found; "
+                "split-series figure skipped"
+            )
         else:
             splits[_split_file_info(hit, default=str(entry["name"]))[0]] = hit
     return df, splits, notes, path.name
@@ -565,7 +663,9 @@ def _wide_ranks(ranks: pd.DataFrame) -> pd.DataFrame:
     cols = {}
     for s, f in zip(keys["split"], keys["fid"]):
         name = f"split {'standard' if pd.isna(s) else int(s)} (FID {f:.3g})"
-        sel = ranks[(ranks["fid"] == f) & (ranks["split"].isna() if pd.isna(s) else (ranks["split"] == s).fillna(False))]
+        sel = ranks[
+            (ranks["fid"] == f) & (ranks["split"].isna() if pd.isna(s) else (ranks["split"] == s).fillna(False))
+        ]
         cols[name] = sel.set_index("loss")["rank"]
     wide = pd.DataFrame(cols)
     wide = wide.loc[loss_order(wide.index)]
@@ -573,9 +673,14 @@ def _wide_ranks(ranks: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def make_all(results: PathLike | pd.DataFrame, out_dir: PathLike = "figures", metric: str = "recall@1",
-             split_files: Iterable[PathLike] | Mapping[str, PathLike] | None = None, *,
-             progress: bool = False) -> Outputs:
+def make_all(
+    results: PathLike | pd.DataFrame,
+    out_dir: PathLike = "figures",
+    metric: str = "recall@1",
+    split_files: Iterable[PathLike] | Mapping[str, PathLike] | None = None,
+    *,
+    progress: bool = False,
+) -> Outputs:
     """Write every figure and table for every dataset of ``results`` into ``out_dir``.
 
     ``results``: a DataFrame, a results table path or a study YAML. ``split_files``: split files
@@ -610,8 +715,10 @@ def make_all(results: PathLike | pd.DataFrame, out_dir: PathLike = "figures", me
     zs = df[df["stage"] == "zero-shot"]
     if metric not in set(zs["metric"]):
         available = ", ".join(dict.fromkeys(zs["metric"])) or "none"
-        raise BadInputError(f"results table {source} has no zero-shot rows of metric {metric!r} "
-                            f"(available: {available}); pick one with --metric")
+        raise BadInputError(
+            f"results table {source} has no zero-shot rows of metric {metric!r} "
+            f"(available: {available}); pick one with --metric"
+        )
     m = sanitize(metric)
     written: dict[str, list[str]] = {}
 
@@ -639,64 +746,124 @@ def make_all(results: PathLike | pd.DataFrame, out_dir: PathLike = "figures", me
     for ds in tqdm(all_ds, desc="figures", unit="dataset", disable=not progress):
         xl = fid_label(extractors.get(ds))
         if ds in set(df["dataset"]):
-            no_fid = int(((df["dataset"] == ds) & (df["stage"] == "zero-shot") & (df["metric"] == metric)
-                          & ~np.isfinite(df["fid"])).sum())
+            no_fid = int(
+                (
+                    (df["dataset"] == ds)
+                    & (df["stage"] == "zero-shot")
+                    & (df["metric"] == metric)
+                    & ~np.isfinite(df["fid"])
+                ).sum()
+            )
             if no_fid:
-                out.notes.append(f"{ds}: {no_fid} zero-shot {metric} row(s) without an FID (standard split without "
-                                 "a split file?) left out of the FID figures")
+                out.notes.append(
+                    f"{ds}: {no_fid} zero-shot {metric} row(s) without an FID (standard split without "
+                    "a split file?) left out of the FID figures"
+                )
             cur = curve_table(df, ds, metric)
             if cur.empty:
                 out.notes.append(f"{ds}: no zero-shot {metric} rows with an FID; generalization figures skipped")
             else:
-                fig_out(ds, f"curve_{m}", generalization_curve(df, ds, metric, x_label=xl),
-                        f"{mname} vs FID, mean and 95 % CI over seeds")
+                fig_out(
+                    ds,
+                    f"curve_{m}",
+                    generalization_curve(df, ds, metric, x_label=xl),
+                    f"{mname} vs FID, mean and 95 % CI over seeds",
+                )
                 tab_out(ds, f"curve_{m}", _file_table(cur), f"{mname} per loss and split (mean over seeds)")
                 ctl = control_table(df, ds, metric)
                 if not ctl.empty:
-                    tab_out(ds, f"controls_{m}", _file_table(ctl.rename(columns={"control_of": "split"})),
-                            f"{mname} on the random-removal controls of each split (mean over draws and seeds)")
+                    tab_out(
+                        ds,
+                        f"controls_{m}",
+                        _file_table(ctl.rename(columns={"control_of": "split"})),
+                        f"{mname} on the random-removal controls of each split (mean over draws and seeds)",
+                    )
                 n_fid = cur["fid"].nunique()
                 if n_fid < 2:
                     out.notes.append(f"{ds}: only one FID value; relative view, slopes and AUC skipped")
                 else:
-                    fig_out(ds, f"relative_{m}", relative_view(df, ds, metric, x_label=xl),
-                            f"{mname} minus the mean of all losses, with linear fits")
-                    tab_out(ds, f"relative_{m}", _file_table(relative_table(df, ds, metric)),
-                            f"{mname} minus the mean of all losses per split")
-                    tab_out(ds, f"slopes_{m}", _file_table(relative_slopes(df, metric, ds)),
-                            f"slopes vs FID of {mname} relative to the field (slope_rel) and absolute (slope_abs)")
+                    fig_out(
+                        ds,
+                        f"relative_{m}",
+                        relative_view(df, ds, metric, x_label=xl),
+                        f"{mname} minus the mean of all losses, with linear fits",
+                    )
+                    tab_out(
+                        ds,
+                        f"relative_{m}",
+                        _file_table(relative_table(df, ds, metric)),
+                        f"{mname} minus the mean of all losses per split",
+                    )
+                    tab_out(
+                        ds,
+                        f"slopes_{m}",
+                        _file_table(relative_slopes(df, metric, ds)),
+                        f"slopes vs FID of {mname} relative to the field (slope_rel) and absolute (slope_abs)",
+                    )
                     fig_out(ds, f"auc_{m}", auc_figure(df, ds, metric), f"normalized AUC of {mname} vs FID")
                     from oodml import stats as _stats
 
-                    tab_out(ds, f"auc_{m}", _file_table(_stats.auc_intervals(df, metric, ds)),
-                            f"normalized AUC of {mname} vs FID (mean, std, 95 % t and bootstrap intervals over "
-                            "seeds, per-seed values)")
-                    tab_out(ds, f"auc_tests_{m}", _file_table(_stats.pairwise_auc_tests(df, metric, ds)),
-                            f"paired bootstrap tests of the AUC difference between every two losses")
+                    tab_out(
+                        ds,
+                        f"auc_{m}",
+                        _file_table(_stats.auc_intervals(df, metric, ds)),
+                        f"normalized AUC of {mname} vs FID (mean, std, 95 % t and bootstrap intervals over "
+                        "seeds, per-seed values)",
+                    )
+                    tab_out(
+                        ds,
+                        f"auc_tests_{m}",
+                        _file_table(_stats.pairwise_auc_tests(df, metric, ds)),
+                        "paired bootstrap tests of the AUC difference between every two losses",
+                    )
                     if cur["loss"].nunique() < 2:
                         out.notes.append(f"{ds}: a single loss; no Friedman test or critical-difference diagram")
                     else:
                         fr = _stats.friedman_nemenyi(df, metric, ds)
-                        fig_out(ds, f"cd_{m}", _stats.cd_diagram(fr, ds),
-                                "critical-difference diagram (Friedman test, Nemenyi CD) of the losses' ranks")
-                        tab_out(ds, f"friedman_{m}", fr["ranks"].assign(
-                            cd=fr["cd"], friedman_chi2=fr["statistic"], p_value=fr["p_value"], n_splits=fr["n_blocks"]),
-                            f"average rank by {mname} over splits, Friedman test and Nemenyi CD")
+                        fig_out(
+                            ds,
+                            f"cd_{m}",
+                            _stats.cd_diagram(fr, ds),
+                            "critical-difference diagram (Friedman test, Nemenyi CD) of the losses' ranks",
+                        )
+                        tab_out(
+                            ds,
+                            f"friedman_{m}",
+                            fr["ranks"].assign(
+                                cd=fr["cd"],
+                                friedman_chi2=fr["statistic"],
+                                p_value=fr["p_value"],
+                                n_splits=fr["n_blocks"],
+                            ),
+                            f"average rank by {mname} over splits, Friedman test and Nemenyi CD",
+                        )
                 ranks, tau = ranking_stability(df, metric, ds)
-                fig_out(ds, f"ranks_{m}", ranking_figure(df, ds, metric),
-                        f"rank of each loss per split and Kendall's tau vs the easiest split")
+                fig_out(
+                    ds,
+                    f"ranks_{m}",
+                    ranking_figure(df, ds, metric),
+                    "rank of each loss per split and Kendall's tau vs the easiest split",
+                )
                 tab_out(ds, f"ranks_{m}", _wide_ranks(ranks), f"rank by {mname} per split (1 = best)")
                 if tau.empty:
                     out.notes.append(f"{ds}: a single split; no Kendall's tau table")
                 else:
-                    tab_out(ds, f"kendall_{m}", _file_table(tau),
-                            f"Kendall's tau between the ranking on the easiest split and each harder split")
+                    tab_out(
+                        ds,
+                        f"kendall_{m}",
+                        _file_table(tau),
+                        "Kendall's tau between the ranking on the easiest split and each harder split",
+                    )
             few = fewshot_table(df, ds, metric)
             if few.empty:
                 out.notes.append(f"{ds}: no few-shot rows (stage few-shot-<k>) for {metric}; few-shot figure skipped")
             else:
-                fig_out(ds, f"fewshot_gain_{m}", fewshot_figure(df, ds, metric, x_label=xl),
-                        f"few-shot gain in {mname} over zero-shot vs FID")
+                fig_out(
+                    ds,
+                    f"fewshot_gain_{m}",
+                    fewshot_figure(df, ds, metric, x_label=xl),
+                    f"few-shot gain in {mname} over zero-shot vs FID",
+                )
                 tab_out(ds, f"fewshot_gain_{m}", _file_table(few), f"few-shot gain in {mname} over zero-shot")
             probe = probe_table(df, ds)
             if probe.empty:
@@ -711,8 +878,12 @@ def make_all(results: PathLike | pd.DataFrame, out_dir: PathLike = "figures", me
         elif split_fn is None:
             out.notes.append(f"{ds}: oodml.splits_figure is not available; split-series figure skipped")
         else:
-            fig_out(ds, "split_series", split_series_figure(splits[ds]),
-                    f"FID trajectory of the split search and the selected splits ({splits[ds].name})")
+            fig_out(
+                ds,
+                "split_series",
+                split_series_figure(splits[ds]),
+                f"FID trajectory of the split search and the selected splits ({splits[ds].name})",
+            )
 
     lines = ["# oodml figures and tables", "", f"Results: `{source}`; metric: `{metric}`.", ""]
     if mark:
@@ -728,8 +899,7 @@ def make_all(results: PathLike | pd.DataFrame, out_dir: PathLike = "figures", me
 
 
 #: How figures and tables mark a checkpoint rule (``val``, the default, is unmarked).
-SELECTION_MARKS = {"val": "", "last": "checkpoint: last epoch",
-                   "test": "ORACLE: checkpoint chosen on the test classes"}
+SELECTION_MARKS = {"val": "", "last": "checkpoint: last epoch", "test": "ORACLE: checkpoint chosen on the test classes"}
 
 
 def _selection_rule(df: pd.DataFrame, source: str) -> str:
@@ -754,15 +924,23 @@ def _tuning_outputs(df: pd.DataFrame, ds: str, metric: str, xl: str, fig_out, ta
     if cur.empty or not (cur["tuning"] != "default").any():
         notes.append(f"{ds}: no tuned zero-shot {metric} rows with an FID; default-vs-tuned figure skipped")
     else:
-        fig_out(ds, f"tuning_{m}", tp.default_vs_tuned_figure(df, ds, metric, x_label=xl),
-                f"{mname} vs FID per loss: default settings vs settings tuned on the standard split / on each split")
+        fig_out(
+            ds,
+            f"tuning_{m}",
+            tp.default_vs_tuned_figure(df, ds, metric, x_label=xl),
+            f"{mname} vs FID per loss: default settings vs settings tuned on the standard split / on each split",
+        )
         tab_out(ds, f"tuning_{m}", _file_table(cur), f"{mname} per tuning, loss and split (mean over seeds)")
     gap = tp.transfer_gap_table(df, ds, metric)
     if gap.empty:
         notes.append(f"{ds}: no split with both tuned-per-split and tuned-standard runs; transfer-gap figure skipped")
     else:
-        fig_out(ds, f"transfer_gap_{m}", tp.transfer_gap_figure(df, ds, metric, x_label=xl),
-                f"per-split tuned minus standard-tuned {mname} vs FID")
+        fig_out(
+            ds,
+            f"transfer_gap_{m}",
+            tp.transfer_gap_figure(df, ds, metric, x_label=xl),
+            f"per-split tuned minus standard-tuned {mname} vs FID",
+        )
         tab_out(ds, f"transfer_gap_{m}", _file_table(gap), f"transfer gap of tuned settings ({mname})")
     chosen = tp.chosen_settings_table(df, ds)
     if not chosen.empty:
@@ -777,14 +955,26 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="python -m oodml.plot",
         description="Figures (PNG + PDF) and tables (CSV, Markdown, LaTeX) of a study's results.",
     )
-    p.add_argument("results", metavar="RESULTS_OR_STUDY",
-                   help="results table (.csv/.parquet) or study YAML (its runs_dir/results.csv)")
+    p.add_argument(
+        "results",
+        metavar="RESULTS_OR_STUDY",
+        help="results table (.csv/.parquet) or study YAML (its runs_dir/results.csv)",
+    )
     p.add_argument("--metric", default="recall@1", help="zero-shot metric to analyse (default: recall@1)")
     p.add_argument("--out", default="figures", help="output folder (default: figures/)")
-    p.add_argument("--splits", nargs="+", default=None, metavar="FILE",
-                   help="split files for the split-series figure (dataset read from each file)")
-    p.add_argument("--score", metavar="FILE", default=None,
-                   help="also write the citable score JSON (oodml.score: AUCs, intervals, protocol, digests)")
+    p.add_argument(
+        "--splits",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="split files for the split-series figure (dataset read from each file)",
+    )
+    p.add_argument(
+        "--score",
+        metavar="FILE",
+        default=None,
+        help="also write the citable score JSON (oodml.score: AUCs, intervals, protocol, digests)",
+    )
     add_quiet(p)
     return p
 

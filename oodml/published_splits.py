@@ -70,7 +70,7 @@ PUBLISHED_FILES = {
 #: Layouts whose image names map the published episodes (for the error message).
 WORKING_LAYOUTS = {
     "cars": "the devkit layout (devkit/*.mat + cars_train/ + cars_test/), the official car_ims/ + cars_annos.mat "
-            "with its test flags, or images/<class>/<devkit file name>",
+    "with its test flags, or images/<class>/<devkit file name>",
     "cub": "the official CUB_200_2011 layout (images/<class>/<file>)",
     "sop": "the official Stanford_Online_Products layout (<category>_final/<file>)",
 }
@@ -130,8 +130,10 @@ def _devkit_names(sides: list[tuple[str, str]], labels: list[str], classes) -> d
             stem, ext = os.path.splitext(fname)
             name = f"{stem}_2{ext}"
             if name in table:
-                raise BadInputError(f"cars: class {labels[i]!r} has three images named {fname}; the annotations "
-                                    "are not the official ones")
+                raise BadInputError(
+                    f"cars: class {labels[i]!r} has three images named {fname}; the annotations "
+                    "are not the official ones"
+                )
         table[name] = i
     return names
 
@@ -149,9 +151,14 @@ def published_image_names(dataset) -> ImageNames:
         mat = C._read_mat(mat_path, ("annotations",), "the official cars_annos.mat")
         ann = np.atleast_1d(mat["annotations"]).ravel()
         if "test" not in (ann.dtype.names or ()):
-            return ImageNames({}, "official car_ims/", problem=(
-                f"{mat_path} has no 'test' flag, so its car_ims/ names cannot be turned into the devkit names the "
-                "study's episodes use"))
+            return ImageNames(
+                {},
+                "official car_ims/",
+                problem=(
+                    f"{mat_path} has no 'test' flag, so its car_ims/ names cannot be turned into the devkit names the "
+                    "study's episodes use"
+                ),
+            )
         if len(ann) != len(dataset.items):
             return ImageNames({}, "official car_ims/", problem=f"{mat_path} does not list the dataset's images")
         counters = {"cars_train": 0, "cars_test": 0}
@@ -259,13 +266,17 @@ def _read(pkl_path: Path) -> list[_Entry]:
         fid = _scalar(val["fid"])
         if isinstance(fid, bool) or not isinstance(fid, (int, float)) or not math.isfinite(fid):
             raise BadInputError(f"{where} has a non-numeric fid {fid!r}")
-        out.append(_Entry(
-            key=key if isinstance(key, (int, str)) else str(key), fid=float(fid),
-            train=_names(val["train"], f"{where} train"), test=_names(val["test"], f"{where} test"),
-            split_train=_names(val["split_train"], f"{where} split_train") if "split_train" in val else None,
-            split_val=_names(val["split_val"], f"{where} split_val") if "split_val" in val else None,
-            episodes=_episodes_raw(val.get("test_episodes"), where),
-        ))
+        out.append(
+            _Entry(
+                key=key if isinstance(key, (int, str)) else str(key),
+                fid=float(fid),
+                train=_names(val["train"], f"{where} train"),
+                test=_names(val["test"], f"{where} test"),
+                split_train=_names(val["split_train"], f"{where} split_train") if "split_train" in val else None,
+                split_val=_names(val["split_val"], f"{where} split_val") if "split_val" in val else None,
+                episodes=_episodes_raw(val.get("test_episodes"), where),
+            )
+        )
     return out
 
 
@@ -284,21 +295,28 @@ def _map_episodes(eps: dict, test: list[str], mapper, names: ImageNames, where: 
                 if c not in test_set:
                     raise BadInputError(f"{where}: {k}-shot episode {e + 1} names class {cname!r}, not a test class")
                 if len(files) != k or len(set(files)) != k:
-                    raise BadInputError(f"{where}: {k}-shot episode {e + 1} gives class {cname!r} {len(files)} "
-                                        f"images ({len(set(files))} distinct), expected {k}")
+                    raise BadInputError(
+                        f"{where}: {k}-shot episode {e + 1} gives class {cname!r} {len(files)} "
+                        f"images ({len(set(files))} distinct), expected {k}"
+                    )
                 if names.problem:
                     raise EpisodeMappingError(
                         f"{where}: cannot map the published episodes (first image {files[0]!r} of class {cname!r}) on "
-                        f"the {names.layout} layout: {names.problem}; layouts that work: {layouts}")
+                        f"the {names.layout} layout: {names.problem}; layouts that work: {layouts}"
+                    )
                 table = names.names.get(c, {})
                 ids = []
                 for f in files:
                     if f not in table:
-                        why = ("two images of that class have this name" if f in names.ambiguous.get(c, ())
-                               else f"the {names.layout} layout has no image of that name in that class")
+                        why = (
+                            "two images of that class have this name"
+                            if f in names.ambiguous.get(c, ())
+                            else f"the {names.layout} layout has no image of that name in that class"
+                        )
                         raise EpisodeMappingError(
                             f"{where}: published {k}-shot episode {e + 1} names image {f!r} of class {cname!r}, "
-                            f"which cannot be mapped ({why}); layouts that work: {layouts}")
+                            f"which cannot be mapped ({why}); layouts that work: {layouts}"
+                        )
                     ids.append(table[f])
                 conv[c] = sorted(ids)
             conv_list.append(conv)
@@ -327,12 +345,19 @@ def _trajectory(entries: list[dict], classes: list[str], std_train, std_test) ->
         else:
             phase = "harder"
         e["phase"] = phase
-        trajectory.append({
-            "step": i, "phase": phase, "fid": e["fid"],
-            "to_test": S._ordered(te & std_train, index), "to_train": S._ordered(tr & std_test, index),
-            "removed": S._ordered(all_cls - tr - te, index),
-            "n_train": len(tr), "n_test": len(te), "parent": None,
-        })
+        trajectory.append(
+            {
+                "step": i,
+                "phase": phase,
+                "fid": e["fid"],
+                "to_test": S._ordered(te & std_train, index),
+                "to_train": S._ordered(tr & std_test, index),
+                "removed": S._ordered(all_cls - tr - te, index),
+                "n_train": len(tr),
+                "n_test": len(te),
+                "parent": None,
+            }
+        )
     return trajectory
 
 
@@ -344,8 +369,16 @@ def _parts(entries: list[dict]) -> dict:
     return {"fids": "published", "validation": summary("validation"), "episodes": summary("episodes")}
 
 
-def import_published(pkl_path, dataset=None, params=None, *, seed: int = 0, redraw_episodes: bool = False,
-                     dataset_name: str | None = None, extractor: str = "") -> dict:
+def import_published(
+    pkl_path,
+    dataset=None,
+    params=None,
+    *,
+    seed: int = 0,
+    redraw_episodes: bool = False,
+    dataset_name: str | None = None,
+    extractor: str = "",
+) -> dict:
     """Convert a published ooDML split pickle into a split document (see the module docstring).
 
     Args:
@@ -374,10 +407,16 @@ def import_published(pkl_path, dataset=None, params=None, *, seed: int = 0, redr
     if dataset is None and not name:
         raise BadInputError(f"{src}: cannot tell the dataset from the file name; pass --dataset (cub, cars or sop)")
     prov = OrderedDict(
-        dataset=name, fingerprint=dataset.fingerprint() if dataset is not None else None,
-        extractor=extractor or "ooDML reference (ResNet-50, ImageNet)", level="class",
-        params=p.to_dict(), seed=int(seed), oodml_version=S._oodml_version(), source="oodml-import",
-        reference_file=pkl_path.name, reference_md5=file_digest(pkl_path),
+        dataset=name,
+        fingerprint=dataset.fingerprint() if dataset is not None else None,
+        extractor=extractor or "ooDML reference (ResNet-50, ImageNet)",
+        level="class",
+        params=p.to_dict(),
+        seed=int(seed),
+        oodml_version=S._oodml_version(),
+        source="oodml-import",
+        reference_file=pkl_path.name,
+        reference_md5=file_digest(pkl_path),
     )
     if dataset is None:
         return _names_only_document(raw, prov, p)
@@ -396,8 +435,13 @@ def import_published(pkl_path, dataset=None, params=None, *, seed: int = 0, redr
         both = set(train) & set(test)
         if both:
             raise BadInputError(f"{where} has class {sorted(both)[0]!r} on both sides")
-        e: dict[str, Any] = {"fid": r.fid, "train": train, "test": test, "reference_id": r.key,
-                             "standard": frozenset(train) == std_train and frozenset(test) == std_test}
+        e: dict[str, Any] = {
+            "fid": r.fid,
+            "train": train,
+            "test": test,
+            "reference_id": r.key,
+            "standard": frozenset(train) == std_train and frozenset(test) == std_test,
+        }
         sources = {"fid": "published"}
         if r.split_val is not None:
             val = [mapper(v) for v in r.split_val]
@@ -416,8 +460,9 @@ def import_published(pkl_path, dataset=None, params=None, *, seed: int = 0, redr
                 sources["episodes"] = "published"
             except EpisodeMappingError as exc:
                 if not redraw_episodes:
-                    raise EpisodeMappingError(f"{exc}; or pass --redraw-episodes to draw new episodes "
-                                              "(recorded in the split file)") from None
+                    raise EpisodeMappingError(
+                        f"{exc}; or pass --redraw-episodes to draw new episodes (recorded in the split file)"
+                    ) from None
                 sources["episodes"] = "redrawn (published ones not mappable on this layout)"
         e["sources"] = sources
         entries.append(e)
@@ -427,8 +472,14 @@ def import_published(pkl_path, dataset=None, params=None, *, seed: int = 0, redr
     prov["parts"] = _parts(entries)
     prov["image_names"] = names.layout
     prov["redraw_episodes"] = bool(redraw_episodes)
-    return {"schema": S.SCHEMA, "provenance": dict(prov), "classes": classes, "num_images": len(dataset),
-            "trajectory": trajectory, "series": series}
+    return {
+        "schema": S.SCHEMA,
+        "provenance": dict(prov),
+        "classes": classes,
+        "num_images": len(dataset),
+        "trajectory": trajectory,
+        "series": series,
+    }
 
 
 def _names_only_document(raw: list[_Entry], prov: OrderedDict, p) -> dict:
@@ -442,30 +493,71 @@ def _names_only_document(raw: list[_Entry], prov: OrderedDict, p) -> dict:
     for i, r in enumerate(entries):
         train, test = [str(v) for v in r.train], [str(v) for v in r.test]
         if set(train) & set(test):
-            raise BadInputError(f"ooDML split pickle {prov['reference_file']}: split {r.key!r} has class "
-                                f"{sorted(set(train) & set(test))[0]!r} on both sides")
+            raise BadInputError(
+                f"ooDML split pickle {prov['reference_file']}: split {r.key!r} has class "
+                f"{sorted(set(train) & set(test))[0]!r} on both sides"
+            )
         val = [str(v) for v in r.split_val] if r.split_val is not None else None
         if val is None:
             val = S.validation_classes(train, int(prov["seed"]), p.val_fraction)
-        eps = {} if r.episodes is None else {
-            str(k): [{str(c): list(files) for c, files in ep.items()} for ep in lst] for k, lst in r.episodes.items()}
-        sources = {"fid": "published",
-                   "validation": "published" if r.split_val is not None else "drawn (none published)",
-                   "episodes": "published" if r.episodes is not None else "drawn when resolved (none published)"}
+        eps = (
+            {}
+            if r.episodes is None
+            else {
+                str(k): [{str(c): list(files) for c, files in ep.items()} for ep in lst]
+                for k, lst in r.episodes.items()
+            }
+        )
+        sources = {
+            "fid": "published",
+            "validation": "published" if r.split_val is not None else "drawn (none published)",
+            "episodes": "published" if r.episodes is not None else "drawn when resolved (none published)",
+        }
         # phases need the standard split (the dataset's): provisional until resolved
         phase = "removal" if set(train) | set(test) != every else "harder"
-        series.append({"id": i + 1, "fid": r.fid, "step": i, "phase": phase, "standard": False,
-                       "train": train, "test": test, "val": val, "n_train_images": 0, "n_test_images": 0,
-                       "episodes": eps, "reference_id": r.key, "sources": sources})
-        trajectory.append({"step": i, "phase": phase, "fid": r.fid, "to_test": [], "to_train": [], "removed": [],
-                           "n_train": len(train), "n_test": len(test), "parent": None})
+        series.append(
+            {
+                "id": i + 1,
+                "fid": r.fid,
+                "step": i,
+                "phase": phase,
+                "standard": False,
+                "train": train,
+                "test": test,
+                "val": val,
+                "n_train_images": 0,
+                "n_test_images": 0,
+                "episodes": eps,
+                "reference_id": r.key,
+                "sources": sources,
+            }
+        )
+        trajectory.append(
+            {
+                "step": i,
+                "phase": phase,
+                "fid": r.fid,
+                "to_test": [],
+                "to_train": [],
+                "removed": [],
+                "n_train": len(train),
+                "n_test": len(test),
+                "parent": None,
+            }
+        )
     prov["names_only"] = True
     prov["phases"] = "provisional (removal or harder) until resolved against the dataset's standard split"
     prov["parts"] = _parts(series)
     prov["image_names"] = "published names (resolved against the dataset when a run starts)"
     prov["redraw_episodes"] = False
-    return {"schema": S.SCHEMA, "provenance": dict(prov), "classes": classes, "num_images": 0,
-            "trajectory": trajectory, "series": series}
+    return {
+        "schema": S.SCHEMA,
+        "provenance": dict(prov),
+        "classes": classes,
+        "num_images": 0,
+        "trajectory": trajectory,
+        "series": series,
+    }
 
 
 def resolve_names_only(doc: dict, dataset, source: str = "<document>") -> dict:
@@ -484,8 +576,9 @@ def resolve_names_only(doc: dict, dataset, source: str = "<document>") -> dict:
     classes = list(dataset.classes)
     index = {c: i for i, c in enumerate(classes)}
     by_cls = {c: v.tolist() for c, v in dataset.indices_by_class().items()}
-    params = S.SearchParams(**{k: v for k, v in (prov.get("params") or {}).items()
-                               if k in S.SearchParams.__dataclass_fields__})
+    params = S.SearchParams(
+        **{k: v for k, v in (prov.get("params") or {}).items() if k in S.SearchParams.__dataclass_fields__}
+    )
     std_train, std_test = frozenset(dataset.train_classes), frozenset(dataset.test_classes)
     series = []
     for s in doc["series"]:
@@ -500,13 +593,29 @@ def resolve_names_only(doc: dict, dataset, source: str = "<document>") -> dict:
         else:
             eps = S.make_episodes(test, by_cls, shots=params.shots, episodes=params.episodes, seed=int(prov["seed"]))
         item = dict(s)
-        item.update(train=train, test=test, val=val, episodes={str(k): v for k, v in eps.items()},
-                    standard=frozenset(train) == std_train and frozenset(test) == std_test,
-                    n_train_images=int(sum(len(by_cls[c]) for c in train)),
-                    n_test_images=int(sum(len(by_cls[c]) for c in test)))
+        item.update(
+            train=train,
+            test=test,
+            val=val,
+            episodes={str(k): v for k, v in eps.items()},
+            standard=frozenset(train) == std_train and frozenset(test) == std_test,
+            n_train_images=int(sum(len(by_cls[c]) for c in train)),
+            n_test_images=int(sum(len(by_cls[c]) for c in test)),
+        )
         series.append(item)
     trajectory = _trajectory(series, classes, std_train, std_test)  # series is in FID order already
-    prov.update(dataset=dataset.name, fingerprint=dataset.fingerprint(), names_only=False,
-                resolved_from_names=True, image_names=names.layout)
-    return {**doc, "provenance": prov, "classes": classes, "num_images": len(dataset), "series": series,
-            "trajectory": trajectory}
+    prov.update(
+        dataset=dataset.name,
+        fingerprint=dataset.fingerprint(),
+        names_only=False,
+        resolved_from_names=True,
+        image_names=names.layout,
+    )
+    return {
+        **doc,
+        "provenance": prov,
+        "classes": classes,
+        "num_images": len(dataset),
+        "series": series,
+        "trajectory": trajectory,
+    }

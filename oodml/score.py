@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
-import numpy as np
 import pandas as pd
 
 from oodml.cli import add_quiet, run_cli
@@ -47,9 +46,14 @@ def _split_info(path: Path, ids: Iterable[int]) -> dict:
     prov = doc.get("provenance", {}) if isinstance(doc, dict) else {}
     wanted = set(int(i) for i in ids)
     splits = [{"id": int(s["id"]), "fid": float(s["fid"])} for s in doc.get("series", []) if int(s["id"]) in wanted]
-    return {"name": path.name, "sha256": file_digest(path, "sha256"),
-            "dataset_fingerprint": prov.get("fingerprint") or None, "extractor": prov.get("extractor") or None,
-            "level": prov.get("level") or None, "splits": splits}
+    return {
+        "name": path.name,
+        "sha256": file_digest(path, "sha256"),
+        "dataset_fingerprint": prov.get("fingerprint") or None,
+        "extractor": prov.get("extractor") or None,
+        "level": prov.get("level") or None,
+        "splits": splits,
+    }
 
 
 def _protocol(results: PathLike | pd.DataFrame) -> dict | None:
@@ -62,9 +66,14 @@ def _protocol(results: PathLike | pd.DataFrame) -> dict | None:
     return {k: raw.get(k) for k in keys if k in raw}
 
 
-def score_document(results: PathLike | pd.DataFrame, metric: str = "recall@1",
-                   split_files: Iterable[PathLike] | Mapping[str, PathLike] | None = None, *,
-                   n_boot: int = 10_000, seed: int = 0) -> dict:
+def score_document(
+    results: PathLike | pd.DataFrame,
+    metric: str = "recall@1",
+    split_files: Iterable[PathLike] | Mapping[str, PathLike] | None = None,
+    *,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> dict:
     """The score document (see the module docstring) of a results table or study YAML."""
     import oodml
     from oodml import analysis, stats
@@ -74,8 +83,10 @@ def score_document(results: PathLike | pd.DataFrame, metric: str = "recall@1",
     zs = df[df["stage"] == "zero-shot"]
     if metric not in set(zs["metric"]):
         available = ", ".join(dict.fromkeys(zs["metric"])) or "none"
-        raise BadInputError(f"results {source} have no zero-shot rows of metric {metric!r} (available: {available}); "
-                            "pick one with --metric")
+        raise BadInputError(
+            f"results {source} have no zero-shot rows of metric {metric!r} (available: {available}); "
+            "pick one with --metric"
+        )
     splits = dict(study_splits)
     if isinstance(split_files, Mapping):
         splits.update({str(k): Path(v) for k, v in split_files.items()})
@@ -95,8 +106,11 @@ def score_document(results: PathLike | pd.DataFrame, metric: str = "recall@1",
 
             st = load_yaml(path, "study file")
             base = _study_base(path)
-            cands = [c / f for c in _study_path(base, st.get("runs_dir") or f"runs/{st['name']}")
-                     for f in ("results.csv", "results.parquet")]
+            cands = [
+                c / f
+                for c in _study_path(base, st.get("runs_dir") or f"runs/{st['name']}")
+                for f in ("results.csv", "results.parquet")
+            ]
             path = next(c for c in cands if c.is_file())
         res_info = {"name": path.name, "sha256": file_digest(path, "sha256")}
     out_ds: dict[str, dict] = {}
@@ -109,21 +123,44 @@ def score_document(results: PathLike | pd.DataFrame, metric: str = "recall@1",
         pair = stats.pairwise_auc_tests(df, metric, ds, n_boot=n_boot, seed=seed)
         out_ds[ds] = {
             "split_file": _split_info(splits[ds], ids) if ds in splits else None,
-            "scores": [{k: (int(r[k]) if k in ("rank", "n_seeds", "n_splits") else r[k])
-                        for k in ("loss", "rank", "auc", "auc_low", "auc_high", "ci95", "n_seeds", "n_splits",
-                                  "fid_min", "fid_max")} for r in auc.to_dict("records")],
-            "pairwise": [{k: r[k] for k in ("loss_a", "loss_b", "diff", "low", "high", "p_value")}
-                         for r in pair.to_dict("records")],
+            "scores": [
+                {
+                    k: (int(r[k]) if k in ("rank", "n_seeds", "n_splits") else r[k])
+                    for k in (
+                        "loss",
+                        "rank",
+                        "auc",
+                        "auc_low",
+                        "auc_high",
+                        "ci95",
+                        "n_seeds",
+                        "n_splits",
+                        "fid_min",
+                        "fid_max",
+                    )
+                }
+                for r in auc.to_dict("records")
+            ],
+            "pairwise": [
+                {k: r[k] for k in ("loss_a", "loss_b", "diff", "low", "high", "p_value")}
+                for r in pair.to_dict("records")
+            ],
         }
     if not out_ds:
-        raise BadInputError(f"results {source}: no dataset has {metric} on at least 2 splits with an FID; "
-                            "nothing to score")
-    return {"schema": SCHEMA, "oodml_version": oodml.__version__, "metric": metric, "results": res_info,
-            "protocol": _protocol(results), "datasets": out_ds}
+        raise BadInputError(
+            f"results {source}: no dataset has {metric} on at least 2 splits with an FID; nothing to score"
+        )
+    return {
+        "schema": SCHEMA,
+        "oodml_version": oodml.__version__,
+        "metric": metric,
+        "results": res_info,
+        "protocol": _protocol(results),
+        "datasets": out_ds,
+    }
 
 
-def write_score(path: PathLike, results: PathLike | pd.DataFrame, metric: str = "recall@1",
-                split_files=None) -> Path:
+def write_score(path: PathLike, results: PathLike | pd.DataFrame, metric: str = "recall@1", split_files=None) -> Path:
     """Compute :func:`score_document` and write it atomically to ``path``."""
     doc = score_document(results, metric, split_files)
     path = Path(path)
@@ -132,9 +169,11 @@ def write_score(path: PathLike, results: PathLike | pd.DataFrame, metric: str = 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m oodml.score",
-                                 description="Write one citable JSON: each loss's AUC over the split series, its "
-                                             "interval, the protocol and the digests of the inputs.")
+    ap = argparse.ArgumentParser(
+        prog="python -m oodml.score",
+        description="Write one citable JSON: each loss's AUC over the split series, its "
+        "interval, the protocol and the digests of the inputs.",
+    )
     ap.add_argument("results", metavar="RESULTS_OR_STUDY", help="results table (.csv/.parquet) or study YAML")
     ap.add_argument("--metric", default="recall@1", help="zero-shot metric (default recall@1)")
     ap.add_argument("--splits", nargs="+", default=None, metavar="FILE", help="split files (digests and FIDs)")
@@ -151,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         for s in entry["scores"]:
             lo, hi = s["auc_low"], s["auc_high"]
             iv = f" [{lo:.4g}, {hi:.4g}]" if lo is not None and hi is not None else ""
-            print(f"{ds}: {s['rank']}. {s['loss']}: AUC {s['auc']:.4g}{iv} ({s['n_seeds']} seed(s), {s['n_splits']} splits)")
+            print(
+                f"{ds}: {s['rank']}. {s['loss']}: AUC {s['auc']:.4g}{iv} "
+                f"({s['n_seeds']} seed(s), {s['n_splits']} splits)"
+            )
     if not args.quiet:
         print(f"wrote {path}")
     return 0

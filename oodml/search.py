@@ -63,9 +63,10 @@ import functools
 import json
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from oodml.errors import BadInputError, OodmlError
 from oodml.io import stable_hash, write_json
@@ -119,7 +120,7 @@ class Tunable:
             raise ValueError(f"a log-scale range needs low > 0 (got {self.low!r})")
 
     @classmethod
-    def parse(cls, value: Any, where: str) -> "Tunable":
+    def parse(cls, value: Any, where: str) -> Tunable:
         """From study YAML: ``[low, high]``, ``{low, high, log, int, step}`` or ``{choices: [...]}``."""
         try:
             if isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_num(v) for v in value):
@@ -140,8 +141,13 @@ class Tunable:
                 step = value.get("step")
                 if step is not None and (not _is_num(step) or step <= 0):
                     raise ValueError("step must be a positive number")
-                return cls(conv(value["low"]), conv(value["high"]), log=bool(value.get("log", False)),
-                           integer=integer, step=None if step is None else conv(step))
+                return cls(
+                    conv(value["low"]),
+                    conv(value["high"]),
+                    log=bool(value.get("log", False)),
+                    integer=integer,
+                    step=None if step is None else conv(step),
+                )
         except ValueError as exc:
             raise BadInputError(f"{where}: {exc}") from None
         raise BadInputError(
@@ -212,10 +218,14 @@ def format_search_spaces() -> str:
             rows.append((row["name"] if i == 0 else "", key, t.describe(), shown))
     header = ("name", "key", "range", "default")
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(3)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3]
-             for r in [header, tuple("-" * w for w in widths) + ("-------",), *rows]]
-    lines.append("override in a study: search: {space: {<loss> or all: {<key>: [low, high] | {low, high, log: true} "
-                 "| {choices: [...]} | value | null}}}")
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3]
+        for r in [header, tuple("-" * w for w in widths) + ("-------",), *rows]
+    ]
+    lines.append(
+        "override in a study: search: {space: {<loss> or all: {<key>: [low, high] | {low, high, log: true} "
+        "| {choices: [...]} | value | null}}}"
+    )
     return "\n".join(lines)
 
 
@@ -262,7 +272,9 @@ def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Seque
     scopes = raw.get("scope", "standard")
     scopes = list(scopes) if isinstance(scopes, (list, tuple)) else [scopes]
     if not scopes or any(s not in SCOPES for s in scopes):
-        raise BadInputError(f"{path}: search.scope must be standard, per-split or a list of both, got {raw.get('scope')!r}")
+        raise BadInputError(
+            f"{path}: search.scope must be standard, per-split or a list of both, got {raw.get('scope')!r}"
+        )
     scopes = [s for s in SCOPES if s in scopes]
     default = raw.get("default", True)
     if not isinstance(default, bool):
@@ -282,7 +294,9 @@ def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Seque
             except OodmlError:
                 c = str(t)
             if c not in names:
-                raise BadInputError(f"{path}: search.losses: {t!r} is not one of the study's losses ({', '.join(names)})")
+                raise BadInputError(
+                    f"{path}: search.losses: {t!r} is not one of the study's losses ({', '.join(names)})"
+                )
             canon.append(c)
         tuned = [n for n in names if n in canon]
     overrides = raw.get("space") or {}
@@ -291,7 +305,7 @@ def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Seque
     for k in overrides:
         if k != "all" and k not in names:
             raise BadInputError(f"{path}: search.space.{k}: not one of the study's losses ({', '.join(names)}) or all")
-    for key in (overrides.get("all") or {}):  # a key for all losses must fit at least one of them
+    for key in overrides.get("all") or {}:  # a key for all losses must fit at least one of them
         key = str(key)
         if not key.startswith("train.") and not any(key in valid_keys(n) for n in tuned):
             raise BadInputError(f"{path}: search.space.all.{key}: no tuned loss ({', '.join(tuned)}) has this option")
@@ -304,7 +318,15 @@ def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Seque
                 key = str(key)
                 if key.startswith("train."):
                     tk = key[6:]
-                    if tk not in train_keys or tk in ("dataset", "root", "splits", "split", "loss", "loss_params", "seed"):
+                    if tk not in train_keys or tk in (
+                        "dataset",
+                        "root",
+                        "splits",
+                        "split",
+                        "loss",
+                        "loss_params",
+                        "seed",
+                    ):
                         raise BadInputError(f"{where}: {tk!r} is not a tunable TrainConfig key")
                 elif key not in valid_keys(name):
                     if scope_key == "all":
@@ -324,30 +346,58 @@ def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Seque
                 f"gives none; add search.space.{name}: {{<key>: [low, high]}} or leave it out of search.losses"
             )
         spaces[name] = dict(sorted(space.items()))
-    return {"sampler": sampler, "trials": trials, "metric": _check_metric(raw.get("metric", "map@r"), path),
-            "scopes": scopes, "seed": seed, "default": default, "losses": tuned, "spaces": spaces}
+    return {
+        "sampler": sampler,
+        "trials": trials,
+        "metric": _check_metric(raw.get("metric", "map@r"), path),
+        "scopes": scopes,
+        "seed": seed,
+        "default": default,
+        "losses": tuned,
+        "spaces": spaces,
+    }
 
 
-def search_identity(search: dict, loss: str, base_config: dict, split_digest: str | None,
-                    excluded: Sequence[str]) -> str:
+def search_identity(
+    search: dict, loss: str, base_config: dict, split_digest: str | None, excluded: Sequence[str]
+) -> str:
     """The id of one search: what its trials compute (not how many there are)."""
-    return stable_hash({
-        "schema": SCHEMA,
-        "config": {k: v for k, v in base_config.items() if k not in excluded},
-        "split_digest": split_digest,
-        "space": {k: t.to_dict() for k, t in search["spaces"][loss].items()},
-        "sampler": search["sampler"], "seed": search["seed"], "metric": search["metric"],
-    })
+    return stable_hash(
+        {
+            "schema": SCHEMA,
+            "config": {k: v for k, v in base_config.items() if k not in excluded},
+            "split_digest": split_digest,
+            "space": {k: t.to_dict() for k, t in search["spaces"][loss].items()},
+            "sampler": search["sampler"],
+            "seed": search["seed"],
+            "metric": search["metric"],
+        }
+    )
 
 
-def make_ref(search: dict, loss: str, sid: str, runs_dir: Path, role: str, scope: str, trial_dirs: Sequence[Path],
-             trial: int | None = None) -> dict:
+def make_ref(
+    search: dict,
+    loss: str,
+    sid: str,
+    runs_dir: Path,
+    role: str,
+    scope: str,
+    trial_dirs: Sequence[Path],
+    trial: int | None = None,
+) -> dict:
     """The ``RunSpec.search`` record of a trial (``role="trial"``) or a tuned run (``role="tuned"``)."""
     return {
-        "id": sid, "role": role, "scope": scope, "trial": trial, "trials": search["trials"],
-        "sampler": search["sampler"], "seed": search["seed"], "metric": search["metric"],
+        "id": sid,
+        "role": role,
+        "scope": scope,
+        "trial": trial,
+        "trials": search["trials"],
+        "sampler": search["sampler"],
+        "seed": search["seed"],
+        "metric": search["metric"],
         "space": {k: t.to_dict() for k, t in search["spaces"][loss].items()},
-        "dir": str(runs_dir / "search" / sid), "trial_dirs": [str(d) for d in trial_dirs],
+        "dir": str(runs_dir / "search" / sid),
+        "trial_dirs": [str(d) for d in trial_dirs],
     }
 
 
@@ -386,8 +436,9 @@ def _optuna_study(ref: dict, sampler_seed: int | None):
         sampler = optuna.samplers.TPESampler(seed=sampler_seed)
     else:
         sampler = optuna.samplers.RandomSampler(seed=sampler_seed)
-    return optuna.create_study(storage=storage, study_name=ref["id"], sampler=sampler, direction="maximize",
-                               load_if_exists=True)
+    return optuna.create_study(
+        storage=storage, study_name=ref["id"], sampler=sampler, direction="maximize", load_if_exists=True
+    )
 
 
 def _val_value(run_dir: Path, metric: str) -> float | None:
@@ -456,8 +507,15 @@ def trial_params(ref: dict, run_dir: Path) -> dict:
         number, params = t.number, dict(t.params)
     else:
         number, params = trial.number, dict(trial.params)
-    info = {"schema": SCHEMA + "/tuned", "search": ref["id"], "tuning": "trial", "trial": slot,
-            "optuna_trial": number, "sampler": ref["sampler"], "params": {k: params[k] for k in sorted(params)}}
+    info = {
+        "schema": SCHEMA + "/tuned",
+        "search": ref["id"],
+        "tuning": "trial",
+        "trial": slot,
+        "optuna_trial": number,
+        "sampler": ref["sampler"],
+        "params": {k: params[k] for k in sorted(params)},
+    }
     write_json(run_dir / TUNED, info)
     return info
 
@@ -484,9 +542,14 @@ def report_trial(ref: dict, run_dir: Path, failed: bool = False) -> None:
         return
     space = _space(ref)
     params = info["params"]
-    study.add_trial(optuna.trial.create_trial(
-        params=params, distributions={k: space[k].distribution() for k in params}, value=value,
-        user_attrs={"slot": int(ref["trial"]), "retry_of": info["optuna_trial"]}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params,
+            distributions={k: space[k].distribution() for k in params},
+            value=value,
+            user_attrs={"slot": int(ref["trial"]), "retry_of": info["optuna_trial"]},
+        )
+    )
     number = max(tr.number for tr in study.get_trials(deepcopy=False))
     write_json(run_dir / TUNED, {**info, "optuna_trial": number})
 
@@ -519,8 +582,17 @@ def chosen_settings(ref: dict) -> dict:
             continue
         if best is None or value > best[0]:
             best = (value, slot, d.name, info["params"])
-    out = {"search": ref["id"], "metric": ref["metric"], "done": done, "failed": failed, "values": values,
-           "params": None, "value": None, "trial": None, "run_id": None}
+    out = {
+        "search": ref["id"],
+        "metric": ref["metric"],
+        "done": done,
+        "failed": failed,
+        "values": values,
+        "params": None,
+        "value": None,
+        "trial": None,
+        "run_id": None,
+    }
     if best is not None:
         out.update(value=best[0], trial=best[1], run_id=best[2], params=best[3])
     return out
@@ -570,10 +642,18 @@ def bind_run_fn(ref: dict, run_fn: Callable[[dict, Path], Any]) -> Callable[[dic
                 f"search {ref['id']}: none of its {len(ref['trial_dirs'])} trials succeeded, so there are no "
                 "settings to train with; see the trials' failed.json, fix the cause and `run --retry-failed`"
             )
-        write_json(run_dir / TUNED, {"schema": SCHEMA + "/tuned", "search": ref["id"],
-                                     "tuning": tuning_label(ref), "trial": chosen["trial"],
-                                     "trial_run": chosen["run_id"], "value": chosen["value"],
-                                     "params": chosen["params"]})
+        write_json(
+            run_dir / TUNED,
+            {
+                "schema": SCHEMA + "/tuned",
+                "search": ref["id"],
+                "tuning": tuning_label(ref),
+                "trial": chosen["trial"],
+                "trial_run": chosen["run_id"],
+                "value": chosen["value"],
+                "params": chosen["params"],
+            },
+        )
         return run_fn(apply_params(config, chosen["params"]), run_dir)
 
     return run
@@ -598,7 +678,7 @@ def run_hparams(run: Any, study_search: dict | None) -> dict:
     return dict(run.loss_params)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _defaults(loss: str) -> dict:
     """Every overridable key of objective ``loss`` with its default (cached: collect asks per run)."""
     from oodml.losses import list_objectives
@@ -621,10 +701,22 @@ def search_rows(study: Any) -> list[dict]:
             continue
         seen.add(ref["id"])
         ch = chosen_settings(ref)
-        rows.append({"dataset": r.dataset, "split": r.split, "loss": r.loss, "scope": ref["scope"],
-                     "search": ref["id"], "sampler": ref["sampler"], "trials": ref["trials"], "done": ch["done"],
-                     "failed": ch["failed"], "metric": ref["metric"], "best": ch["value"],
-                     "params": None if ch["params"] is None else hparams_text(ch["params"])})
+        rows.append(
+            {
+                "dataset": r.dataset,
+                "split": r.split,
+                "loss": r.loss,
+                "scope": ref["scope"],
+                "search": ref["id"],
+                "sampler": ref["sampler"],
+                "trials": ref["trials"],
+                "done": ch["done"],
+                "failed": ch["failed"],
+                "metric": ref["metric"],
+                "best": ch["value"],
+                "params": None if ch["params"] is None else hparams_text(ch["params"]),
+            }
+        )
     return rows
 
 
@@ -643,8 +735,20 @@ def write_search_summary(study: Any) -> Path | None:
 
     from oodml.io import atomic_write
 
-    cols = ("dataset", "split", "loss", "scope", "search", "sampler", "trials", "done", "failed", "metric", "best",
-            "params")
+    cols = (
+        "dataset",
+        "split",
+        "loss",
+        "scope",
+        "search",
+        "sampler",
+        "trials",
+        "done",
+        "failed",
+        "metric",
+        "best",
+        "params",
+    )
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -660,7 +764,6 @@ def read_tuned(run_dir: str | os.PathLike) -> dict | None:
     return _read_tuned(Path(run_dir))
 
 
-
 # --------------------------------------------------------------------------------------------
 # The grid
 # --------------------------------------------------------------------------------------------
@@ -673,9 +776,17 @@ def _standard_cell(ds: dict) -> tuple[int | None, float | None, str | None]:
     return None, None, None
 
 
-def expand_search(search: dict, datasets: Sequence[dict], cells_of: Callable[[dict], list], losses: Sequence[dict],
-                  seeds: Sequence[int], make_config: Callable[[dict, int | None, dict, int], dict], runs_dir: Path,
-                  adapt: Sequence[dict], excluded: Sequence[str]) -> list:
+def expand_search(
+    search: dict,
+    datasets: Sequence[dict],
+    cells_of: Callable[[dict], list],
+    losses: Sequence[dict],
+    seeds: Sequence[int],
+    make_config: Callable[[dict, int | None, dict, int], dict],
+    runs_dir: Path,
+    adapt: Sequence[dict],
+    excluded: Sequence[str],
+) -> list:
     """The trial runs and tuned runs of a study's search (RunSpecs, with ``order`` keys that put
     trials first in execution order and tuned runs right after the default run of their cell).
 
@@ -703,31 +814,56 @@ def expand_search(search: dict, datasets: Sequence[dict], cells_of: Callable[[di
                         if rid in by_id:
                             continue
                         ref = make_ref(search, loss["name"], sid, runs_dir, "trial", scope, trial_dirs, k)
-                        spec = RunSpec(run_id=rid, run_dir=runs_dir / rid, dataset=ds["name"], split=tsplit,
-                                       fid=None if tfid is None else float(tfid), loss=loss["name"],
-                                       loss_params=loss["params"], seed=trial_seed, config=base, adapt=(),
-                                       order=(di, -2 if tsplit is None else tsplit, li, -1, k), tuning="trial",
-                                       search=ref)
+                        spec = RunSpec(
+                            run_id=rid,
+                            run_dir=runs_dir / rid,
+                            dataset=ds["name"],
+                            split=tsplit,
+                            fid=None if tfid is None else float(tfid),
+                            loss=loss["name"],
+                            loss_params=loss["params"],
+                            seed=trial_seed,
+                            config=base,
+                            adapt=(),
+                            order=(di, -2 if tsplit is None else tsplit, li, -1, k),
+                            tuning="trial",
+                            search=ref,
+                        )
                         by_id[rid] = spec
                         out.append(spec)
                     targets = list(cells) if scope == "standard" else [(tsplit, tfid, tdigest)]
                     for split, fid, digest in targets:
                         for seed in seeds:
                             cfg = make_config(ds, split, loss, seed)
-                            rid = stable_hash({"config": {k: v for k, v in cfg.items() if k not in excluded},
-                                               "split_digest": digest, "tuned": sid, "trials": search["trials"]})
+                            rid = stable_hash(
+                                {
+                                    "config": {k: v for k, v in cfg.items() if k not in excluded},
+                                    "split_digest": digest,
+                                    "tuned": sid,
+                                    "trials": search["trials"],
+                                }
+                            )
                             label = f"tuned-{scope}"
                             if rid in by_id:  # the standard split, tuned on itself by both scopes: one run
                                 by_id[rid].search["tunings"].append(label)
                                 continue
                             ref = make_ref(search, loss["name"], sid, runs_dir, "tuned", scope, trial_dirs)
                             ref["tunings"] = [label]
-                            spec = RunSpec(run_id=rid, run_dir=runs_dir / rid, dataset=ds["name"], split=split,
-                                           fid=None if fid is None else float(fid), loss=loss["name"],
-                                           loss_params=loss["params"], seed=seed, config=cfg, adapt=tuple(adapt),
-                                           order=(di, -1 if split is None else split, li, seed,
-                                                  1 + SCOPES.index(scope)),
-                                           tuning=label, search=ref)
+                            spec = RunSpec(
+                                run_id=rid,
+                                run_dir=runs_dir / rid,
+                                dataset=ds["name"],
+                                split=split,
+                                fid=None if fid is None else float(fid),
+                                loss=loss["name"],
+                                loss_params=loss["params"],
+                                seed=seed,
+                                config=cfg,
+                                adapt=tuple(adapt),
+                                order=(di, -1 if split is None else split, li, seed, 1 + SCOPES.index(scope)),
+                                tuning=label,
+                                search=ref,
+                            )
                             by_id[rid] = spec
                             out.append(spec)
     return out
@@ -749,6 +885,8 @@ def plan_summary(study: Any) -> str:
     trials = [r for r in study.runs if r.tuning == "trial"]
     tuned = [r for r in study.runs if r.tuning not in ("trial", "default")]
     n_search = len({r.search["id"] for r in trials})
-    return (f"search: {s['sampler']} sampler (seed {s['seed']}), {s['trials']} trials per search on validation "
-            f"{s['metric']}, scope {' + '.join(s['scopes'])}, losses {', '.join(s['losses'])}: {n_search} searches "
-            f"= {len(trials)} trial runs, then {len(tuned)} tuned runs; Optuna journals in {study.runs_dir / 'search'}")
+    return (
+        f"search: {s['sampler']} sampler (seed {s['seed']}), {s['trials']} trials per search on validation "
+        f"{s['metric']}, scope {' + '.join(s['scopes'])}, losses {', '.join(s['losses'])}: {n_search} searches "
+        f"= {len(trials)} trial runs, then {len(tuned)} tuned runs; Optuna journals in {study.runs_dir / 'search'}"
+    )

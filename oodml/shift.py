@@ -35,8 +35,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,8 +72,9 @@ def _f64(x, name: str) -> np.ndarray:
     return a
 
 
-def _kernel_sum(x: np.ndarray, y: np.ndarray | None, kernel: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                block: int = BLOCK) -> float:
+def _kernel_sum(
+    x: np.ndarray, y: np.ndarray | None, kernel: Callable[[np.ndarray, np.ndarray], np.ndarray], block: int = BLOCK
+) -> float:
     """Sum of ``kernel(x_i, y_j)`` over all pairs, off-diagonal pairs only when ``y is None``
     (then ``y = x``); computed ``block`` rows at a time (at most ``block²`` values in memory).
     Over x itself only the blocks on or above the diagonal are evaluated (the kernel is symmetric)."""
@@ -81,9 +82,9 @@ def _kernel_sum(x: np.ndarray, y: np.ndarray | None, kernel: Callable[[np.ndarra
     if y is None:
         n = x.shape[0]
         for i in range(0, n, block):
-            a = np.asarray(x[i:i + block], dtype=np.float64)
+            a = np.asarray(x[i : i + block], dtype=np.float64)
             for j in range(i, n, block):
-                b = a if j == i else np.asarray(x[j:j + block], dtype=np.float64)
+                b = a if j == i else np.asarray(x[j : j + block], dtype=np.float64)
                 k = kernel(a, b)
                 if j == i:
                     total += float(k.sum() - np.trace(k))
@@ -91,9 +92,9 @@ def _kernel_sum(x: np.ndarray, y: np.ndarray | None, kernel: Callable[[np.ndarra
                     total += 2.0 * float(k.sum())
         return total
     for i in range(0, x.shape[0], block):
-        a = np.asarray(x[i:i + block], dtype=np.float64)
+        a = np.asarray(x[i : i + block], dtype=np.float64)
         for j in range(0, y.shape[0], block):
-            total += float(kernel(a, np.asarray(y[j:j + block], dtype=np.float64)).sum())
+            total += float(kernel(a, np.asarray(y[j : j + block], dtype=np.float64)).sum())
     return total
 
 
@@ -182,9 +183,9 @@ def median_bandwidth(x, y, *, max_points: int = 2000, seed: int = 0, block: int 
         z = np.concatenate([np.asarray(x, np.float64), np.asarray(y, np.float64)])
     parts = []
     for i in range(0, z.shape[0], block):
-        a = z[i:i + block]
+        a = z[i : i + block]
         for j in range(i, z.shape[0], block):
-            d2 = _sqdist(a, z[j:j + block])
+            d2 = _sqdist(a, z[j : j + block])
             if j == i:
                 d2 = d2[np.triu_indices(d2.shape[0], k=1)]
             parts.append(d2.ravel())
@@ -192,8 +193,9 @@ def median_bandwidth(x, y, *, max_points: int = 2000, seed: int = 0, block: int 
     return float(np.sqrt(np.median(d2)))
 
 
-def mmd_rbf(x, y, *, sigma: float | None = None, median_points: int = 2000, seed: int = 0,
-            block: int = BLOCK) -> tuple[float, float]:
+def mmd_rbf(
+    x, y, *, sigma: float | None = None, median_points: int = 2000, seed: int = 0, block: int = BLOCK
+) -> tuple[float, float]:
     """Unbiased squared MMD with a Gaussian kernel between ``x`` (m, d) and ``y`` (n, d), over all
     points, block-wise.  ``sigma`` defaults to :func:`median_bandwidth`.  Returns ``(mmd2, sigma)``."""
     x, y = _f64(x, "x"), _f64(y, "y")
@@ -224,15 +226,17 @@ class _Table:
         self.index = {c: i for i, c in enumerate(classes)}
         order = np.argsort(labels, kind="stable")
         bounds = np.searchsorted(labels[order], np.arange(len(classes) + 1))
-        self.rows = {c: order[bounds[i]:bounds[i + 1]] for i, c in enumerate(classes)}
+        self.rows = {c: order[bounds[i] : bounds[i + 1]] for i, c in enumerate(classes)}
         self._fc: dict[str, object] = {}
 
     def ids(self, names: Iterable[str], source: str) -> list[int]:
         out = []
         for c in names:
             if c not in self.index:
-                raise BadInputError(f"{source}: class {c!r} is not in the {self.name} feature table; "
-                                    "were the features computed on the same dataset?")
+                raise BadInputError(
+                    f"{source}: class {c!r} is not in the {self.name} feature table; "
+                    "were the features computed on the same dataset?"
+                )
             out.append(self.index[c])
         return out
 
@@ -248,8 +252,9 @@ class _Table:
         return self._fc[level]
 
 
-def _tables(sf, features: Sequence[str], features_files: Sequence[str], *, root=None, weights=None,
-            progress: bool = False) -> list[_Table]:
+def _tables(
+    sf, features: Sequence[str], features_files: Sequence[str], *, root=None, weights=None, progress: bool = False
+) -> list[_Table]:
     from oodml import features as feats
     from oodml.splits import _table_from_featureset
 
@@ -273,9 +278,18 @@ def _tables(sf, features: Sequence[str], features_files: Sequence[str], *, root=
     return out
 
 
-def shift_table(sf, tables: Sequence[_Table], *, measures: Sequence[str] = MEASURES, kid_subsets: int = 50,
-                kid_subset_size: int = 1000, median_points: int = 2000, seed: int = 0, block: int = BLOCK,
-                progress: bool = False) -> pd.DataFrame:
+def shift_table(
+    sf,
+    tables: Sequence[_Table],
+    *,
+    measures: Sequence[str] = MEASURES,
+    kid_subsets: int = 50,
+    kid_subset_size: int = 1000,
+    median_points: int = 2000,
+    seed: int = 0,
+    block: int = BLOCK,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Tidy table of every series split × extractor × measure: columns ``split, fid, extractor,
     measure, value, se`` (``fid`` is the split file's own FID; ``se`` only for ``kid``)."""
     from tqdm.auto import tqdm
@@ -289,9 +303,17 @@ def shift_table(sf, tables: Sequence[_Table], *, measures: Sequence[str] = MEASU
         src = str(sf.path)
         tr, te = t.ids(s.train, src), t.ids(s.test, src)
 
-        def add(measure: str, value: float, se: float = float("nan")) -> None:
-            rows.append({"split": int(s.id), "fid": float(s.fid), "extractor": t.name, "measure": measure,
-                         "value": float(value), "se": float(se)})
+        def add(measure: str, value: float, se: float = float("nan"), s=s, t=t) -> None:
+            rows.append(
+                {
+                    "split": int(s.id),
+                    "fid": float(s.fid),
+                    "extractor": t.name,
+                    "measure": measure,
+                    "value": float(value),
+                    "se": float(se),
+                }
+            )
 
         need_points = any(m in measures for m in ("kid", "mmd", "mean_dist"))
         x = t.points(s.train) if need_points else None
@@ -327,7 +349,7 @@ def kendall_table(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     cols = list(w.columns)
     for i, a in enumerate(cols):
-        for b in cols[i + 1:]:
+        for b in cols[i + 1 :]:
             keep = np.isfinite(w[a].to_numpy()) & np.isfinite(w[b].to_numpy())
             if keep.sum() >= 2:
                 res = kendalltau(w[a].to_numpy()[keep], w[b].to_numpy()[keep])
@@ -347,8 +369,9 @@ def tau_matrix(tau: pd.DataFrame) -> pd.DataFrame:
     return m
 
 
-def predictive_table(table: pd.DataFrame, results: pd.DataFrame, *, dataset: str | None = None,
-                     metric: str = "recall@1") -> pd.DataFrame:
+def predictive_table(
+    table: pd.DataFrame, results: pd.DataFrame, *, dataset: str | None = None, metric: str = "recall@1"
+) -> pd.DataFrame:
     """How well each shift measure predicts ``metric`` across splits: per loss and
     ``extractor/measure``, Spearman's ρ between the measure and the loss's zero-shot ``metric``
     (mean over seeds) on the splits both have.  A good measure of shift has ρ close to -1.
@@ -373,8 +396,16 @@ def predictive_table(table: pd.DataFrame, results: pd.DataFrame, *, dataset: str
                 rho, pv = float(res.statistic), float(res.pvalue)
             else:
                 rho = pv = float("nan")
-            rows.append({"loss": loss, "extractor": ext, "measure": meas, "spearman": rho, "p_value": pv,
-                         "n_splits": len(common)})
+            rows.append(
+                {
+                    "loss": loss,
+                    "extractor": ext,
+                    "measure": meas,
+                    "spearman": rho,
+                    "p_value": pv,
+                    "n_splits": len(common),
+                }
+            )
     return pd.DataFrame(rows, columns=["loss", "extractor", "measure", "spearman", "p_value", "n_splits"])
 
 
@@ -401,8 +432,15 @@ def fid_attribution(fc, train: Sequence[int], test: Sequence[int], names: Sequen
                 continue
             rest = [k for k in own if k != c]
             value = float(fc(rest, other) if side == "train" else fc(other, rest))
-            rows.append({"class": names[c] if names is not None else c, "side": side, "fid": base,
-                         "fid_without": value, "delta": value - base})
+            rows.append(
+                {
+                    "class": names[c] if names is not None else c,
+                    "side": side,
+                    "fid": base,
+                    "fid_without": value,
+                    "delta": value - base,
+                }
+            )
     out = pd.DataFrame(rows, columns=["class", "side", "fid", "fid_without", "delta"])
     return out.sort_values(["delta", "side"], kind="mergesort").reset_index(drop=True)
 
@@ -447,7 +485,7 @@ def shift_figure(table: pd.DataFrame):
             ax.set_title(m, fontsize=7)
             ax.set_xlabel("split (by FID)", fontsize=6)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        for ax in axes.ravel()[len(measures):]:
+        for ax in axes.ravel()[len(measures) :]:
             ax.set_visible(False)
         axes.ravel()[0].set_ylabel("value / max", fontsize=6)
         axes.ravel()[0].legend(fontsize=5, frameon=False)
@@ -474,26 +512,47 @@ def attribution_figure(attr: pd.DataFrame, split: int, top: int = 10):
 # Command line
 # ============================================================================================
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m oodml.shift",
-                                 description="Rescore a split series under several extractors and shift measures.")
+    ap = argparse.ArgumentParser(
+        prog="python -m oodml.shift", description="Rescore a split series under several extractors and shift measures."
+    )
     ap.add_argument("splits", help="split file (python -m oodml.make_splits)")
-    ap.add_argument("--features", nargs="*", default=None, metavar="NAME",
-                    help="extractors (inception, resnet50, pixels, hog, timm:NAME); default: the split file's own")
-    ap.add_argument("--features-file", nargs="*", default=[], metavar="FILE",
-                    help="feature tables (.npz: features, labels) computed elsewhere, e.g. CLIP or DINOv2")
+    ap.add_argument(
+        "--features",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="extractors (inception, resnet50, pixels, hog, timm:NAME); default: the split file's own",
+    )
+    ap.add_argument(
+        "--features-file",
+        nargs="*",
+        default=[],
+        metavar="FILE",
+        help="feature tables (.npz: features, labels) computed elsewhere, e.g. CLIP or DINOv2",
+    )
     ap.add_argument("--root", help="data root of the split file's dataset")
     ap.add_argument("--weights", metavar="PATH", help="local weights file for the extractors")
-    ap.add_argument("--measures", nargs="+", default=list(MEASURES), choices=MEASURES, metavar="M",
-                    help=f"measures (default all: {' '.join(MEASURES)})")
+    ap.add_argument(
+        "--measures",
+        nargs="+",
+        default=list(MEASURES),
+        choices=MEASURES,
+        metavar="M",
+        help=f"measures (default all: {' '.join(MEASURES)})",
+    )
     ap.add_argument("--kid-subsets", type=int, default=50, help="KID subsets (default 50)")
     ap.add_argument("--kid-subset-size", type=int, default=1000, help="KID points per side and subset (default 1000)")
-    ap.add_argument("--median-points", type=int, default=2000,
-                    help="pooled points for the RBF median bandwidth (default 2000)")
+    ap.add_argument(
+        "--median-points", type=int, default=2000, help="pooled points for the RBF median bandwidth (default 2000)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--results", metavar="FILE", help="results table: Spearman of each measure vs Recall@1 per loss")
     ap.add_argument("--metric", default="recall@1", help="metric predicted with --results (default recall@1)")
-    ap.add_argument("--attribution", action="store_true",
-                    help="also per-class leave-one-out FID attribution (first extractor, the split file's level)")
+    ap.add_argument(
+        "--attribution",
+        action="store_true",
+        help="also per-class leave-one-out FID attribution (first extractor, the split file's level)",
+    )
     ap.add_argument("--top", type=int, default=10, help="classes in the attribution figure (default 10)")
     ap.add_argument("--out", metavar="STEM", help="output stem (default figures/shift_<dataset>)")
     add_quiet(ap)
@@ -515,9 +574,16 @@ def main(argv: list[str] | None = None) -> int:
     if not features and not args.features_file:
         raise OodmlError("give at least one extractor (--features) or feature table (--features-file)")
     tables = _tables(sf, features, args.features_file, root=args.root, weights=args.weights, progress=progress)
-    table = shift_table(sf, tables, measures=args.measures, kid_subsets=args.kid_subsets,
-                        kid_subset_size=args.kid_subset_size, median_points=args.median_points, seed=args.seed,
-                        progress=progress)
+    table = shift_table(
+        sf,
+        tables,
+        measures=args.measures,
+        kid_subsets=args.kid_subsets,
+        kid_subset_size=args.kid_subset_size,
+        median_points=args.median_points,
+        seed=args.seed,
+        progress=progress,
+    )
     stem = Path(args.out or f"figures/shift_{analysis.sanitize(sf.dataset or Path(args.splits).stem)}")
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = analysis.write_table(table, stem)
@@ -538,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"Spearman of each measure vs {args.metric} across splits (per loss; -1 = predicts the drop):")
         wide = pred.assign(key=pred["extractor"] + "/" + pred["measure"]).pivot_table(
-            index="key", columns="loss", values="spearman", sort=False)
+            index="key", columns="loss", values="spearman", sort=False
+        )
         print(wide.to_string(float_format=lambda v: f"{v:.2f}"))
     if args.attribution:
         attr = attribution_table(sf, tables[0], progress=progress)

@@ -127,9 +127,10 @@ import math
 import os
 import warnings
 from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -231,7 +232,8 @@ class SearchParams:
             raise OodmlError(f"max-iters must be at least 0, got {self.max_iters}")
         if self.min_classes is not None and int(self.min_classes) < 2:
             raise OodmlError(
-                f"min-classes must be at least 2 (an FID needs two points per side), got {self.min_classes}")
+                f"min-classes must be at least 2 (an FID needs two points per side), got {self.min_classes}"
+            )
         if not 0.0 < float(self.min_fraction) <= 1.0:
             raise OodmlError(f"min-fraction must be in (0, 1], got {self.min_fraction}")
         bad = [p for p in self.phases if p not in ("easier", "harder", "removal")]
@@ -271,7 +273,7 @@ def default_max_iters(n_small: int, swaps: int) -> int:
     return math.ceil(min(int(n_small), MOVE_BUDGET) / int(swaps))
 
 
-def resolve_params(params: "SearchParams", n_train: int, n_test: int) -> "SearchParams":
+def resolve_params(params: SearchParams, n_train: int, n_test: int) -> SearchParams:
     """A copy of ``params`` with ``swaps_per_iter`` resolved by :func:`default_swaps` when None."""
     from dataclasses import replace
 
@@ -302,7 +304,7 @@ def class_means(features: np.ndarray, labels: np.ndarray, num_classes: int | Non
         xs = x[order]
     offsets = np.concatenate(([0], np.cumsum(counts)))
     for c in np.flatnonzero(counts):
-        means[c] = xs[offsets[c]:offsets[c + 1]].sum(axis=0, dtype=np.float64) / counts[c]
+        means[c] = xs[offsets[c] : offsets[c + 1]].sum(axis=0, dtype=np.float64) / counts[c]
     return means
 
 
@@ -363,8 +365,9 @@ def _pick_pairs(order_tr, order_te, slots_tr, slots_te, k_count, blocked: deque,
     return moved
 
 
-def superclass_units(train: Sequence[int], test: Sequence[int], superclass_of: Sequence[str | None]
-                     ) -> tuple[list[list[int]], list[int], list[int]]:
+def superclass_units(
+    train: Sequence[int], test: Sequence[int], superclass_of: Sequence[str | None]
+) -> tuple[list[list[int]], list[int], list[int]]:
     """Group each side's classes by superclass (``superclass_of[c]`` of class id ``c``; a class
     without one is its own unit): ``(units, train_units, test_units)`` for :func:`search_trajectory`.
     Units are numbered train side first, each side in order of first appearance."""
@@ -440,8 +443,10 @@ def search_trajectory(
         def expand(ids):
             return [c for u in ids for c in groups[u]]
     else:
+
         def expand(ids):
             return ids
+
     fc = fid if fid is not None else FIDComputer(x, lab, level=p.level, blas_threads=blas_threads)
     t_setup = time.perf_counter() - t0
     p = resolve_params(p, len(train), len(test))
@@ -474,12 +479,19 @@ def search_trajectory(
         unit_states.append((list(tr), list(te)))
         tr, te = expand(tr), expand(te)
         to_test, to_train, removed = expand(to_test), expand(to_train), expand(removed)
-        records.append({
-            "step": len(records), "phase": phase, "fid": value,
-            "to_test": [int(c) for c in to_test], "to_train": [int(c) for c in to_train],
-            "removed": [int(c) for c in removed], "n_train": len(tr), "n_test": len(te),
-            "parent": parent,
-        })
+        records.append(
+            {
+                "step": len(records),
+                "phase": phase,
+                "fid": value,
+                "to_test": [int(c) for c in to_test],
+                "to_train": [int(c) for c in to_train],
+                "removed": [int(c) for c in removed],
+                "n_train": len(tr),
+                "n_test": len(te),
+                "parent": parent,
+            }
+        )
         states.append((tuple(tr), tuple(te)))
         return len(records) - 1
 
@@ -565,8 +577,14 @@ def search_trajectory(
                     break
         if records[-1]["fid"] is None:
             settle(tr, te)
-    return Trajectory(records, states, floors, max_iters, calls[0],
-                      {"setup": t_setup, "fid": t_fid[0], "total": time.perf_counter() - t0})
+    return Trajectory(
+        records,
+        states,
+        floors,
+        max_iters,
+        calls[0],
+        {"setup": t_setup, "fid": t_fid[0], "total": time.perf_counter() - t0},
+    )
 
 
 # ============================================================================================
@@ -711,8 +729,9 @@ def _ordered(names: Iterable[str], index: dict[str, int]) -> list[str]:
     return sorted(names, key=index.__getitem__)
 
 
-def _finish_series(entries: list[dict], classes: list[str], images_by_class: dict[str, list[int]],
-                   params: SearchParams, seed: int) -> list[dict]:
+def _finish_series(
+    entries: list[dict], classes: list[str], images_by_class: dict[str, list[int]], params: SearchParams, seed: int
+) -> list[dict]:
     """Add ids (1..K by FID), val, image counts and episodes to selected entries."""
     index = {c: i for i, c in enumerate(classes)}
     entries = sorted(entries, key=lambda e: (round_fid(e["fid"]), e["step"]))
@@ -729,8 +748,14 @@ def _finish_series(entries: list[dict], classes: list[str], images_by_class: dic
         if eps is None:
             eps = make_episodes(test, images_by_class, shots=params.shots, episodes=params.episodes, seed=seed)
         item = OrderedDict(
-            id=i, fid=round_fid(e["fid"]), step=int(e["step"]), phase=e["phase"], standard=bool(e["standard"]),
-            train=train, test=test, val=val,
+            id=i,
+            fid=round_fid(e["fid"]),
+            step=int(e["step"]),
+            phase=e["phase"],
+            standard=bool(e["standard"]),
+            train=train,
+            test=test,
+            val=val,
             n_train_images=int(sum(len(images_by_class[c]) for c in train)),
             n_test_images=int(sum(len(images_by_class[c]) for c in test)),
             episodes={str(k): v for k, v in eps.items()},
@@ -791,34 +816,67 @@ def build_split_document(
     units = None
     if superclass_of is not None:
         if len(superclass_of) != len(classes) or all(s is None for s in superclass_of):
-            raise OodmlError("--swap-unit superclass needs a superclass for the classes (the dataset or the "
-                             "features file's 'superclasses' array has none)")
+            raise OodmlError(
+                "--swap-unit superclass needs a superclass for the classes (the dataset or the "
+                "features file's 'superclasses' array has none)"
+            )
         units, tr_ids, te_ids = superclass_units(tr_ids, te_ids, superclass_of)
         if len(tr_ids) < 2 or len(te_ids) < 2:
-            raise OodmlError(f"--swap-unit superclass needs at least 2 superclasses on each side, got "
-                             f"{len(tr_ids)} train / {len(te_ids)} test")
+            raise OodmlError(
+                f"--swap-unit superclass needs at least 2 superclasses on each side, got "
+                f"{len(tr_ids)} train / {len(te_ids)} test"
+            )
         extra_provenance = {**(extra_provenance or {}), "swap_unit": "superclass"}
     p = resolve_params(p, len(tr_ids), len(te_ids))  # provenance records the resolved S
-    traj = search_trajectory(features, lab, tr_ids, te_ids, p, blas_threads=blas_threads, progress=progress,
-                             units=units)
-    return assemble_document(traj, classes, images_by_class, p, seed=seed, dataset=dataset,
-                             fingerprint=fingerprint, extractor=extractor, source=source,
-                             extra_provenance=extra_provenance, num_images=len(lab))
+    traj = search_trajectory(
+        features, lab, tr_ids, te_ids, p, blas_threads=blas_threads, progress=progress, units=units
+    )
+    return assemble_document(
+        traj,
+        classes,
+        images_by_class,
+        p,
+        seed=seed,
+        dataset=dataset,
+        fingerprint=fingerprint,
+        extractor=extractor,
+        source=source,
+        extra_provenance=extra_provenance,
+        num_images=len(lab),
+    )
 
 
-def assemble_document(traj: Trajectory, classes: list[str], images_by_class: dict[str, list[int]],
-                      params: SearchParams, *, seed: int, dataset: str, fingerprint: str, extractor: str,
-                      source: str, extra_provenance: dict | None, num_images: int) -> dict:
+def assemble_document(
+    traj: Trajectory,
+    classes: list[str],
+    images_by_class: dict[str, list[int]],
+    params: SearchParams,
+    *,
+    seed: int,
+    dataset: str,
+    fingerprint: str,
+    extractor: str,
+    source: str,
+    extra_provenance: dict | None,
+    num_images: int,
+) -> dict:
     """Turn a :class:`Trajectory` (ids) into the file document (names), with the selected series."""
     names = classes
     trajectory = []
     for r in traj.records:
-        trajectory.append({
-            "step": r["step"], "phase": r["phase"], "fid": None if r["fid"] is None else round_fid(r["fid"]),
-            "to_test": [names[c] for c in r["to_test"]], "to_train": [names[c] for c in r["to_train"]],
-            "removed": [names[c] for c in r["removed"]], "n_train": r["n_train"], "n_test": r["n_test"],
-            "parent": r["parent"],
-        })
+        trajectory.append(
+            {
+                "step": r["step"],
+                "phase": r["phase"],
+                "fid": None if r["fid"] is None else round_fid(r["fid"]),
+                "to_test": [names[c] for c in r["to_test"]],
+                "to_train": [names[c] for c in r["to_train"]],
+                "removed": [names[c] for c in r["removed"]],
+                "n_train": r["n_train"],
+                "n_test": r["n_test"],
+                "parent": r["parent"],
+            }
+        )
     # distinct states: the first step that reached each
     seen: dict = {}
     for i, (tr, te) in enumerate(traj.states):
@@ -832,19 +890,41 @@ def assemble_document(traj: Trajectory, classes: list[str], images_by_class: dic
     for j in picks:
         s = distinct[j]
         tr, te = traj.states[s]
-        entries.append({"fid": trajectory[s]["fid"], "step": s, "phase": traj.records[s]["phase"],
-                        "standard": s == 0, "train": [names[c] for c in tr], "test": [names[c] for c in te]})
+        entries.append(
+            {
+                "fid": trajectory[s]["fid"],
+                "step": s,
+                "phase": traj.records[s]["phase"],
+                "standard": s == 0,
+                "train": [names[c] for c in tr],
+                "test": [names[c] for c in te],
+            }
+        )
     series = _finish_series(entries, classes, images_by_class, params, seed)
     prov = OrderedDict(
-        dataset=dataset, fingerprint=fingerprint, extractor=extractor, level=params.level,
-        params={**params.to_dict(), "resolved_max_iters": traj.max_iters,
-                "resolved_floors": {"train": traj.floors[0], "test": traj.floors[1]}},
-        seed=int(seed), oodml_version=_oodml_version(), source=source,
+        dataset=dataset,
+        fingerprint=fingerprint,
+        extractor=extractor,
+        level=params.level,
+        params={
+            **params.to_dict(),
+            "resolved_max_iters": traj.max_iters,
+            "resolved_floors": {"train": traj.floors[0], "test": traj.floors[1]},
+        },
+        seed=int(seed),
+        oodml_version=_oodml_version(),
+        source=source,
     )
     if extra_provenance:
         prov.update(extra_provenance)
-    return {"schema": SCHEMA, "provenance": dict(prov), "classes": list(classes), "num_images": int(num_images),
-            "trajectory": trajectory, "series": series}
+    return {
+        "schema": SCHEMA,
+        "provenance": dict(prov),
+        "classes": list(classes),
+        "num_images": int(num_images),
+        "trajectory": trajectory,
+        "series": series,
+    }
 
 
 # ============================================================================================
@@ -1087,8 +1167,11 @@ def validate_split_document(doc: Any, source: str = "<document>", dataset=None) 
             )
         fp = doc["provenance"].get("fingerprint")
         if fp and fp != dataset.fingerprint():
-            warnings.warn(f"split file {source}: dataset fingerprint differs from {dataset.name!r} at {dataset.root} "
-                          "(the dataset content changed since the file was made)", stacklevel=2)
+            warnings.warn(
+                f"split file {source}: dataset fingerprint differs from {dataset.name!r} at {dataset.root} "
+                "(the dataset content changed since the file was made)",
+                stacklevel=2,
+            )
     labels = dataset.label_names if dataset is not None else None
     for s in series:
         if not isinstance(s, dict):
@@ -1103,8 +1186,9 @@ def validate_split_document(doc: Any, source: str = "<document>", dataset=None) 
         if not isinstance(f, (int, float)) or isinstance(f, bool) or not math.isfinite(f):
             _fail(source, f"split {sid} has a non-numeric fid {f!r}")
         if f < prev_fid:
-            _fail(source, f"split {sid} has FID {f} below the previous split's {prev_fid}: "
-                          "ids must run in order of FID")
+            _fail(
+                source, f"split {sid} has FID {f} below the previous split's {prev_fid}: ids must run in order of FID"
+            )
         prev_fid = f
         train = _str_list(s.get("train"), source, f"split {sid} train")
         test = _str_list(s.get("test"), source, f"split {sid} test")
@@ -1139,15 +1223,28 @@ def validate_split_document(doc: Any, source: str = "<document>", dataset=None) 
                     if c not in test_set:
                         _fail(source, f"split {sid} {k}-shot episode {e} names {c!r}, which is not a test class")
                     if names_only:
-                        if (not isinstance(sup, list) or len(sup) != k or len(set(sup)) != k
-                                or not all(isinstance(i, str) and i for i in sup)):
-                            _fail(source, f"split {sid} {k}-shot episode {e} class {c!r} needs {k} distinct image "
-                                          "file names")
+                        if (
+                            not isinstance(sup, list)
+                            or len(sup) != k
+                            or len(set(sup)) != k
+                            or not all(isinstance(i, str) and i for i in sup)
+                        ):
+                            _fail(
+                                source,
+                                f"split {sid} {k}-shot episode {e} class {c!r} needs {k} distinct image file names",
+                            )
                         continue
-                    if (not isinstance(sup, list) or len(sup) != k or len(set(sup)) != k
-                            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_img for i in sup)):
-                        _fail(source, f"split {sid} {k}-shot episode {e} class {c!r} needs {k} distinct image ids "
-                                      f"in 0..{n_img - 1}")
+                    if (
+                        not isinstance(sup, list)
+                        or len(sup) != k
+                        or len(set(sup)) != k
+                        or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_img for i in sup)
+                    ):
+                        _fail(
+                            source,
+                            f"split {sid} {k}-shot episode {e} class {c!r} needs {k} distinct image ids "
+                            f"in 0..{n_img - 1}",
+                        )
                     if labels is not None and any(labels[i] != c for i in sup):
                         bad_i = next(i for i in sup if labels[i] != c)
                         raise BadInputError(
@@ -1162,10 +1259,21 @@ def validate_split_document(doc: Any, source: str = "<document>", dataset=None) 
 
 def _to_split(s: dict) -> Split:
     eps = {int(k): [{c: list(v) for c, v in ep.items()} for ep in lst] for k, lst in s.get("episodes", {}).items()}
-    return Split(id=s["id"], fid=float(s["fid"]), phase=s.get("phase", ""), step=int(s.get("step", -1)),
-                 standard=bool(s.get("standard", False)), train=list(s["train"]), test=list(s["test"]),
-                 val=list(s.get("val", [])), episodes=eps, n_train_images=int(s.get("n_train_images", 0)),
-                 n_test_images=int(s.get("n_test_images", 0)), control_of=s.get("control_of"), draw=s.get("draw"))
+    return Split(
+        id=s["id"],
+        fid=float(s["fid"]),
+        phase=s.get("phase", ""),
+        step=int(s.get("step", -1)),
+        standard=bool(s.get("standard", False)),
+        train=list(s["train"]),
+        test=list(s["test"]),
+        val=list(s.get("val", [])),
+        episodes=eps,
+        n_train_images=int(s.get("n_train_images", 0)),
+        n_test_images=int(s.get("n_test_images", 0)),
+        control_of=s.get("control_of"),
+        draw=s.get("draw"),
+    )
 
 
 def load_splits(path, dataset=None) -> SplitFile:
@@ -1183,17 +1291,25 @@ def load_splits(path, dataset=None) -> SplitFile:
         from oodml.published_splits import resolve_names_only  # names -> this dataset's classes and images
 
         doc = resolve_names_only(doc, dataset, str(path))
-    return SplitFile(path=path, schema=doc["schema"], provenance=doc["provenance"], classes=list(doc["classes"]),
-                     num_images=int(doc["num_images"]), trajectory=list(doc["trajectory"]),
-                     series=[_to_split(s) for s in doc["series"]], raw=doc,
-                     controls=[_to_split(c) for c in doc.get("controls") or []])
+    return SplitFile(
+        path=path,
+        schema=doc["schema"],
+        provenance=doc["provenance"],
+        classes=list(doc["classes"]),
+        num_images=int(doc["num_images"]),
+        trajectory=list(doc["trajectory"]),
+        series=[_to_split(s) for s in doc["series"]],
+        raw=doc,
+        controls=[_to_split(c) for c in doc.get("controls") or []],
+    )
 
 
 # ============================================================================================
 # Replay and check
 # ============================================================================================
-def replay_from(trajectory: list[dict], train0: Iterable[str], test0: Iterable[str],
-                source: str = "<document>") -> list[tuple[frozenset, frozenset]]:
+def replay_from(
+    trajectory: list[dict], train0: Iterable[str], test0: Iterable[str], source: str = "<document>"
+) -> list[tuple[frozenset, frozenset]]:
     """(train, test) class sets of every step: step 0 = ``(train0, test0)``; every other record's
     moves are applied to its ``parent``'s state (previous step when ``parent`` is missing)."""
     states: list[tuple[frozenset, frozenset]] = []
@@ -1230,8 +1346,16 @@ class CheckReport:
         return not self.mismatches and self.structure_ok
 
 
-def check_split_file(sf: SplitFile, features, labels, classes: Sequence[str], *, rtol: float = FID_RTOL,
-                     trajectory: bool | None = None, progress: bool = False) -> CheckReport:
+def check_split_file(
+    sf: SplitFile,
+    features,
+    labels,
+    classes: Sequence[str],
+    *,
+    rtol: float = FID_RTOL,
+    trajectory: bool | None = None,
+    progress: bool = False,
+) -> CheckReport:
     """Recompute a split file's FIDs from a feature table and compare.
 
     ``labels``: int ids into ``classes`` (the feature table's class list).  Every series split's
@@ -1247,8 +1371,10 @@ def check_split_file(sf: SplitFile, features, labels, classes: Sequence[str], *,
     index = {c: i for i, c in enumerate(classes)}
     missing = [c for c in sf.classes if c not in index]
     if missing:
-        raise BadInputError(f"split file {sf.path}: class {missing[0]!r} is not in the features' classes; "
-                            "were they extracted from the same dataset?")
+        raise BadInputError(
+            f"split file {sf.path}: class {missing[0]!r} is not in the features' classes; "
+            "were they extracted from the same dataset?"
+        )
     fc = FIDComputer(np.asarray(features), np.asarray(labels, dtype=np.int64), level=level)
     mismatches: list[str] = []
     rows: list[dict] = []
@@ -1345,8 +1471,15 @@ class _NameMapper:
         )
 
 
-def import_oodml(pkl_path, dataset, params: SearchParams | None = None, *, seed: int = 0,
-                 redraw_episodes: bool = False, extractor: str = "") -> dict:
+def import_oodml(
+    pkl_path,
+    dataset,
+    params: SearchParams | None = None,
+    *,
+    seed: int = 0,
+    redraw_episodes: bool = False,
+    extractor: str = "",
+) -> dict:
     """Convert the ooDML study's published ``<dataset>_splits.pkl`` into a split document.
 
     See :func:`oodml.published_splits.import_published` (this is it with a dataset; pass
@@ -1360,8 +1493,7 @@ def import_oodml(pkl_path, dataset, params: SearchParams | None = None, *, seed:
     """
     from oodml.published_splits import import_published
 
-    return import_published(pkl_path, dataset, params, seed=seed, redraw_episodes=redraw_episodes,
-                            extractor=extractor)
+    return import_published(pkl_path, dataset, params, seed=seed, redraw_episodes=redraw_episodes, extractor=extractor)
 
 
 # ============================================================================================
@@ -1424,10 +1556,22 @@ def make_splits(
             sup_of = [None] * len(classes)
             for c, sup in zip(lab.tolist(), getattr(fs, "superclasses", None) or []):
                 sup_of[c] = sup
-        doc = build_split_document(x, lab, classes, list(std_train), list(std_test), p, seed=seed, dataset=str(name),
-                                   fingerprint=str(getattr(fs, "fingerprint", "") or ""),
-                                   extractor=str(getattr(fs, "extractor", "") or ""), source="features-file",
-                                   extra_provenance=extra, progress=progress, superclass_of=sup_of)
+        doc = build_split_document(
+            x,
+            lab,
+            classes,
+            list(std_train),
+            list(std_test),
+            p,
+            seed=seed,
+            dataset=str(name),
+            fingerprint=str(getattr(fs, "fingerprint", "") or ""),
+            extractor=str(getattr(fs, "extractor", "") or ""),
+            source="features-file",
+            extra_provenance=extra,
+            progress=progress,
+            superclass_of=sup_of,
+        )
     else:
         from oodml import features as feats
         from oodml.datasets import canonical_name, load_dataset
@@ -1447,10 +1591,22 @@ def make_splits(
             sup_of = [None] * len(ds.classes)
             for it in ds.items:
                 sup_of[ds_index[it.label]] = it.superclass
-        doc = build_split_document(x, lab, ds.classes, ds.train_classes, ds.test_classes, p, seed=seed,
-                                   dataset=ds.name, fingerprint=ds.fingerprint(),
-                                   extractor=str(getattr(fs, "extractor", ext)), source="search",
-                                   extra_provenance=extra, progress=progress, superclass_of=sup_of)
+        doc = build_split_document(
+            x,
+            lab,
+            ds.classes,
+            ds.train_classes,
+            ds.test_classes,
+            p,
+            seed=seed,
+            dataset=ds.name,
+            fingerprint=ds.fingerprint(),
+            extractor=str(getattr(fs, "extractor", ext)),
+            source="search",
+            extra_provenance=extra,
+            progress=progress,
+            superclass_of=sup_of,
+        )
     if controls:
         from oodml.controls import make_controls
 
@@ -1462,7 +1618,14 @@ def make_splits(
         from oodml.io import atomic_write
 
         atomic_write(out, text)
-    return SplitFile(path=Path(out) if out else None, schema=plain["schema"], provenance=plain["provenance"],
-                     classes=plain["classes"], num_images=plain["num_images"], trajectory=plain["trajectory"],
-                     series=[_to_split(s) for s in plain["series"]], raw=plain,
-                     controls=[_to_split(c) for c in plain.get("controls") or []])
+    return SplitFile(
+        path=Path(out) if out else None,
+        schema=plain["schema"],
+        provenance=plain["provenance"],
+        classes=plain["classes"],
+        num_images=plain["num_images"],
+        trajectory=plain["trajectory"],
+        series=[_to_split(s) for s in plain["series"]],
+        raw=plain,
+        controls=[_to_split(c) for c in plain.get("controls") or []],
+    )

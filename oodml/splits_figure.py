@@ -75,8 +75,16 @@ def plot_split_series(split_file, out_stem=None):
     fids = np.asarray([np.nan if r.get("fid") is None else r["fid"] for r in traj], dtype=float)
     phases = [r["phase"] for r in traj]
 
-    rc = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "xtick.labelsize": 6, "ytick.labelsize": 6,
-          "legend.fontsize": 6, "axes.linewidth": 0.6, "svg.hashsalt": "oodml"}
+    rc = {
+        "font.size": 7,
+        "axes.titlesize": 7,
+        "axes.labelsize": 7,
+        "xtick.labelsize": 6,
+        "ytick.labelsize": 6,
+        "legend.fontsize": 6,
+        "axes.linewidth": 0.6,
+        "svg.hashsalt": "oodml",
+    }
     with matplotlib.rc_context(rc):
         fig = Figure(figsize=(3.4, 3.3), dpi=200)
         gs = fig.add_gridspec(2, 1, height_ratios=(2.3, 1.0), hspace=0.08)
@@ -90,8 +98,16 @@ def plot_split_series(split_file, out_stem=None):
                 lo, hi = min(sel) - 0.5, max(sel) + 0.5
                 for a in (ax, axn):
                     a.axvspan(lo, hi, color=color, alpha=0.07, lw=0)
-                ax.text((lo + hi) / 2, 1.0, ph, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                        color=color, fontsize=6.5)
+                ax.text(
+                    (lo + hi) / 2,
+                    1.0,
+                    ph,
+                    transform=ax.get_xaxis_transform(),
+                    ha="center",
+                    va="bottom",
+                    color=color,
+                    fontsize=6.5,
+                )
 
         # FID lines per phase, each chain starting from its parent
         has_parents = not any(r.get("parent") is None for r in traj[1:])
@@ -117,16 +133,42 @@ def plot_split_series(split_file, out_stem=None):
             if not 0 <= s.step < len(traj):
                 continue
             x, y = xs[s.step], s.fid
-            ax.plot([x], [y], marker="s" if s.standard else "o", ms=4.2, mfc="white", mec="black", mew=0.8,
-                    ls="none", zorder=5)
-            ax.annotate(str(s.id), (x, y), xytext=(0, 4), textcoords="offset points", ha="center", va="bottom",
-                        fontsize=6, fontweight="bold", zorder=6)
+            ax.plot(
+                [x],
+                [y],
+                marker="s" if s.standard else "o",
+                ms=4.2,
+                mfc="white",
+                mec="black",
+                mew=0.8,
+                ls="none",
+                zorder=5,
+            )
+            ax.annotate(
+                str(s.id),
+                (x, y),
+                xytext=(0, 4),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=6,
+                fontweight="bold",
+                zorder=6,
+            )
         from matplotlib.lines import Line2D
 
-        marks = [Line2D([], [], marker="o", ms=4.2, mfc="white", mec="black", mew=0.8, ls="none"),
-                 Line2D([], [], marker="s", ms=4.2, mfc="white", mec="black", mew=0.8, ls="none")]
-        ax.legend(marks, ["selected split (id)", "standard split"], loc="upper left", frameon=False,
-                  handletextpad=0.3, borderaxespad=0.3)
+        marks = [
+            Line2D([], [], marker="o", ms=4.2, mfc="white", mec="black", mew=0.8, ls="none"),
+            Line2D([], [], marker="s", ms=4.2, mfc="white", mec="black", mew=0.8, ls="none"),
+        ]
+        ax.legend(
+            marks,
+            ["selected split (id)", "standard split"],
+            loc="upper left",
+            frameon=False,
+            handletextpad=0.3,
+            borderaxespad=0.3,
+        )
         ax.set_ylim(fmin - 0.06 * span, fmax + 0.16 * span)
         ax.set_ylabel(f"FID ({sf.provenance.get('level', 'class')} level)")
         ax.tick_params(labelbottom=False, length=2)

@@ -24,7 +24,7 @@ resample); with two seeds they are honest but coarse (only three distinct resamp
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,8 +46,9 @@ __all__ = [
 N_BOOT = 10_000
 
 
-def bootstrap_ci(values: Sequence[float], *, n_boot: int = N_BOOT, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], *, n_boot: int = N_BOOT, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (1-D floats; NaNs dropped).
     Returns ``(low, high)``; NaNs with fewer than 2 values."""
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
@@ -60,8 +61,9 @@ def bootstrap_ci(values: Sequence[float], *, n_boot: int = N_BOOT, level: float 
     return float(lo), float(hi)
 
 
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_BOOT, level: float = 0.95,
-                     seed: int = 0) -> dict:
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], *, n_boot: int = N_BOOT, level: float = 0.95, seed: int = 0
+) -> dict:
     """Paired bootstrap of ``mean(a - b)`` (``a[i]`` and ``b[i]`` share unit ``i``, e.g. a seed).
 
     Returns ``{"diff", "low", "high", "p_value", "n"}``: the observed mean difference, its
@@ -77,8 +79,13 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_
         raise ValueError(f"paired samples need the same 1-D shape, got {x.shape} and {y.shape}")
     keep = np.isfinite(x) & np.isfinite(y)
     d = x[keep] - y[keep]
-    out = {"diff": float(d.mean()) if len(d) else float("nan"), "low": float("nan"), "high": float("nan"),
-           "p_value": float("nan"), "n": int(len(d))}
+    out = {
+        "diff": float(d.mean()) if len(d) else float("nan"),
+        "low": float("nan"),
+        "high": float("nan"),
+        "p_value": float("nan"),
+        "n": int(len(d)),
+    }
     if len(d) < 2:
         return out
     rng = np.random.default_rng(seed)
@@ -86,12 +93,21 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_
     al = (1.0 - level) / 2.0
     out["low"], out["high"] = (float(q) for q in np.quantile(boot, [al, 1.0 - al]))
     nb = len(boot)
-    out["p_value"] = float(min(1.0, 2.0 * min((1 + np.sum(boot <= 0.0)) / (nb + 1), (1 + np.sum(boot >= 0.0)) / (nb + 1))))
+    out["p_value"] = float(
+        min(1.0, 2.0 * min((1 + np.sum(boot <= 0.0)) / (nb + 1), (1 + np.sum(boot >= 0.0)) / (nb + 1)))
+    )
     return out
 
 
-def curve_intervals(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, percent: bool | None = None,
-                    n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+def curve_intervals(
+    df: pd.DataFrame,
+    dataset: str,
+    metric: str = "recall@1",
+    *,
+    percent: bool | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> pd.DataFrame:
     """:func:`oodml.analysis.curve_table` plus ``boot_low``/``boot_high``: the 95 % bootstrap
     interval over seeds of the mean per (loss, split) (NaN with one seed)."""
     cur = analysis.curve_table(df, dataset, metric, percent)
@@ -106,8 +122,15 @@ def curve_intervals(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *,
     return cur.assign(boot_low=np.asarray(lows, dtype=np.float64), boot_high=np.asarray(highs, dtype=np.float64))
 
 
-def auc_intervals(df: pd.DataFrame, metric: str = "recall@1", dataset: str | None = None, *,
-                  percent: bool | None = None, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+def auc_intervals(
+    df: pd.DataFrame,
+    metric: str = "recall@1",
+    dataset: str | None = None,
+    *,
+    percent: bool | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> pd.DataFrame:
     """:func:`oodml.analysis.auc_table` plus ``auc_low``/``auc_high``: the 95 % bootstrap
     interval over seeds of each loss's mean normalized AUC."""
     tab = analysis.auc_table(df, metric, dataset, percent)
@@ -127,13 +150,20 @@ def auc_intervals(df: pd.DataFrame, metric: str = "recall@1", dataset: str | Non
     return tab
 
 
-def pairwise_auc_tests(df: pd.DataFrame, metric: str = "recall@1", dataset: str | None = None, *,
-                       percent: bool | None = None, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+def pairwise_auc_tests(
+    df: pd.DataFrame,
+    metric: str = "recall@1",
+    dataset: str | None = None,
+    *,
+    percent: bool | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Paired bootstrap (:func:`paired_bootstrap`, seeds as the paired unit) of the AUC difference
     between every two losses of a dataset.  Columns ``dataset, loss_a, loss_b, diff, low, high,
     p_value, n_seeds`` (``diff = AUC(a) - AUC(b)``; ``a`` ranks above ``b`` in the AUC table)."""
     rows = []
-    for ds in ([dataset] if dataset else analysis.datasets(df)):
+    for ds in [dataset] if dataset else analysis.datasets(df):
         per = analysis.auc_per_seed(df, ds, metric, percent)
         per = per[np.isfinite(per["auc"])]
         if per.empty:
@@ -141,10 +171,20 @@ def pairwise_auc_tests(df: pd.DataFrame, metric: str = "recall@1", dataset: str 
         order = list(analysis.auc_table(df, metric, ds, percent)["loss"])
         wide = per.pivot_table(index="seed", columns="loss", values="auc")
         for i, a in enumerate(order):
-            for b in order[i + 1:]:
+            for b in order[i + 1 :]:
                 r = paired_bootstrap(wide[a].to_numpy(), wide[b].to_numpy(), n_boot=n_boot, seed=seed)
-                rows.append({"dataset": ds, "loss_a": a, "loss_b": b, "diff": r["diff"], "low": r["low"],
-                             "high": r["high"], "p_value": r["p_value"], "n_seeds": r["n"]})
+                rows.append(
+                    {
+                        "dataset": ds,
+                        "loss_a": a,
+                        "loss_b": b,
+                        "diff": r["diff"],
+                        "low": r["low"],
+                        "high": r["high"],
+                        "p_value": r["p_value"],
+                        "n_seeds": r["n"],
+                    }
+                )
     return pd.DataFrame(rows, columns=["dataset", "loss_a", "loss_b", "diff", "low", "high", "p_value", "n_seeds"])
 
 
@@ -158,8 +198,14 @@ def nemenyi_cd(k: int, n: int, alpha: float = 0.05) -> float:
     return q * math.sqrt(k * (k + 1) / (6.0 * n))
 
 
-def friedman_nemenyi(df: pd.DataFrame, metric: str = "recall@1", dataset: str | None = None, *,
-                     alpha: float = 0.05, percent: bool | None = None) -> dict:
+def friedman_nemenyi(
+    df: pd.DataFrame,
+    metric: str = "recall@1",
+    dataset: str | None = None,
+    *,
+    alpha: float = 0.05,
+    percent: bool | None = None,
+) -> dict:
     """Friedman test and Nemenyi critical difference of the losses ranked on every split.
 
     Blocks are the (dataset, split) pairs where every loss has a value (mean over seeds); rank 1
@@ -170,7 +216,7 @@ def friedman_nemenyi(df: pd.DataFrame, metric: str = "recall@1", dataset: str | 
     from scipy.stats import friedmanchisquare, rankdata
 
     frames = []
-    for ds in ([dataset] if dataset else analysis.datasets(df)):
+    for ds in [dataset] if dataset else analysis.datasets(df):
         cur = analysis.curve_table(df, ds, metric, percent)
         if not cur.empty:
             frames.append(cur.assign(block=[f"{ds}/{s}/{f!r}" for s, f in zip(cur["split"], cur["fid"])]))
@@ -190,8 +236,15 @@ def friedman_nemenyi(df: pd.DataFrame, metric: str = "recall@1", dataset: str | 
         res = friedmanchisquare(*[wide[c].to_numpy(np.float64) for c in losses])
         stat, p = float(res.statistic), float(res.pvalue)
     table = pd.DataFrame({"loss": losses, "avg_rank": avg}).sort_values("avg_rank", kind="mergesort")
-    return {"ranks": table.reset_index(drop=True), "k": k, "n_blocks": n, "statistic": stat, "p_value": p,
-            "cd": nemenyi_cd(k, n, alpha), "alpha": alpha}
+    return {
+        "ranks": table.reset_index(drop=True),
+        "k": k,
+        "n_blocks": n,
+        "statistic": stat,
+        "p_value": p,
+        "cd": nemenyi_cd(k, n, alpha),
+        "alpha": alpha,
+    }
 
 
 def _cliques(ranks: Sequence[float], cd: float) -> list[tuple[int, int]]:

@@ -92,9 +92,10 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from oodml.errors import BadInputError, OodmlError
 from oodml.io import dumps_json, read_json, stable_hash, write_json
@@ -118,13 +119,42 @@ RUN_SCHEMA = "oodml.study.run/1"
 #: TrainConfig keys left out of the run id (where/how fast a run happens, not what it computes).
 HASH_EXCLUDED = ("root", "splits", "device", "workers", "tensorboard", "eval_batch_size")
 #: Columns of ``results.csv``, in order.
-RESULT_COLUMNS = ("study", "dataset", "split", "fid", "loss", "seed", "selection", "stage", "metric", "value", "ci95",
-                  "run_id", "tuning", "hparams")
+RESULT_COLUMNS = (
+    "study",
+    "dataset",
+    "split",
+    "fid",
+    "loss",
+    "seed",
+    "selection",
+    "stage",
+    "metric",
+    "value",
+    "ci95",
+    "run_id",
+    "tuning",
+    "hparams",
+)
 #: Run states, in display order.
 STATES = ("done", "running", "queued", "failed", "waiting", "pending")  # waiting: a tuned run whose search runs
 
-TOP_KEYS = ("name", "description", "datasets", "splits", "losses", "seeds", "train", "adapt", "executor", "runs_dir",
-            "protocol", "selection", "search", "controls", "frozen")  # controls / frozen: oodml.controls, oodml.frozen
+TOP_KEYS = (
+    "name",
+    "description",
+    "datasets",
+    "splits",
+    "losses",
+    "seeds",
+    "train",
+    "adapt",
+    "executor",
+    "runs_dir",
+    "protocol",
+    "selection",
+    "search",
+    "controls",
+    "frozen",
+)  # controls / frozen: oodml.controls, oodml.frozen
 #: Top-level keys that are TrainConfig keys shared by every run (also accepted under ``train``).
 PROTOCOL_KEYS = ("protocol", "selection")
 #: Optional results columns, written only when a study has them (``control_of``: oodml.controls).
@@ -180,7 +210,8 @@ class RunSpec:
     def describe(self, study: str) -> dict:
         """The content of ``study_run.json``."""
         extra = {} if self.search is None else {"tuning": self.tuning, "search": self.search}
-        return {**extra,
+        return {
+            **extra,
             "schema": RUN_SCHEMA,
             "study": study,
             "run_id": self.run_id,
@@ -277,8 +308,7 @@ def _hashed_config(cfg: dict) -> dict:
     the first release while they hold the value older files mean (so existing runs keep their ids)."""
     from oodml.train import ADDED_KEYS
 
-    return {k: v for k, v in cfg.items()
-            if k not in HASH_EXCLUDED and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
+    return {k: v for k, v in cfg.items() if k not in HASH_EXCLUDED and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
 
 
 def selection_of(config: dict) -> str:
@@ -310,7 +340,9 @@ def _read_split_file(path: Path, where: str, study_path: Path, dataset: str | No
     data = read_json(path, "split file")
     series = data.get("series") if isinstance(data, dict) else None
     if not isinstance(series, list) or not all(isinstance(s, dict) and "id" in s for s in series):
-        raise BadInputError(f"split file {path} ({where}) has no valid 'series' list; regenerate it with oodml.make_splits")
+        raise BadInputError(
+            f"split file {path} ({where}) has no valid 'series' list; regenerate it with oodml.make_splits"
+        )
     return series
 
 
@@ -392,7 +424,9 @@ def _adapt_stages(raw: Any, study_path: Path) -> list[dict]:
         shots = st.get("shots", [2, 5])
         shots = _as_list(shots)
         if not shots or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in shots):
-            raise BadInputError(f"{study_path}: {where}.shots must be a list of positive integers, got {st.get('shots')!r}")
+            raise BadInputError(
+                f"{study_path}: {where}.shots must be a list of positive integers, got {st.get('shots')!r}"
+            )
         ep = st.get("episodes")
         if ep is not None and (isinstance(ep, bool) or not isinstance(ep, int) or ep < 1):
             raise BadInputError(f"{study_path}: {where}.episodes must be a positive integer, got {ep!r}")
@@ -557,8 +591,15 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
     def make_config(ds: dict, split: int | None, loss: dict, seed: int) -> dict:
         d = dict(shared)
         d.update(loss.get("train", {}))  # a loss entry's own train keys (e.g. DiVA's batch 108)
-        d.update(dataset=ds["name"], root=ds["root"], splits=ds["splits"], split=split,
-                 loss=loss["name"], loss_params=loss["params"], seed=seed)
+        d.update(
+            dataset=ds["name"],
+            root=ds["root"],
+            splits=ds["splits"],
+            split=split,
+            loss=loss["name"],
+            loss_params=loss["params"],
+            seed=seed,
+        )
         try:
             return _config_dict(TrainConfig.from_dict(d))
         except OodmlError as exc:
@@ -580,9 +621,7 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
                     continue  # only tuned runs for this loss
                 for seed in seeds:
                     cfg = make_config(ds, split, loss, seed)
-                    run_id = stable_hash(
-                        {"config": _hashed_config(cfg), "split_digest": digest}
-                    )
+                    run_id = stable_hash({"config": _hashed_config(cfg), "split_digest": digest})
                     key = (di, -1 if split is None else split, li, seed)
                     if run_id in seen:
                         raise BadInputError(
@@ -592,10 +631,17 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
                     seen[run_id] = key
                     runs.append(
                         RunSpec(
-                            run_id=run_id, run_dir=rdir / run_id, dataset=ds["name"], split=split,
-                            fid=None if fid is None else float(fid), loss=loss["name"],
-                            loss_params=loss["params"], seed=seed, config=cfg,
-                            adapt=tuple(adapt), order=key,
+                            run_id=run_id,
+                            run_dir=rdir / run_id,
+                            dataset=ds["name"],
+                            split=split,
+                            fid=None if fid is None else float(fid),
+                            loss=loss["name"],
+                            loss_params=loss["params"],
+                            seed=seed,
+                            config=cfg,
+                            adapt=tuple(adapt),
+                            order=key,
                         )
                     )
     if search is not None:
@@ -606,8 +652,18 @@ def load_study(path: str | os.PathLike, runs_dir: str | os.PathLike | None = Non
             runs.append(spec)
     runs.sort(key=lambda r: r.order)
     return Study(
-        name=name, path=path, base_dir=base, runs_dir=rdir, runs=runs, adapt=adapt, executor=executor,
-        datasets=datasets, losses=losses, seeds=seeds, raw=raw, search=search,
+        name=name,
+        path=path,
+        base_dir=base,
+        runs_dir=rdir,
+        runs=runs,
+        adapt=adapt,
+        executor=executor,
+        datasets=datasets,
+        losses=losses,
+        seeds=seeds,
+        raw=raw,
+        search=search,
     )
 
 
@@ -769,8 +825,12 @@ def _remove_stale(path: Path, seen: dict, stale_after: float) -> None:
             os.unlink(lock)
 
 
-def try_claim(run_dir: Path, stale_after: float = DEFAULT_STALE_AFTER, heartbeat: float = DEFAULT_HEARTBEAT,
-              extra: dict | None = None) -> Claim | None:
+def try_claim(
+    run_dir: Path,
+    stale_after: float = DEFAULT_STALE_AFTER,
+    heartbeat: float = DEFAULT_HEARTBEAT,
+    extra: dict | None = None,
+) -> Claim | None:
     """Take the run folder's claim (``O_CREAT|O_EXCL``), reclaiming a stale one; None if it is taken."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CLAIM
@@ -893,8 +953,9 @@ def adapt_run(run_dir: Path, stage: dict) -> Any:
 
     opts = {k: v for k, v in stage.items() if k not in ("mode", "shots", "episodes")}
     opts.setdefault("progress", False)
-    return run_adaptation(run_dir, mode=stage["mode"], shots=tuple(stage["shots"]),
-                          episodes=stage.get("episodes"), **opts)
+    return run_adaptation(
+        run_dir, mode=stage["mode"], shots=tuple(stage["shots"]), episodes=stage.get("episodes"), **opts
+    )
 
 
 @contextlib.contextmanager
@@ -915,8 +976,11 @@ def _redirect_output(log_path: Path):
         quiet = os.environ.get("OODML_QUIET")
         os.environ["OODML_QUIET"] = "1"  # no progress bars in log files
         try:
-            with open(os.dup(fd), "w", encoding="utf-8", buffering=1) as fh, \
-                    contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+            with (
+                open(os.dup(fd), "w", encoding="utf-8", buffering=1) as fh,
+                contextlib.redirect_stdout(fh),
+                contextlib.redirect_stderr(fh),
+            ):
                 yield
         finally:
             if quiet is None:
@@ -941,8 +1005,16 @@ def _record_failure(run_dir: Path, exc: BaseException, phase: str) -> None:
     atomic_write(run_dir / ERROR, tb)
     with contextlib.suppress(OSError), open(run_dir / LOG, "a", encoding="utf-8") as fh:
         fh.write(f"=== failed during {phase}: {last} (traceback in {ERROR}) ===\n")
-    write_json(run_dir / FAILED, {"error": last, "phase": phase, "host": _HOST, "pid": os.getpid(),
-                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    write_json(
+        run_dir / FAILED,
+        {
+            "error": last,
+            "phase": phase,
+            "host": _HOST,
+            "pid": os.getpid(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
 
 
 def execute_run(
@@ -988,8 +1060,11 @@ def execute_run(
         started = time.time()
         try:
             with _redirect_output(run.run_dir / LOG):
-                print(f"=== oodml.study {study_name} run {run.run_id} on {_HOST} pid {os.getpid()} at "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===", flush=True)
+                print(
+                    f"=== oodml.study {study_name} run {run.run_id} on {_HOST} pid {os.getpid()} at "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===",
+                    flush=True,
+                )
                 if not _metrics_complete(run.run_dir):
                     run_fn(dict(run.config), run.run_dir)
                     if not _metrics_complete(run.run_dir):
@@ -1008,8 +1083,14 @@ def execute_run(
         except Exception as exc:
             _record_failure(run.run_dir, exc, phase)
             return "failed"
-        write_json(run.run_dir / TIMING, {"seconds": round(time.time() - started, 3), "host": _HOST,
-                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_json(
+            run.run_dir / TIMING,
+            {
+                "seconds": round(time.time() - started, 3),
+                "host": _HOST,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
         with contextlib.suppress(FileNotFoundError):
             os.unlink(run.run_dir / QUEUED)
         return "done"
@@ -1035,8 +1116,9 @@ def load_run_fn(spec: str | None) -> RunFn | None:
         raise BadInputError(f"--run-fn {spec!r} cannot be imported ({exc})") from None
 
 
-def select_runs(study: Study, *, retry_failed: bool = False, only: Sequence[str] | None = None,
-                max_runs: int | None = None) -> list[RunSpec]:
+def select_runs(
+    study: Study, *, retry_failed: bool = False, only: Sequence[str] | None = None, max_runs: int | None = None
+) -> list[RunSpec]:
     """The runs to execute, in execution order (seed, dataset, split, loss): pending ones, plus
     failed ones with ``retry_failed``; ``only`` restricts to (and orders by) the given run ids."""
     st = states(study)
@@ -1060,8 +1142,16 @@ def make_bar(study: Study, progress: bool):
     if progress:
         with contextlib.suppress(OSError, ValueError):
             stream = open(os.dup(2), "w", encoding="utf-8", buffering=1)
-    bar = tqdm(total=len(study.runs), initial=done, desc=f"study {study.name}", unit="run",
-               disable=not progress, file=stream, dynamic_ncols=True, smoothing=0.0)
+    bar = tqdm(
+        total=len(study.runs),
+        initial=done,
+        desc=f"study {study.name}",
+        unit="run",
+        disable=not progress,
+        file=stream,
+        dynamic_ncols=True,
+        smoothing=0.0,
+    )
     bar._oodml_stream = stream  # closed by close_bar
     return bar
 
@@ -1117,8 +1207,14 @@ def run_study(
         preflight(study)
     runs = select_runs(study, retry_failed=retry_failed, only=only, max_runs=max_runs)
     study.runs_dir.mkdir(parents=True, exist_ok=True)
-    opts = dict(retry_failed=retry_failed, run_fn=run_fn, run_fn_spec=run_fn_spec, adapt_fn=adapt_fn,
-                progress=progress, wait=wait)
+    opts = dict(
+        retry_failed=retry_failed,
+        run_fn=run_fn,
+        run_fn_spec=run_fn_spec,
+        adapt_fn=adapt_fn,
+        progress=progress,
+        wait=wait,
+    )
     counts = executors.get_executor(kind)(study, runs, **opts)
     # Tuned runs wait for their search; once its trials have finished, run them in another pass
     # (an executor that returns before its jobs finish, e.g. Slurm without --wait: run again later).
@@ -1149,16 +1245,17 @@ def plan_table(study: Study) -> str:
     """The grid as a text table: run id, dataset, split, FID, loss, seed, state."""
     st = states(study)
     header = ("run_id", "dataset", "split", "fid", "loss", "seed", "state")
-    rows = [(r.run_id, r.dataset, _fmt_split(r.split), _fmt_fid(r.fid), r.loss, str(r.seed), st[r.run_id])
-            for r in study.runs]
+    rows = [
+        (r.run_id, r.dataset, _fmt_split(r.split), _fmt_fid(r.fid), r.loss, str(r.seed), st[r.run_id])
+        for r in study.runs
+    ]
     if study.search is not None:  # which runs are search trials / tuned runs
         from oodml.search import plan_label
 
         header += ("tuning",)
         rows = [row + (plan_label(r),) for row, r in zip(rows, study.runs)]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip(), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     n_split = len({(r.dataset, r.split) for r in study.runs if r.tuning == "default"})
     if study.search is not None:
@@ -1172,8 +1269,10 @@ def plan_table(study: Study) -> str:
     )
     rules = sorted({selection_of(r.config) for r in study.runs})
     protocols = sorted({str(r.config.get("protocol") or "default") for r in study.runs})
-    lines.append(f"protocol: {', '.join(protocols)}; checkpoint selection: "
-                 + ", ".join(f"{x} (ORACLE: chosen on the test classes)" if x == "test" else x for x in rules))
+    lines.append(
+        f"protocol: {', '.join(protocols)}; checkpoint selection: "
+        + ", ".join(f"{x} (ORACLE: chosen on the test classes)" if x == "test" else x for x in rules)
+    )
     lines.append(_counts_line(st))
     return "\n".join(lines)
 
@@ -1220,19 +1319,30 @@ def status_summary(study: Study) -> dict:
 
     par = max(1, min(parallel_capacity(study), max(remaining, 1)))
     eta = None if mean is None else mean * math.ceil(remaining / par)
-    return {"study": study.name, "total": len(study.runs), "counts": counts, "mean_seconds": mean,
-            "parallel": par, "eta_seconds": eta, "runs_dir": str(study.runs_dir)}
+    return {
+        "study": study.name,
+        "total": len(study.runs),
+        "counts": counts,
+        "mean_seconds": mean,
+        "parallel": par,
+        "eta_seconds": eta,
+        "runs_dir": str(study.runs_dir),
+    }
 
 
 def format_status(summary: dict) -> str:
     c = summary["counts"]
     shown = [s for s in STATES if s != "done" and (s != "waiting" or c[s])]  # waiting: tuned runs of a search
-    lines = [f"study {summary['study']}: {c['done']}/{summary['total']} runs done "
-             f"({', '.join(f'{c[s]} {s}' for s in shown)}) in {summary['runs_dir']}"]
+    lines = [
+        f"study {summary['study']}: {c['done']}/{summary['total']} runs done "
+        f"({', '.join(f'{c[s]} {s}' for s in shown)}) in {summary['runs_dir']}"
+    ]
     if summary["mean_seconds"] is not None:
         eta = summary["eta_seconds"]
-        lines.append(f"mean {_fmt_duration(summary['mean_seconds'])} per run; "
-                     f"ETA {_fmt_duration(eta) if eta else '0s'} for the rest ({summary['parallel']} in parallel)")
+        lines.append(
+            f"mean {_fmt_duration(summary['mean_seconds'])} per run; "
+            f"ETA {_fmt_duration(eta) if eta else '0s'} for the rest ({summary['parallel']} in parallel)"
+        )
     else:
         lines.append("ETA unknown until a run has finished")
     if c["failed"]:
@@ -1266,15 +1376,23 @@ def collect_rows(study: Study) -> tuple[list[dict], list[str]]:
             continue
         m = json.loads((r.run_dir / METRICS).read_text(encoding="utf-8"))
         fid = _num(m.get("fid")) if _num(m.get("fid")) is not None else r.fid
-        base = {"study": study.name, "dataset": r.dataset, "split": r.split, "fid": fid, "loss": r.loss,
-                "seed": r.seed, "selection": str(m.get("selection") or selection_of(r.config))}
+        base = {
+            "study": study.name,
+            "dataset": r.dataset,
+            "split": r.split,
+            "fid": fid,
+            "loss": r.loss,
+            "seed": r.seed,
+            "selection": str(m.get("selection") or selection_of(r.config)),
+        }
         first = len(rows)
         hp = hparams_text(run_hparams(r, study.search))
         for metric, value in (m.get("test") or {}).items():
             v = _num(value)
             if v is not None:
-                rows.append({**base, "stage": "zero-shot", "metric": str(metric), "value": v, "ci95": None,
-                             "run_id": r.run_id})
+                rows.append(
+                    {**base, "stage": "zero-shot", "metric": str(metric), "value": v, "ci95": None, "run_id": r.run_id}
+                )
         ad = r.run_dir / "adaptation.json"
         if ad.is_file():
             if adaptation_rows is None:
@@ -1283,8 +1401,16 @@ def collect_rows(study: Study) -> tuple[list[dict], list[str]]:
                 v = _num(a.get("value"))
                 if v is None:
                     continue
-                rows.append({**base, "stage": str(a["stage"]), "metric": str(a["metric"]), "value": v,
-                             "ci95": _num(a.get("ci95")), "run_id": r.run_id})
+                rows.append(
+                    {
+                        **base,
+                        "stage": str(a["stage"]),
+                        "metric": str(a["metric"]),
+                        "value": v,
+                        "ci95": _num(a.get("ci95")),
+                        "run_id": r.run_id,
+                    }
+                )
         labels = r.search.get("tunings", [r.tuning]) if r.search is not None else [r.tuning]
         own = rows[first:]
         del rows[first:]
@@ -1358,8 +1484,13 @@ def collect(study: Study, out: str | os.PathLike | None = None, parquet: bool = 
             pq_path = out_csv.with_suffix(".parquet")
             with atomic_open(pq_path, "wb") as fh:
                 df.to_parquet(fh, index=False)
-    return {"csv": str(out_csv), "parquet": None if pq_path is None else str(pq_path), "rows": len(rows),
-            "runs": len(study.runs) - len(missing), "missing": missing}
+    return {
+        "csv": str(out_csv),
+        "parquet": None if pq_path is None else str(pq_path),
+        "rows": len(rows),
+        "runs": len(study.runs) - len(missing),
+        "missing": missing,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -1381,21 +1512,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("plan", help="print the grid: run id, dataset, split, FID, loss, seed, state")
     common(sp)
-    sp.add_argument("--estimate", action="store_true",
-                    help="also estimate the study's training compute (GPU- or CPU-hours; see oodml.estimate)")
-    sp.add_argument("--estimate-steps", type=int, default=5, metavar="N",
-                    help="training steps timed on this machine's device for --estimate (default 5)")
-    sp.add_argument("--seconds-per-step", type=float, default=None, metavar="S",
-                    help="use this recorded time per training step instead of timing one here")
+    sp.add_argument(
+        "--estimate",
+        action="store_true",
+        help="also estimate the study's training compute (GPU- or CPU-hours; see oodml.estimate)",
+    )
+    sp.add_argument(
+        "--estimate-steps",
+        type=int,
+        default=5,
+        metavar="N",
+        help="training steps timed on this machine's device for --estimate (default 5)",
+    )
+    sp.add_argument(
+        "--seconds-per-step",
+        type=float,
+        default=None,
+        metavar="S",
+        help="use this recorded time per training step instead of timing one here",
+    )
     sp = sub.add_parser("run", help="execute the pending runs")
     common(sp)
     sp.add_argument("--executor", choices=EXECUTOR_KINDS, default=None, help="override executor.kind")
-    sp.add_argument("--jobs", type=int, default=None,
-                    help="local executor: runs trained at once on the CPU (default: executor.jobs, else 1)")
+    sp.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="local executor: runs trained at once on the CPU (default: executor.jobs, else 1)",
+    )
     sp.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     sp.add_argument("--max-runs", type=int, default=None, help="execute at most N runs")
-    sp.add_argument("--stale-after", type=float, default=None,
-                    help=f"seconds without heartbeat before another host's claim is stale (default {DEFAULT_STALE_AFTER:g})")
+    sp.add_argument(
+        "--stale-after",
+        type=float,
+        default=None,
+        help=f"seconds without heartbeat before another host's claim is stale (default {DEFAULT_STALE_AFTER:g})",
+    )
     sp.add_argument("--only", default=None, help="comma-separated run ids (or @file with one id a line), in this order")
     sp.add_argument("--run-fn", default=None, help="module:function replacing oodml.train.train (fn(config, run_dir))")
     sp.add_argument("--wait", action="store_true", help="slurm: wait for the jobs with a progress bar")
@@ -1435,19 +1587,27 @@ def _main(argv: list[str] | None = None) -> int:
         if args.estimate:
             from oodml.estimate import estimate_study, format_estimate
 
-            print(format_estimate(estimate_study(study, steps=args.estimate_steps,
-                                                 seconds_per_step=args.seconds_per_step)))
+            print(
+                format_estimate(
+                    estimate_study(study, steps=args.estimate_steps, seconds_per_step=args.seconds_per_step)
+                )
+            )
     elif args.command == "status":
         print(format_status(status_summary(study)))
-        if study.executor.get("kind") == "slurm" and (study.executor.get("slurm") or {}).get("cluster", "slurm") == "slurm":
+        if (
+            study.executor.get("kind") == "slurm"
+            and (study.executor.get("slurm") or {}).get("cluster", "slurm") == "slurm"
+        ):
             from oodml.executors import STATUS_SOURCE
 
             print(STATUS_SOURCE)
     elif args.command == "collect":
         res = collect(study, out=args.out)
         extra = f" and {res['parquet']}" if res["parquet"] else ""
-        print(f"wrote {res['rows']} rows from {res['runs']} runs to {res['csv']}{extra}"
-              + (f"; {len(res['missing'])} runs have no results yet" if res["missing"] else ""))
+        print(
+            f"wrote {res['rows']} rows from {res['runs']} runs to {res['csv']}{extra}"
+            + (f"; {len(res['missing'])} runs have no results yet" if res["missing"] else "")
+        )
     elif args.command == "run":
         if threading.current_thread() is threading.main_thread():
             # `kill` / Slurm cancel: leave like Ctrl-C, releasing the claim of the run in progress
@@ -1457,17 +1617,26 @@ def _main(argv: list[str] | None = None) -> int:
 
             start_parent_watchdog()
         counts = run_study(
-            study, executor=args.executor, retry_failed=args.retry_failed, max_runs=args.max_runs,
-            only=_parse_only(args.only), stale_after=args.stale_after, run_fn_spec=args.run_fn,
-            progress=not progress_disabled(args.quiet), wait=args.wait, check_data=not args.no_check_data,
+            study,
+            executor=args.executor,
+            retry_failed=args.retry_failed,
+            max_runs=args.max_runs,
+            only=_parse_only(args.only),
+            stale_after=args.stale_after,
+            run_fn_spec=args.run_fn,
+            progress=not progress_disabled(args.quiet),
+            wait=args.wait,
+            check_data=not args.no_check_data,
             jobs=args.jobs,
         )
         print(", ".join(f"{v} {k}" for k, v in counts.items()))
         summary = status_summary(study)
         print(format_status(summary))
         if summary["counts"].get("waiting"):
-            print(f"{summary['counts']['waiting']} tuned runs wait for their search's trials; "
-                  "run this command again once the trials have finished")
+            print(
+                f"{summary['counts']['waiting']} tuned runs wait for their search's trials; "
+                "run this command again once the trials have finished"
+            )
         return 1 if counts.get("failed") else 0
     return 0
 

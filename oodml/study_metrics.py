@@ -96,7 +96,7 @@ def pairwise_f1(labels: np.ndarray, clusters: np.ndarray) -> float:
 def rho_spectrum(embeddings: np.ndarray, skip: int = 0) -> float:
     """ρ-spectrum decay ``KL(U || s / sum(s))`` of an ``(n, d)`` embedding matrix (see above)."""
     x = np.asarray(embeddings, np.float64)
-    s = np.linalg.svd(x, compute_uv=False)[int(skip):]
+    s = np.linalg.svd(x, compute_uv=False)[int(skip) :]
     if len(s) == 0 or s.sum() <= 0:
         return float("nan")
     s = s / s.sum()

@@ -74,9 +74,10 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -186,7 +187,7 @@ class TrainConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, source: str = "training config") -> "TrainConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None, source: str = "training config") -> TrainConfig:
         """Build a config from plain data; unknown keys and wrong types are clear errors."""
         if d is None:
             d = {}
@@ -195,9 +196,7 @@ class TrainConfig:
         valid = cls.keys()
         unknown = [k for k in d if k not in valid]
         if unknown:
-            raise BadInputError(
-                f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}"
-            )
+            raise BadInputError(f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}")
         cfg = cls(**{k: _coerce(k, v, source) for k, v in d.items()})
         cfg.validate(source)
         return cfg
@@ -208,7 +207,7 @@ class TrainConfig:
         out["scheduler_params"] = dict(self.scheduler_params)
         return out
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
     def validate(self, source: str = "training config") -> None:
@@ -249,8 +248,10 @@ class TrainConfig:
         if self.selection is not None and self.selection not in SELECTIONS:
             bad(f"selection must be null or one of {', '.join(SELECTIONS)} (test = oracle; got {self.selection!r})")
         if self.protocol == "oodml" and self.selection == "val":
-            bad("protocol oodml trains on all train classes, so there are no validation classes to select on; "
-                "use selection: test (the study's rule, an oracle) or last, or protocol: default")
+            bad(
+                "protocol oodml trains on all train classes, so there are no validation classes to select on; "
+                "use selection: test (the study's rule, an oracle) or last, or protocol: default"
+            )
         if self.split is not None and self.split < 1:
             bad(f"split must be a series id >= 1 or null for the standard split (got {self.split})")
         from oodml.losses import get_spec
@@ -277,15 +278,49 @@ class TrainConfig:
 
 
 _FIELD_KINDS: dict[str, str] = {
-    "dataset": "str?", "root": "str?", "splits": "str?", "split": "int?", "val_fraction": "float",
-    "loss": "str", "loss_params": "dict", "seed": "int", "backbone": "str", "pretrained": "bool",
-    "weights": "str?", "embed_dim": "int", "pooling": "str", "freeze_bn": "bool", "channels_last": "bool",
-    "drop_path": "float?", "image_size": "int", "resize_size": "int", "augment": "bool",
-    "crop_scale_min": "float", "batch_size": "int", "m_per_class": "int", "epochs": "int",
-    "iterations_per_epoch": "int?", "optimizer": "str", "lr": "float", "weight_decay": "float",
-    "head_lr_mult": "float", "scheduler": "str?", "scheduler_params": "dict", "grad_clip": "float?",
-    "eval_every": "int", "eval_batch_size": "int", "protocol": "str", "selection": "str?", "ks": "ks", "test_curve": "bool", "device": "str",
-    "workers": "workers", "amp": "amp", "threads": "int?", "deterministic": "bool", "tensorboard": "bool",
+    "dataset": "str?",
+    "root": "str?",
+    "splits": "str?",
+    "split": "int?",
+    "val_fraction": "float",
+    "loss": "str",
+    "loss_params": "dict",
+    "seed": "int",
+    "backbone": "str",
+    "pretrained": "bool",
+    "weights": "str?",
+    "embed_dim": "int",
+    "pooling": "str",
+    "freeze_bn": "bool",
+    "channels_last": "bool",
+    "drop_path": "float?",
+    "image_size": "int",
+    "resize_size": "int",
+    "augment": "bool",
+    "crop_scale_min": "float",
+    "batch_size": "int",
+    "m_per_class": "int",
+    "epochs": "int",
+    "iterations_per_epoch": "int?",
+    "optimizer": "str",
+    "lr": "float",
+    "weight_decay": "float",
+    "head_lr_mult": "float",
+    "scheduler": "str?",
+    "scheduler_params": "dict",
+    "grad_clip": "float?",
+    "eval_every": "int",
+    "eval_batch_size": "int",
+    "protocol": "str",
+    "selection": "str?",
+    "ks": "ks",
+    "test_curve": "bool",
+    "device": "str",
+    "workers": "workers",
+    "amp": "amp",
+    "threads": "int?",
+    "deterministic": "bool",
+    "tensorboard": "bool",
 }
 
 
@@ -335,13 +370,13 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise bad("a mapping of key: value")
         from oodml.losses import _NUMBER  # YAML 1.1 reads 1e-3 as text: make it a number
 
-        return {
-            str(k): (float(v) if isinstance(v, str) and _NUMBER.match(v.strip()) else v) for k, v in value.items()
-        }
+        return {str(k): (float(v) if isinstance(v, str) and _NUMBER.match(v.strip()) else v) for k, v in value.items()}
     if kind == "ks":
         if value is None or isinstance(value, str):
             return value
-        if isinstance(value, (list, tuple)) and all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in value):
+        if isinstance(value, (list, tuple)) and all(
+            isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in value
+        ):
             return [int(k) for k in value]
         raise bad("a list of positive integers or a preset name")
     if kind == "workers":
@@ -360,7 +395,9 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if value is None or value is False:
             return "off"
         text = str(value).strip().lower()
-        text = {"none": "off", "false": "off", "no": "off", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}.get(text, text)
+        text = {"none": "off", "false": "off", "no": "off", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}.get(
+            text, text
+        )
         return text
     raise AssertionError(kind)
 
@@ -438,7 +475,9 @@ def resolve_classes(cfg: TrainConfig, dataset=None, progress: bool = True) -> Ru
     fit_classes = [c for c in train_classes if c not in vset]
     if not fit_classes:
         raise BadInputError("the split leaves no classes to train on (all train classes are validation classes)")
-    return RunClasses(dataset, split, train_classes, fit_classes, val_classes, test_classes, fid, splits_path, splits_digest)
+    return RunClasses(
+        dataset, split, train_classes, fit_classes, val_classes, test_classes, fid, splits_path, splits_digest
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -534,7 +573,9 @@ def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])) for k in cols})
+        w.writerow(
+            {k: ("" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])) for k in cols}
+        )
     return buf.getvalue()
 
 
@@ -559,7 +600,9 @@ def _load(path: Path, device: Any = "cpu") -> Any:
     except FileNotFoundError:
         raise BadInputError(f"{path} does not exist; is this a training run folder?") from None
     except Exception as exc:
-        raise BadInputError(f"{path} is not a readable oodml checkpoint ({type(exc).__name__}: {exc}); delete it or re-run") from None
+        raise BadInputError(
+            f"{path} is not a readable oodml checkpoint ({type(exc).__name__}: {exc}); delete it or re-run"
+        ) from None
 
 
 def _model_mean_std(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -602,7 +645,9 @@ def embed(
         return np.zeros((0, dim), dtype=np.float32)
     cache = cache if cache is not None else image_cache(dataset, cfg.resize_size, progress=progress)
     n_workers = _resolve_workers(cfg.workers, dev) if workers is None else int(workers)
-    loader = eval_loader(cache, indices, image_size=cfg.image_size, batch_size=batch_size, workers=n_workers, device=dev)
+    loader = eval_loader(
+        cache, indices, image_size=cfg.image_size, batch_size=batch_size, workers=n_workers, device=dev
+    )
     mean, std = _model_mean_std(model)
     was_training = model.training
     model.eval()
@@ -610,8 +655,9 @@ def embed(
     pos = 0
     try:
         with torch.inference_mode():
-            for images, _ in tqdm(loader, desc="embedding", unit="batch", leave=False,
-                                  disable=not progress or progress_disabled()):
+            for images, _ in tqdm(
+                loader, desc="embedding", unit="batch", leave=False, disable=not progress or progress_disabled()
+            ):
                 x = normalize_batch(images, mean, std, dev)
                 z = model.forward_features(x) if features else model(x)
                 out[pos : pos + len(z)] = z.float().cpu().numpy()
@@ -621,11 +667,15 @@ def embed(
     return out
 
 
-def _evaluate(model, rc: RunClasses, classes: Sequence[str], cfg: TrainConfig, cache, device, ks, metrics, workers) -> dict[str, float]:
+def _evaluate(
+    model, rc: RunClasses, classes: Sequence[str], cfg: TrainConfig, cache, device, ks, metrics, workers
+) -> dict[str, float]:
     from oodml.evaluate import evaluate_embeddings
 
     ids = rc.dataset.indices_of(classes)
-    emb = embed(model, rc.dataset, ids, cfg, device=device, batch_size=cfg.eval_batch_size, cache=cache, workers=workers)
+    emb = embed(
+        model, rc.dataset, ids, cfg, device=device, batch_size=cfg.eval_batch_size, cache=cache, workers=workers
+    )
     return evaluate_embeddings(emb, rc.dataset.labels[ids], ks=ks, metrics=metrics)
 
 
@@ -639,7 +689,9 @@ def _make_scheduler(cfg: TrainConfig, optimizer):
         return None
     p = dict(cfg.scheduler_params)
     S = torch.optim.lr_scheduler
-    allowed = {"cosine": {"eta_min"}, "step": {"step_size", "gamma"}, "multistep": {"milestones", "gamma"}}[cfg.scheduler]
+    allowed = {"cosine": {"eta_min"}, "step": {"step_size", "gamma"}, "multistep": {"milestones", "gamma"}}[
+        cfg.scheduler
+    ]
     unknown = sorted(set(p) - allowed)
     if unknown:
         raise BadInputError(
@@ -649,7 +701,9 @@ def _make_scheduler(cfg: TrainConfig, optimizer):
         if cfg.scheduler == "cosine":
             return S.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=float(p.get("eta_min", 0.0)))
         if cfg.scheduler == "step":
-            return S.StepLR(optimizer, step_size=int(p.get("step_size", max(1, cfg.epochs // 3))), gamma=float(p.get("gamma", 0.1)))
+            return S.StepLR(
+                optimizer, step_size=int(p.get("step_size", max(1, cfg.epochs // 3))), gamma=float(p.get("gamma", 0.1))
+            )
         milestones = p.get("milestones", [max(1, cfg.epochs // 2), max(2, (3 * cfg.epochs) // 4)])
         return S.MultiStepLR(optimizer, milestones=[int(m) for m in milestones], gamma=float(p.get("gamma", 0.1)))
     except (TypeError, ValueError) as exc:
@@ -765,9 +819,9 @@ def train(
 
 
 def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch, dataset) -> dict[str, Any]:
-    import oodml
     from tqdm.auto import tqdm
 
+    import oodml
     from oodml.data import ClassBalancedBatchSampler, image_cache, normalize_batch, train_loader
     from oodml.losses import get_spec, make_objective
     from oodml.models import build_model
@@ -790,21 +844,40 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
         fit_ids, labels_by_id[fit_ids], cfg.m_per_class, cfg.batch_size, num_batches, seed=cfg.seed
     )
     loader = train_loader(
-        cache, labels_by_id, sampler, image_size=cfg.image_size, augment=cfg.augment,
-        scale=(cfg.crop_scale_min, 1.0), workers=workers, device=device,
+        cache,
+        labels_by_id,
+        sampler,
+        image_size=cfg.image_size,
+        augment=cfg.augment,
+        scale=(cfg.crop_scale_min, 1.0),
+        workers=workers,
+        device=device,
     )
 
     # ---- model, objective, optimizer ---------------------------------------------------------
     _seed_all(cfg.seed, 0xB01D)
     model = build_model(
-        cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights, embed_dim=cfg.embed_dim, pooling=cfg.pooling,
-        freeze_bn=cfg.freeze_bn, channels_last=cfg.channels_last, drop_path=cfg.drop_path,
+        cfg.backbone,
+        pretrained=cfg.pretrained,
+        weights=cfg.weights,
+        embed_dim=cfg.embed_dim,
+        pooling=cfg.pooling,
+        freeze_bn=cfg.freeze_bn,
+        channels_last=cfg.channels_last,
+        drop_path=cfg.drop_path,
         embed_groups=get_spec(cfg.loss).embed_groups,
     ).to(device)
-    objective = make_objective(cfg.loss, num_classes=len(rc.fit_classes), embed_dim=model.embed_dim,
-                               feature_dim=model.feature_dim, **cfg.loss_params).to(device)
+    objective = make_objective(
+        cfg.loss,
+        num_classes=len(rc.fit_classes),
+        embed_dim=model.embed_dim,
+        feature_dim=model.feature_dim,
+        **cfg.loss_params,
+    ).to(device)
     if objective.needs_pairs and cfg.m_per_class < 2:
-        raise BadInputError(f"loss {cfg.loss} compares images of one class: m_per_class must be at least 2 (got {cfg.m_per_class})")
+        raise BadInputError(
+            f"loss {cfg.loss} compares images of one class: m_per_class must be at least 2 (got {cfg.m_per_class})"
+        )
     optimizer = _make_optimizer(cfg, model, objective)
     scheduler = _make_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -887,7 +960,9 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
             objective.train()
             total, count = 0.0, 0
             term_sums: dict[str, float] = {}  # named parts of composite objectives (DiVA, S2SD, regularisers)
-            bar = tqdm(batches, total=num_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not show)
+            bar = tqdm(
+                batches, total=num_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not show
+            )
             for step, (images, labels) in enumerate(bar):
                 x = normalize_batch(images, mean, std, device)
                 y = labels.to(device, non_blocking=True)
@@ -953,8 +1028,11 @@ def _train(cfg: TrainConfig, run_dir: Path, state, show: bool, stop_after_epoch,
                 best_epoch, best_metrics = epoch + 1, dict(val)
                 _save(best_payload(epoch + 1, val), run_dir / "best.pt")
             if cfg.test_curve:
-                test = oracle if oracle is not None else _evaluate(
-                    model, rc, rc.test_classes, cfg, cache, device, _test_ks(cfg), val_metrics, workers)
+                test = (
+                    oracle
+                    if oracle is not None
+                    else _evaluate(model, rc, rc.test_classes, cfg, cache, device, _test_ks(cfg), val_metrics, workers)
+                )
                 curve.append({"epoch": epoch + 1, **{f"test_{k}": v for k, v in test.items()}})
                 atomic_write(run_dir / "test_curve.csv", _csv_text(curve))
             row["seconds"] = time.perf_counter() - t0
@@ -1053,7 +1131,9 @@ class LoadedRun:
     metrics: dict | None
 
     def embed(self, indices, *, features: bool = False, batch_size: int = 256, progress: bool = False) -> np.ndarray:
-        return embed(self.model, self.dataset, indices, self.config, batch_size=batch_size, features=features, progress=progress)
+        return embed(
+            self.model, self.dataset, indices, self.config, batch_size=batch_size, features=features, progress=progress
+        )
 
 
 def load_run(run_dir: str | os.PathLike, device: Any = "cpu", dataset=None) -> LoadedRun:
@@ -1066,7 +1146,9 @@ def load_run(run_dir: str | os.PathLike, device: Any = "cpu", dataset=None) -> L
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise BadInputError(f"{run_dir} is not a training run folder (no config.yaml); train it with python -m oodml.train")
+        raise BadInputError(
+            f"{run_dir} is not a training run folder (no config.yaml); train it with python -m oodml.train"
+        )
     cfg = TrainConfig.from_dict(load_yaml(run_dir / "config.yaml", "run config"), source=str(run_dir / "config.yaml"))
     best = _load(run_dir / "best.pt")
     rc = resolve_classes(cfg, dataset=dataset, progress=False)
@@ -1081,8 +1163,17 @@ def load_run(run_dir: str | os.PathLike, device: Any = "cpu", dataset=None) -> L
     model.to(torch.device(device)).eval()
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else None
     return LoadedRun(
-        run_dir, model, cfg, rc.dataset, rc.split, rc.train_classes, rc.fit_classes, rc.val_classes,
-        rc.test_classes, int(best.get("epoch", 0)), metrics,
+        run_dir,
+        model,
+        cfg,
+        rc.dataset,
+        rc.split,
+        rc.train_classes,
+        rc.fit_classes,
+        rc.val_classes,
+        rc.test_classes,
+        int(best.get("epoch", 0)),
+        metrics,
     )
 
 
@@ -1127,27 +1218,71 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", help="run folder (default runs/train/<dataset>-split<id>-<loss>-s<seed>)")
     a("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
     a("--deterministic", action="store_true", default=None, help="torch deterministic algorithms")
-    a("--test-curve", action="store_true", default=None, help="also score the test classes every epoch (test_curve.csv)")
-    a("--protocol", choices=list(PROTOCOLS), help="default (validation classes held out) or oodml (the study's: "
-      "all train classes, checkpoint by test Recall@1)")
-    a("--selection", choices=list(SELECTIONS), help="checkpoint rule: val, last, or test (an ORACLE; the study's); "
-      "default: the protocol's")
+    a(
+        "--test-curve",
+        action="store_true",
+        default=None,
+        help="also score the test classes every epoch (test_curve.csv)",
+    )
+    a(
+        "--protocol",
+        choices=list(PROTOCOLS),
+        help="default (validation classes held out) or oodml (the study's: "
+        "all train classes, checkpoint by test Recall@1)",
+    )
+    a(
+        "--selection",
+        choices=list(SELECTIONS),
+        help="checkpoint rule: val, last, or test (an ORACLE; the study's); default: the protocol's",
+    )
     a("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig key (repeatable)")
     a("--list-losses", action="store_true", help="print the objectives and their defaults, then exit")
-    a("--search-space", action="store_true",
-      help="with --list-losses: print each objective's tunable hyperparameters (ranges, scales, defaults)")
-    a("--plugin", action="append", metavar="MODULE",
-      help="import MODULE first: it registers objectives with oodml.losses.register_objective (repeatable; "
-           "for studies set OODML_PLUGINS=MODULE[,MODULE] or declare an 'oodml.objectives' entry point)")
+    a(
+        "--search-space",
+        action="store_true",
+        help="with --list-losses: print each objective's tunable hyperparameters (ranges, scales, defaults)",
+    )
+    a(
+        "--plugin",
+        action="append",
+        metavar="MODULE",
+        help="import MODULE first: it registers objectives with oodml.losses.register_objective (repeatable; "
+        "for studies set OODML_PLUGINS=MODULE[,MODULE] or declare an 'oodml.objectives' entry point)",
+    )
     add_quiet(p)
     return p
 
 
 _FLAG_KEYS = (
-    "dataset", "root", "splits", "split", "loss", "seed", "backbone", "pretrained", "weights", "embed_dim",
-    "pooling", "image_size", "resize_size", "batch_size", "m_per_class", "epochs", "iterations_per_epoch", "lr",
-    "weight_decay", "scheduler", "eval_every", "device", "workers", "amp", "threads", "deterministic", "test_curve",
-    "protocol", "selection",
+    "dataset",
+    "root",
+    "splits",
+    "split",
+    "loss",
+    "seed",
+    "backbone",
+    "pretrained",
+    "weights",
+    "embed_dim",
+    "pooling",
+    "image_size",
+    "resize_size",
+    "batch_size",
+    "m_per_class",
+    "epochs",
+    "iterations_per_epoch",
+    "lr",
+    "weight_decay",
+    "scheduler",
+    "eval_every",
+    "device",
+    "workers",
+    "amp",
+    "threads",
+    "deterministic",
+    "test_curve",
+    "protocol",
+    "selection",
 )
 
 
@@ -1198,7 +1333,9 @@ def main(argv: list[str] | None = None) -> int:
             print(format_objectives_table())
         return 0
     if args.search_space:
-        raise BadInputError("--search-space goes with --list-losses (python -m oodml.train --list-losses --search-space)")
+        raise BadInputError(
+            "--search-space goes with --list-losses (python -m oodml.train --list-losses --search-space)"
+        )
     cfg = config_from_args(args)
     out = Path(args.out) if args.out else default_run_dir(cfg)
     quiet = progress_disabled(args.quiet)
@@ -1207,7 +1344,9 @@ def main(argv: list[str] | None = None) -> int:
     shown = "  ".join(f"{k} {v:.4f}" for k, v in test.items() if v is not None)
     rule = metrics.get("selection", "val")
     chosen = f" (selection: {rule}{', ORACLE: chosen on the test classes' if rule == 'test' else ''})"
-    print(f"{out}: best epoch {metrics['best_epoch']}/{metrics['epochs']}{chosen if rule != 'val' else ''}, test {shown}")
+    print(
+        f"{out}: best epoch {metrics['best_epoch']}/{metrics['epochs']}{chosen if rule != 'val' else ''}, test {shown}"
+    )
     return 0
 
 

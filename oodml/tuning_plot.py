@@ -67,8 +67,9 @@ def main_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[keep]
 
 
-def tuning_curve_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1",
-                       percent: bool | None = None) -> pd.DataFrame:
+def tuning_curve_table(
+    df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent: bool | None = None
+) -> pd.DataFrame:
     """Per tuning, loss and split: mean over seeds of ``metric`` (zero-shot) with ``ci95``.
     Columns ``tuning, loss, split, fid, mean, std, ci95, n_seeds``."""
     cols = ["tuning", "loss", "split", "fid", "mean", "std", "ci95", "n_seeds"]
@@ -91,11 +92,12 @@ def _tuned_losses(tab: pd.DataFrame) -> list[str]:
     return loss_order(tab.loc[tab["tuning"] != "default", "loss"].unique())
 
 
-def default_vs_tuned_figure(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *,
-                            x_label: str | None = None, percent: bool | None = None):
+def default_vs_tuned_figure(
+    df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, x_label: str | None = None, percent: bool | None = None
+):
     """One panel per tuned loss: ``metric`` vs FID with default settings, settings tuned on the
     standard split and settings tuned on each split (mean over seeds, 95 % CI band)."""
-    from oodml.plot import _figure, _fid_axis, fid_label, paper_style
+    from oodml.plot import _fid_axis, _figure, fid_label, paper_style
 
     tab = tuning_curve_table(df, dataset, metric, percent)
     losses = _tuned_losses(tab) if not tab.empty else []
@@ -129,8 +131,9 @@ def default_vs_tuned_figure(df: pd.DataFrame, dataset: str, metric: str = "recal
     return fig
 
 
-def transfer_gap_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1",
-                       percent: bool | None = None) -> pd.DataFrame:
+def transfer_gap_table(
+    df: pd.DataFrame, dataset: str, metric: str = "recall@1", percent: bool | None = None
+) -> pd.DataFrame:
     """Per loss and split: ``gap`` = mean of the run tuned on that split minus mean of the run tuned
     on the standard split (positive: standard-split settings leave that much on the table).
     Columns ``loss, split, fid, per_split, standard, gap``."""
@@ -138,24 +141,29 @@ def transfer_gap_table(df: pd.DataFrame, dataset: str, metric: str = "recall@1",
     cols = ["loss", "split", "fid", "per_split", "standard", "gap"]
     if tab.empty:
         return pd.DataFrame(columns=cols)
-    per = tab[tab["tuning"] == "tuned-per-split"][["loss", "split", "fid", "mean"]].rename(columns={"mean": "per_split"})
+    per = tab[tab["tuning"] == "tuned-per-split"][["loss", "split", "fid", "mean"]].rename(
+        columns={"mean": "per_split"}
+    )
     std = tab[tab["tuning"] == "tuned-standard"][["loss", "split", "fid", "mean"]].rename(columns={"mean": "standard"})
     out = per.merge(std, on=["loss", "split", "fid"], how="inner")
     out["gap"] = out["per_split"] - out["standard"]
-    order = {l: i for i, l in enumerate(loss_order(out["loss"].unique()))}
+    order = {loss: i for i, loss in enumerate(loss_order(out["loss"].unique()))}
     out = out.assign(_o=out["loss"].map(order)).sort_values(["_o", "fid"], kind="mergesort").drop(columns="_o")
     return out[cols].reset_index(drop=True)
 
 
-def transfer_gap_figure(df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, x_label: str | None = None,
-                        percent: bool | None = None):
+def transfer_gap_figure(
+    df: pd.DataFrame, dataset: str, metric: str = "recall@1", *, x_label: str | None = None, percent: bool | None = None
+):
     """The transfer gap (per-split tuned minus standard-tuned) against FID, one line per loss."""
-    from oodml.plot import _figure, _fid_axis, _legend_height, _loss_legend, fid_label, paper_style
+    from oodml.plot import _fid_axis, _figure, _legend_height, _loss_legend, fid_label, paper_style
 
     tab = transfer_gap_table(df, dataset, metric, percent)
     if tab.empty:
-        raise BadInputError(f"no split with both tuned-per-split and tuned-standard runs of {metric} on {dataset}; "
-                            "use search.scope: [standard, per-split]")
+        raise BadInputError(
+            f"no split with both tuned-per-split and tuned-standard runs of {metric} on {dataset}; "
+            "use search.scope: [standard, per-split]"
+        )
     losses = loss_order(tab["loss"].unique())
     with paper_style():
         fig, axes = _figure(2.3 + _legend_height(losses))
@@ -164,8 +172,15 @@ def transfer_gap_figure(df: pd.DataFrame, dataset: str, metric: str = "recall@1"
         for loss in losses:
             g = tab[tab["loss"] == loss]
             st = loss_style(loss)
-            ax.plot(g["fid"], g["gap"], label=loss, zorder=3, color=st["color"], marker=st["marker"],
-                    linestyle=st["linestyle"])
+            ax.plot(
+                g["fid"],
+                g["gap"],
+                label=loss,
+                zorder=3,
+                color=st["color"],
+                marker=st["marker"],
+                linestyle=st["linestyle"],
+            )
         _fid_axis(ax, x_label or fid_label())
         ax.set_ylabel(f"per-split − standard tuning ({metric_name(metric)})")
         ax.set_title(f"{dataset}: transfer gap of tuned settings")
@@ -199,8 +214,9 @@ def chosen_settings_table(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=["loss", "tuning", "split", *sorted(keys)])
     if out.empty:
         return out
-    order = {l: i for i, l in enumerate(loss_order(out["loss"].unique()))}
+    order = {loss: i for i, loss in enumerate(loss_order(out["loss"].unique()))}
     tun = {t: i for i, t in enumerate(TUNING_STYLE)}
-    out = out.assign(_o=out["loss"].map(order), _t=out["tuning"].map(tun),
-                     _s=pd.to_numeric(out["split"], errors="coerce").fillna(-1))
+    out = out.assign(
+        _o=out["loss"].map(order), _t=out["tuning"].map(tun), _s=pd.to_numeric(out["split"], errors="coerce").fillna(-1)
+    )
     return out.sort_values(["_o", "_t", "_s"], kind="mergesort").drop(columns=["_o", "_t", "_s"]).reset_index(drop=True)

@@ -25,8 +25,9 @@ from __future__ import annotations
 import difflib
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -37,9 +38,7 @@ from oodml.errors import BadInputError, UnsafeFileError, WeightsNotFoundError
 PathLike = str | os.PathLike
 
 #: Shown in every "weights missing" message.
-ALTERNATIVES = (
-    "or pass --weights PATH to load a local file, or --no-pretrained to start from random weights on purpose"
-)
+ALTERNATIVES = "or pass --weights PATH to load a local file, or --no-pretrained to start from random weights on purpose"
 
 # Filenames timm looks for in a Hugging Face repo when the pretrained config names none
 # (``pytorch_model.bin`` with its safetensors alternative, the latter preferred).
@@ -168,7 +167,7 @@ def _unwrap_state_dict(obj: Any, path: Path, what: str) -> dict[str, torch.Tenso
     if not tensors:
         raise BadInputError(f"{what} {path} holds no tensors; is it a weights file?")
     if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -302,7 +301,9 @@ def resolve_pretrained_file(name: str) -> Path:
     try:
         cfg = get_pretrained_cfg(name, allow_unregistered=True)
     except RuntimeError as exc:  # an unknown pretrained tag
-        raise BadInputError(f"timm model {name!r}: {exc} (see timm.list_pretrained('{name.split('.', 1)[0]}*'))") from None
+        raise BadInputError(
+            f"timm model {name!r}: {exc} (see timm.list_pretrained('{name.split('.', 1)[0]}*'))"
+        ) from None
     full = f"{cfg.architecture}.{cfg.tag}" if cfg is not None and cfg.tag else name
     tag = f" ({full})" if full != name else ""
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):

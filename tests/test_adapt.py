@@ -58,9 +58,25 @@ def _write_dataset(root, seed=0):
 
 
 RUN_CONFIG = dict(
-    dataset="folder", backbone="test_resnet", pretrained=False, embed_dim=2, image_size=SIZE, resize_size=SIZE,
-    batch_size=16, m_per_class=2, epochs=3, lr=1e-3, freeze_bn=False, augment=False, workers=0, device="cpu",
-    tensorboard=False, val_fraction=0.0, eval_every=0, threads=1, seed=0,
+    dataset="folder",
+    backbone="test_resnet",
+    pretrained=False,
+    embed_dim=2,
+    image_size=SIZE,
+    resize_size=SIZE,
+    batch_size=16,
+    m_per_class=2,
+    epochs=3,
+    lr=1e-3,
+    freeze_bn=False,
+    augment=False,
+    workers=0,
+    device="cpu",
+    tensorboard=False,
+    val_fraction=0.0,
+    eval_every=0,
+    threads=1,
+    seed=0,
 )
 
 
@@ -103,7 +119,9 @@ def test_confidence_interval_is_the_student_t_half_width():
     assert A.confidence_interval(x) == pytest.approx(t_975_3 * s / math.sqrt(n), rel=1e-9)
     assert A.confidence_interval([0.3]) is None and A.confidence_interval([]) is None
     assert A.confidence_interval([0.5, 0.5, 0.5]) == 0.0
-    assert A.confidence_interval([1.0, 2.0], confidence=0.9) == pytest.approx(6.313751514675 * math.sqrt(0.5) / math.sqrt(2))
+    assert A.confidence_interval([1.0, 2.0], confidence=0.9) == pytest.approx(
+        6.313751514675 * math.sqrt(0.5) / math.sqrt(2)
+    )
     assert A.summarize([0.25]) == {"mean": 0.25, "ci95": None}
 
 
@@ -177,7 +195,9 @@ def test_split_episodes_are_used_validated_and_may_leave_classes_out(dataset):
 
 
 def test_too_many_shots_is_a_clear_error(dataset):
-    with pytest.raises(BadInputError, match=rf"{N_IMAGES} shots need at least {N_IMAGES + 1} images per test class.*has {N_IMAGES}"):
+    with pytest.raises(
+        BadInputError, match=rf"{N_IMAGES} shots need at least {N_IMAGES + 1} images per test class.*has {N_IMAGES}"
+    ):
         A.resolve_episodes(dataset, list(dataset.test_classes), [2, N_IMAGES], None, 2)
 
 
@@ -226,8 +246,9 @@ def test_head_mode_and_probe_reuse_one_backbone_pass(env, dataset):
 # --------------------------------------------------------------------------------------------
 def test_head_adaptation_beats_zero_shot_under_shift(trained, tmp_path):
     run_dir = _fresh_copy(trained, tmp_path)
-    result = A.run_adaptation(run_dir, mode="fewshot", shots=(2, 5), episodes=3, iterations=200, lr=1e-3,
-                              metrics=("recall",), progress=False)
+    result = A.run_adaptation(
+        run_dir, mode="fewshot", shots=(2, 5), episodes=3, iterations=200, lr=1e-3, metrics=("recall",), progress=False
+    )
     for k in ("2", "5"):
         rec = result["fewshot"]["shots"][k]
         assert rec["source"] == "drawn" and rec["episodes"] == 3 and rec["classes"] == 8
@@ -270,8 +291,14 @@ def test_probe_is_above_chance_deterministic_and_merges(trained, tmp_path):
     assert half["train_images"] == 8 * N_IMAGES // 2 == half["test_images"]
     assert half["backbone"] > 3 * chance and half["embedding"] >= 0
     names = [r["metric"] for r in A.adaptation_rows(result) if r["stage"] == "linear-probe"]
-    assert names == ["top1_embedding_2shot", "top1_backbone_2shot", "top1_embedding_5shot", "top1_backbone_5shot",
-                     "top1_embedding_half", "top1_backbone_half"]
+    assert names == [
+        "top1_embedding_2shot",
+        "top1_backbone_2shot",
+        "top1_embedding_5shot",
+        "top1_backbone_5shot",
+        "top1_embedding_half",
+        "top1_backbone_half",
+    ]
     assert [r["ci95"] for r in A.adaptation_rows(result) if r["metric"].endswith("_half")] == [None, None]
 
 
@@ -294,8 +321,18 @@ def test_full_adaptation_trains_the_network_and_restores_it(trained):
     classes = list(run.test_classes)
     frozen = A.compute_frozen(model, run.dataset, classes, images)
     eps, _ = A.resolve_episodes(run.dataset, classes, [2], None, 1)
-    out = A.fewshot_adaptation(model, frozen, eps, adapt="full", loss="contrastive", iterations=3, lr=1e-3,
-                               metrics=("recall", "map@r"), images=images, progress=False)
+    out = A.fewshot_adaptation(
+        model,
+        frozen,
+        eps,
+        adapt="full",
+        loss="contrastive",
+        iterations=3,
+        lr=1e-3,
+        metrics=("recall", "map@r"),
+        images=images,
+        progress=False,
+    )
     rec = out["shots"]["2"]["per_episode"][0]
     assert out["options"]["adapt"] == "full" and out["options"]["loss"] == "contrastive"
     assert math.isfinite(rec["final_loss"]) and rec["adapted"] != rec["zero_shot"]  # the network did change
@@ -308,12 +345,24 @@ def test_full_adaptation_trains_the_network_and_restores_it(trained):
 def test_rows_of_a_hand_written_record():
     s = lambda m, c: {"mean": m, "ci95": c}  # noqa: E731
     record = {
-        "fewshot": {"shots": {"10": {"adapted": {"recall@1": s(0.6, 0.1)}, "zero_shot": {"recall@1": s(0.5, 0.05)},
-                                     "gain": {"recall@1": s(0.1, 0.02)}},
-                              "2": {"adapted": {"recall@1": s(0.55, None)}, "zero_shot": {"recall@1": s(0.5, None)},
-                                    "gain": {"recall@1": s(0.05, None)}}}},
-        "probe": {"shots": {"2": {"embedding": s(0.3, 0.01), "backbone": s(0.4, 0.02)}},
-                  "half": {"embedding": 0.7, "backbone": 0.8}},
+        "fewshot": {
+            "shots": {
+                "10": {
+                    "adapted": {"recall@1": s(0.6, 0.1)},
+                    "zero_shot": {"recall@1": s(0.5, 0.05)},
+                    "gain": {"recall@1": s(0.1, 0.02)},
+                },
+                "2": {
+                    "adapted": {"recall@1": s(0.55, None)},
+                    "zero_shot": {"recall@1": s(0.5, None)},
+                    "gain": {"recall@1": s(0.05, None)},
+                },
+            }
+        },
+        "probe": {
+            "shots": {"2": {"embedding": s(0.3, 0.01), "backbone": s(0.4, 0.02)}},
+            "half": {"embedding": 0.7, "backbone": 0.8},
+        },
     }
     rows = A.adaptation_rows(record)
     assert rows[:3] == [
@@ -336,8 +385,22 @@ def test_cli_prints_tables_of_the_modes_it_ran(trained, tmp_path, capsys):
     code = A.main([str(run_dir), "--mode", "probe", "--shots", "2", "--episodes", "2", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0 and "top1_backbone_2shot" in out and "few-shot" not in out
-    code = A.main([str(run_dir), "--mode", "fewshot", "--shots", "2", "--episodes", "1", "--iterations", "2=3",
-                   "--metrics", "recall", "--quiet"])
+    code = A.main(
+        [
+            str(run_dir),
+            "--mode",
+            "fewshot",
+            "--shots",
+            "2",
+            "--episodes",
+            "1",
+            "--iterations",
+            "2=3",
+            "--metrics",
+            "recall",
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "recall@1_gain" in out and "linear-probe" not in out
     record = json.loads((run_dir / "adaptation.json").read_text())

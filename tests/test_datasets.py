@@ -67,8 +67,15 @@ def make_cars_official(folder: Path, n_classes: int = 4, per_class: int = 2) -> 
         cls = (i * 3) % n_classes + 1  # classes interleaved in annotation order
         rel = f"car_ims/{i + 1:06d}.jpg"
         _img(folder / rel, i)
-        ann[0, i] = (rel, np.array([[1]]), np.array([[1]]), np.array([[5]]), np.array([[5]]),
-                     np.array([[cls]], dtype=np.uint8), np.array([[i % 2]], dtype=np.uint8))
+        ann[0, i] = (
+            rel,
+            np.array([[1]]),
+            np.array([[1]]),
+            np.array([[5]]),
+            np.array([[5]]),
+            np.array([[cls]], dtype=np.uint8),
+            np.array([[i % 2]], dtype=np.uint8),
+        )
     savemat(str(folder / "cars_annos.mat"), {"annotations": ann, "class_names": class_names})
     return folder
 
@@ -89,8 +96,14 @@ def make_cars_devkit(folder: Path, n_classes: int = 4, nested: bool = False, tes
         for i, cls in enumerate(classes):
             fname = f"{i + 1:05d}.jpg"
             _img(img_dir / fname, 10 * len(side) + i)
-            ann[0, i] = (np.array([[1]]), np.array([[1]]), np.array([[5]]), np.array([[5]]),
-                         np.array([[cls]], dtype=np.uint8), fname)
+            ann[0, i] = (
+                np.array([[1]]),
+                np.array([[1]]),
+                np.array([[5]]),
+                np.array([[5]]),
+                np.array([[cls]], dtype=np.uint8),
+                fname,
+            )
         if side == "cars_train":
             savemat(str(folder / "devkit" / "cars_train_annos.mat"), {"annotations": ann})
         else:
@@ -102,7 +115,12 @@ def make_cars_devkit(folder: Path, n_classes: int = 4, nested: bool = False, tes
 def make_sop(folder: Path) -> Path:
     """Train: classes 1,2 (bicycle), 3 (chair); test: classes 4 (chair), 5 (toaster)."""
     rows = {
-        "Ebay_train.txt": [(1, 1, "bicycle_final"), (1, 1, "bicycle_final"), (2, 1, "bicycle_final"), (3, 2, "chair_final")],
+        "Ebay_train.txt": [
+            (1, 1, "bicycle_final"),
+            (1, 1, "bicycle_final"),
+            (2, 1, "bicycle_final"),
+            (3, 2, "chair_final"),
+        ],
         "Ebay_test.txt": [(4, 2, "chair_final"), (4, 2, "chair_final"), (5, 3, "toaster_final")],
     }
     iid = 0
@@ -490,7 +508,14 @@ def test_cli_text_and_json(tmp_path, capsys):
     assert "sop" in out and "classes:        5" in out and "3 train classes, 2 test classes" in out
     assert main(["--dataset", "online_products", "--root", str(tmp_path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info == {"dataset": "sop", "classes": 5, "images": 7, "superclasses": 3, "train_classes": 3, "test_classes": 2}
+    assert info == {
+        "dataset": "sop",
+        "classes": 5,
+        "images": 7,
+        "superclasses": 3,
+        "train_classes": 3,
+        "test_classes": 2,
+    }
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -509,7 +534,12 @@ def test_cli_subprocess(tmp_path):
     ok = subprocess.run(cmd + [str(tmp_path), "--json"], capture_output=True, text=True, env=env, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout) == {
-        "dataset": "omniglot", "classes": 4, "images": 8, "superclasses": 2, "train_classes": 2, "test_classes": 2,
+        "dataset": "omniglot",
+        "classes": 4,
+        "images": 8,
+        "superclasses": 2,
+        "train_classes": 2,
+        "test_classes": 2,
     }
     assert ok.stdout.count("\n") == 1
     bad = subprocess.run(cmd + [str(tmp_path / "missing")], capture_output=True, text=True, env=env, timeout=120)

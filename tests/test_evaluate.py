@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from oodml.cluster import kmeans, nmi
-from oodml.evaluate import EvaluationInputError, evaluate_embeddings, load_embeddings_npz, main
 from oodml.errors import BadInputError
+from oodml.evaluate import EvaluationInputError, evaluate_embeddings, load_embeddings_npz, main
 
 BACKENDS = ("numpy", "torch", "faiss")
 
@@ -134,7 +134,9 @@ def test_query_gallery_indices_equal_brute_force(backend, data):
     pos = {int(g): j for j, g in enumerate(g_idx)}
     q_self = np.array([pos.get(int(i), -1) for i in q_idx])
     want = _brute(x[q_idx], y[q_idx], x[g_idx], y[g_idx], q_self, KS)
-    got = evaluate_embeddings(x, y, query=q_idx, gallery=g_mask, ks=KS, metrics=RETRIEVAL, backend=backend, chunk_size=11)
+    got = evaluate_embeddings(
+        x, y, query=q_idx, gallery=g_mask, ks=KS, metrics=RETRIEVAL, backend=backend, chunk_size=11
+    )
     _assert_close(got, want)
 
 
@@ -144,7 +146,9 @@ def test_separate_gallery_arrays_equal_brute_force(backend):
     xq, yq = x[:100], y[:100]
     xg, yg = x[100:], y[100:]
     want = _brute(xq, yq, xg, yg, np.full(len(xq), -1), KS)
-    got = evaluate_embeddings(xq, yq, gallery_embeddings=xg, gallery_labels=yg, ks=KS, metrics=RETRIEVAL, backend=backend)
+    got = evaluate_embeddings(
+        xq, yq, gallery_embeddings=xg, gallery_labels=yg, ks=KS, metrics=RETRIEVAL, backend=backend
+    )
     _assert_close(got, want)
 
 
@@ -344,7 +348,16 @@ def test_cli_json_prints_one_object(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     got = json.loads(out)
-    assert list(got) == ["recall@1", "recall@10", "recall@100", "recall@1000", "precision@1", "r_precision", "map@r", "nmi"]
+    assert list(got) == [
+        "recall@1",
+        "recall@10",
+        "recall@100",
+        "recall@1000",
+        "precision@1",
+        "r_precision",
+        "map@r",
+        "nmi",
+    ]
     assert got == pytest.approx(evaluate_embeddings(x, y, ks="sop"))
     assert main([str(path), "--ks", "1", "2", "4", "8", "-q"]) == 0
     table = capsys.readouterr().out

@@ -140,9 +140,12 @@ def test_registry_names_and_defaults():
 def test_pixels_features_are_grayscale_thumbnails(folder_ds):
     fs = extract_features(folder_ds, "pixels", workers=0, cache=False)
     assert fs.features.shape == (12, 256) and fs.features.dtype == np.float32
-    expected = np.asarray(
-        folder_ds.load_image(5).convert("L").resize((16, 16), Image.Resampling.BILINEAR), dtype=np.float32
-    ).ravel() / 255
+    expected = (
+        np.asarray(
+            folder_ds.load_image(5).convert("L").resize((16, 16), Image.Resampling.BILINEAR), dtype=np.float32
+        ).ravel()
+        / 255
+    )
     np.testing.assert_allclose(fs.features[5], expected, rtol=0, atol=1e-7)
     assert fs.labels == [it.label for it in folder_ds.items]
     assert fs.classes == folder_ds.classes and fs.superclasses is None

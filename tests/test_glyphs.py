@@ -74,8 +74,9 @@ def test_generation_is_deterministic_and_cached(tmp_path):
     orig = g.generate_glyphs
     g.generate_glyphs = boom
     try:
-        ds2 = load_glyphs(root=tmp_path / "c", classes_per_superclass=2, images_per_class=3, image_size=24,
-                          progress=False)
+        ds2 = load_glyphs(
+            root=tmp_path / "c", classes_per_superclass=2, images_per_class=3, image_size=24, progress=False
+        )
     finally:
         g.generate_glyphs = orig
     assert ds1.fingerprint() == ds2.fingerprint()

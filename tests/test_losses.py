@@ -26,10 +26,25 @@ NUM_CLASSES, PER_CLASS, IN_DIM, EMB_DIM = 6, 4, 24, 16
 NAMES = list(OBJECTIVES)
 
 REQUIRED = [
-    "margin", "multisimilarity", "triplet", "contrastive", "lifted", "npairs", "proxynca",
-    "proxyanchor", "softtriple", "arcface", "cosface", "normsoftmax", "circle", "supcon",
+    "margin",
+    "multisimilarity",
+    "triplet",
+    "contrastive",
+    "lifted",
+    "npairs",
+    "proxynca",
+    "proxyanchor",
+    "softtriple",
+    "arcface",
+    "cosface",
+    "normsoftmax",
+    "circle",
+    "supcon",
     # the ooDML study's methods that pml does not ship (oodml/objectives/)
-    "rmargin", "maxentropy", "s2sd", "diva",
+    "rmargin",
+    "maxentropy",
+    "s2sd",
+    "diva",
 ]
 # pair-based objectives that nevertheless own trainable parameters (learnable beta, heads, discriminators)
 OWN_PARAMS = {"margin", "rmargin", "maxentropy", "s2sd", "diva"}
@@ -104,7 +119,9 @@ def test_objective_builds_loss_is_finite_and_gradients_flow(name):
     model = _TinyEmbedder()
     x, labels = _clustered_batch()
     loss = _call(obj, model(x), labels, x)
-    assert loss.ndim == 0 and torch.isfinite(loss) and (loss.item() > 0 or name == "diva")  # DiVA's adversarial term is negative
+    assert (
+        loss.ndim == 0 and torch.isfinite(loss) and (loss.item() > 0 or name == "diva")
+    )  # DiVA's adversarial term is negative
     loss.backward()
     assert model.fc.weight.grad is not None and model.fc.weight.grad.abs().sum() > 0
     own = [p for p in obj.parameters() if p.requires_grad]
@@ -254,10 +271,16 @@ def test_call_checks_labels_and_shapes():
 
 
 def test_parse_overrides():
-    got = parse_overrides(["margin=0.1", "miner.type_of_triplets=hard", "beta_lr=5e-4", "learn_beta=false",
-                           "miner=none", "margin=0.15"])
-    assert got == {"margin": 0.15, "miner.type_of_triplets": "hard", "beta_lr": 5e-4, "learn_beta": False,
-                   "miner": "none"}
+    got = parse_overrides(
+        ["margin=0.1", "miner.type_of_triplets=hard", "beta_lr=5e-4", "learn_beta=false", "miner=none", "margin=0.15"]
+    )
+    assert got == {
+        "margin": 0.15,
+        "miner.type_of_triplets": "hard",
+        "beta_lr": 5e-4,
+        "learn_beta": False,
+        "miner": "none",
+    }
     assert parse_value("1E3") == 1000.0 and parse_value("[1, 2]") == [1, 2] and parse_value("null") is None
     for bad in (["margin"], ["=0.1"]):
         with pytest.raises(BadInputError, match="key=value"):

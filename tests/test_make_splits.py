@@ -41,8 +41,24 @@ def run(argv, capsys):
 def test_build_from_features_file_check_and_tamper(tmp_path, capsys):
     npz = synthetic_npz(tmp_path / "feats.npz")
     out, fig = tmp_path / "splits" / "syn.json", tmp_path / "fig" / "splits_syn"
-    args = ["--features-file", npz, "--dataset", "syn", "--out", out, "--figure", fig, "--num-splits", "6",
-            "--episodes", "2", "--min-classes", "5", "--patience", "3"]
+    args = [
+        "--features-file",
+        npz,
+        "--dataset",
+        "syn",
+        "--out",
+        out,
+        "--figure",
+        fig,
+        "--num-splits",
+        "6",
+        "--episodes",
+        "2",
+        "--min-classes",
+        "5",
+        "--patience",
+        "3",
+    ]
     code, stdout, err = run(args, capsys)
     assert code == 0, err
     assert "id" in stdout and "FID" in stdout and "start (std)" in stdout  # the summary table
@@ -98,8 +114,26 @@ def make_folder_dataset(root, C=12, per=5, size=12, seed=0):
 def test_build_from_folder_dataset_and_check(tmp_path, capsys):
     root = make_folder_dataset(tmp_path / "imgs")
     out = tmp_path / "folder.json"
-    args = ["--dataset", "folder", "--root", root, "--features", "pixels", "--out", out, "--figure", "none",
-            "--episodes", "2", "--min-classes", "3", "--num-splits", "4", "--level", "image"]
+    args = [
+        "--dataset",
+        "folder",
+        "--root",
+        root,
+        "--features",
+        "pixels",
+        "--out",
+        out,
+        "--figure",
+        "none",
+        "--episodes",
+        "2",
+        "--min-classes",
+        "3",
+        "--num-splits",
+        "4",
+        "--level",
+        "image",
+    ]
     code, stdout, err = run(args, capsys)
     assert code == 0, err
     from oodml.datasets import load_dataset
@@ -119,16 +153,26 @@ def test_import_oodml(tmp_path, capsys):
     classes = sorted(p.name for p in root.iterdir())
     ds_files = {c: sorted(p.name for p in (root / c).iterdir()) for c in classes}
     ref = {}
-    layouts = [(classes[:6], classes[6:], 20.5), (classes[1:7], [classes[0]] + classes[7:], 11.0),
-               (classes[:4], classes[8:], 33.0)]
+    layouts = [
+        (classes[:6], classes[6:], 20.5),
+        (classes[1:7], [classes[0]] + classes[7:], 11.0),
+        (classes[:4], classes[8:], 33.0),
+    ]
     for key, (tr, te, fid) in enumerate(layouts, 1):
-        ref[key] = {"train": tr, "test": te, "fid": np.float64(fid), "split_train": tr[2:], "split_val": tr[:2],
-                    "test_episodes": {2: {e: {c: ds_files[c][e:e + 2] for c in te} for e in (1, 2)}}}
+        ref[key] = {
+            "train": tr,
+            "test": te,
+            "fid": np.float64(fid),
+            "split_train": tr[2:],
+            "split_val": tr[:2],
+            "test_episodes": {2: {e: {c: ds_files[c][e : e + 2] for c in te} for e in (1, 2)}},
+        }
     pkl = tmp_path / "folder_splits.pkl"
     pkl.write_bytes(pickle.dumps(ref))
     out, fig = tmp_path / "imported.json", tmp_path / "imported"
-    code, stdout, err = run(["--import-oodml", pkl, "--dataset", "folder", "--root", root, "--out", out,
-                             "--figure", fig], capsys)
+    code, stdout, err = run(
+        ["--import-oodml", pkl, "--dataset", "folder", "--root", root, "--out", out, "--figure", fig], capsys
+    )
     assert code == 0, err
     sf = load_splits(out)
     assert [s.fid for s in sf.series] == [11.0, 20.5, 33.0]
@@ -151,8 +195,9 @@ def test_import_oodml(tmp_path, capsys):
 
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps({1: {"train": Evil(), "test": [], "fid": 0.0}}))
-    code, _, err = run(["--import-oodml", evil, "--dataset", "folder", "--root", root, "--out", tmp_path / "e.json"],
-                       capsys)
+    code, _, err = run(
+        ["--import-oodml", evil, "--dataset", "folder", "--root", root, "--out", tmp_path / "e.json"], capsys
+    )
     assert code == 2 and ("posix.system" in err or "os.system" in err) and "refusing" in err
     assert not marker.exists() and not (tmp_path / "e.json").exists()
 
@@ -183,8 +228,12 @@ def test_features_file_never_imports_torch_or_timm(tmp_path):
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'timm', 'torchvision'})\n"
         "print('HEAVY', heavy, rc)\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(__import__('pathlib').Path(__file__).parents[1]),
-                                                                   os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            filter(None, [str(__import__("pathlib").Path(__file__).parents[1]), os.environ.get("PYTHONPATH")])
+        ),
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "HEAVY [] 0" in res.stdout, res.stdout + res.stderr
@@ -198,8 +247,26 @@ def test_controls_are_written_matched_checked_and_tamper_evident(tmp_path, capsy
 
     npz = synthetic_npz(tmp_path / "feats.npz")
     out = tmp_path / "syn.json"
-    args = ["--features-file", npz, "--dataset", "syn", "--out", out, "--figure", "none", "--num-splits", "6",
-            "--episodes", "2", "--min-classes", "5", "--patience", "3", "--controls", "3"]
+    args = [
+        "--features-file",
+        npz,
+        "--dataset",
+        "syn",
+        "--out",
+        out,
+        "--figure",
+        "none",
+        "--num-splits",
+        "6",
+        "--episodes",
+        "2",
+        "--min-classes",
+        "5",
+        "--patience",
+        "3",
+        "--controls",
+        "3",
+    ]
     code, stdout, err = run(args, capsys)
     assert code == 0, err
     assert "control of" in stdout

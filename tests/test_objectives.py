@@ -190,7 +190,9 @@ def test_maxentropy_discriminator_in_optimizer_and_checkpoint(tmp_path):
     terms = obj.last_terms()
     torch.manual_seed(5)
     base = obj.loss(emb, labels, obj.miner(emb, labels))
-    assert total.item() == pytest.approx(base.item() + 0.2 * terms["uniformity_generator"] + terms["uniformity_discriminator"], rel=1e-5)
+    assert total.item() == pytest.approx(
+        base.item() + 0.2 * terms["uniformity_generator"] + terms["uniformity_discriminator"], rel=1e-5
+    )
 
 
 # ============================================================================================
@@ -207,15 +209,25 @@ def test_similarity_kl_at_temperature_1_matches_explicit_sum():
     assert float(similarity_kl(a, b, 1.0)) == pytest.approx(expected / 5, rel=1e-5)
     # at temperature T: T^2 * KL of the tempered distributions
     t = 2.0
-    exp_t = sum(float((torch.softmax(b[i] / t, 0) * (torch.log_softmax(b[i] / t, 0) - torch.log_softmax(a[i] / t, 0))).sum())
-                for i in range(5)) * t * t / 5
+    exp_t = (
+        sum(
+            float(
+                (torch.softmax(b[i] / t, 0) * (torch.log_softmax(b[i] / t, 0) - torch.log_softmax(a[i] / t, 0))).sum()
+            )
+            for i in range(5)
+        )
+        * t
+        * t
+        / 5
+    )
     assert float(similarity_kl(a, b, t)) == pytest.approx(exp_t, rel=1e-5)
 
 
 def test_s2sd_total_matches_explicit_composition_and_feature_distillation_delay():
     torch.manual_seed(0)
-    obj = make_objective("s2sd", 3, 8, feature_dim=10, dims=[12, 16], feat_delay=1,
-                         source_params={"miner": "none"})  # no random mining: the sum is exact
+    obj = make_objective(
+        "s2sd", 3, 8, feature_dim=10, dims=[12, 16], feat_delay=1, source_params={"miner": "none"}
+    )  # no random mining: the sum is exact
     crit = obj.criterion
     assert isinstance(crit, S2SD) and len(crit.heads) == 2 and len(crit.aux_losses) == 2
     assert crit.temperature == 1.0 and crit.weight == 50.0 and crit.feat_weight == 50.0
@@ -307,7 +319,9 @@ def test_diva_auxiliary_tuples_and_total():
     emb16, labels16 = _batch(n_classes=3, per_class=4, dim=16)
     total = float(obj(emb16, labels16))
     t = obj.last_terms()
-    assert total == pytest.approx(t["discriminative"] + 0.3 * (t["shared"] + t["intra"] + t["selfsim"]) + t["decorrelation"], rel=1e-5)
+    assert total == pytest.approx(
+        t["discriminative"] + 0.3 * (t["shared"] + t["intra"] + t["selfsim"]) + t["decorrelation"], rel=1e-5
+    )
     with pytest.raises(BadInputError, match="multiple of 4"):
         make_objective("diva", 3, 18)
     with pytest.raises(BadInputError, match="direction"):
@@ -466,13 +480,25 @@ def test_plugin_module_registers_user_objectives(plugin_dir):
 @pytest.mark.slow
 def test_plugin_from_the_command_line_and_environment(plugin_dir, capsys):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(plugin_dir)])}
-    out = subprocess.run([sys.executable, "-m", "oodml.train", "--plugin", "my_oodml_losses", "--list-losses"],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "oodml.train", "--plugin", "my_oodml_losses", "--list-losses"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert any(line.startswith("centrespread ") for line in out.stdout.splitlines())
     code = "from oodml.losses import get_spec; print(get_spec('mytriplet').summary)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**env, "OODML_PLUGINS": "my_oodml_losses"}, cwd=REPO, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "OODML_PLUGINS": "my_oodml_losses"},
+        cwd=REPO,
+        timeout=300,
+    )
     assert out.returncode == 0 and "batch-hard" in out.stdout, out.stderr
     from oodml.train import main
 
@@ -528,11 +554,47 @@ def test_study_method_trains_from_the_cli(name, blobs, tmp_path, monkeypatch):
     monkeypatch.setenv("OODML_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OODML_QUIET", "1")
     run = tmp_path / "run"
-    argv = ["--dataset", "folder", "--root", str(blobs), "--loss", name, "--backbone", "oodml_convnet",
-            "--no-pretrained", "--embed-dim", "32", "--image-size", "32", "--resize-size", "36", "--batch-size", "24",
-            "--m-per-class", "4", "--epochs", "4", "--iterations-per-epoch", "6", "--lr", "2e-3", "--eval-every", "0",
-            "--workers", "0", "--threads", "1", "--set", "tensorboard=false", "--set", "freeze_bn=false",
-            "--out", str(run), "--quiet", *CLI_EXTRA[name]]
+    argv = [
+        "--dataset",
+        "folder",
+        "--root",
+        str(blobs),
+        "--loss",
+        name,
+        "--backbone",
+        "oodml_convnet",
+        "--no-pretrained",
+        "--embed-dim",
+        "32",
+        "--image-size",
+        "32",
+        "--resize-size",
+        "36",
+        "--batch-size",
+        "24",
+        "--m-per-class",
+        "4",
+        "--epochs",
+        "4",
+        "--iterations-per-epoch",
+        "6",
+        "--lr",
+        "2e-3",
+        "--eval-every",
+        "0",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--set",
+        "tensorboard=false",
+        "--set",
+        "freeze_bn=false",
+        "--out",
+        str(run),
+        "--quiet",
+        *CLI_EXTRA[name],
+    ]
     assert main(argv) == 0
     log = _log(run)
     key = CLI_TRACKED.get(name, "loss")
@@ -558,7 +620,8 @@ def test_study_files_are_the_study(dataset, clean, tmp_path, capsys):
     import json
     import shutil
 
-    from oodml.study import load_study, main as study_main
+    from oodml.study import load_study
+    from oodml.study import main as study_main
 
     name = f"oodml_{dataset}" + ("_clean" if clean else "")
     src = REPO / "studies" / f"{name}.yaml"
@@ -567,22 +630,47 @@ def test_study_files_are_the_study(dataset, clean, tmp_path, capsys):
     (tmp_path / "studies").mkdir()
     shutil.copy(src, tmp_path / "studies" / src.name)
     (tmp_path / "pyproject.toml").write_text("")
-    series = [{"id": i, "fid": 10.0 * i, "step": i, "phase": "harder", "standard": False,
-               "train": [f"c{j}" for j in range(6)], "test": [f"t{j}" for j in range(4)], "val": ["c0"],
-               "episodes": {}} for i in range(1, 5)]
+    series = [
+        {
+            "id": i,
+            "fid": 10.0 * i,
+            "step": i,
+            "phase": "harder",
+            "standard": False,
+            "train": [f"c{j}" for j in range(6)],
+            "test": [f"t{j}" for j in range(4)],
+            "val": ["c0"],
+            "episodes": {},
+        }
+        for i in range(1, 5)
+    ]
     (tmp_path / "splits").mkdir()
     (tmp_path / "splits" / f"{dataset}.json").write_text(json.dumps({"schema": "oodml.splits/1", "series": series}))
     study = load_study(tmp_path / "studies" / src.name)
     assert [e["name"] for e in study.losses] == list(STUDY_METHODS)
     assert study.seeds == [0, 1, 2] and len(study.runs) == 8 * 4 * 3
-    assert study.adapt == [{"mode": "fewshot", "shots": [2, 5], "episodes": 10, "adapt": "head", "loss": "margin",
-                            "lr_mult": 10, "iterations": 1000}]
+    assert study.adapt == [
+        {
+            "mode": "fewshot",
+            "shots": [2, 5],
+            "episodes": 10,
+            "adapt": "head",
+            "loss": "margin",
+            "lr_mult": 10,
+            "iterations": 1000,
+        }
+    ]
     by_loss = {r.loss: r.config for r in study.runs}
     assert {c["protocol"] for c in by_loss.values()} == {"default" if clean else "oodml"}
     assert by_loss["diva"]["batch_size"] == 108 and by_loss["margin"]["batch_size"] == 112
     for cfg in by_loss.values():
         assert (cfg["backbone"], cfg["embed_dim"], cfg["freeze_bn"], cfg["m_per_class"], cfg["lr"]) == (
-            "resnet50", 512, True, 2, 1e-5)
+            "resnet50",
+            512,
+            True,
+            2,
+            1e-5,
+        )
         assert cfg["loss_params"] == {}  # the registry's defaults are the study's settings
     from oodml.adapt import resolve_lr
 
@@ -612,7 +700,9 @@ def test_study_method_defaults_are_the_table_settings():
     assert get_spec("oproxy").name == "proxyanchor" and get_spec("R-Margin").name == "rmargin"
     assert make_objective("maxentropy", 10, 512).regularizers[0].weight == 0.2
     dv = make_objective("diva", 10, 512).criterion
-    assert dv.head_dim == 128 and dv.decorrelation == 1500.0 and dv.alpha_shared == dv.alpha_intra == dv.alpha_ssl == 0.3
+    assert (
+        dv.head_dim == 128 and dv.decorrelation == 1500.0 and dv.alpha_shared == dv.alpha_intra == dv.alpha_ssl == 0.3
+    )
 
 
 def test_study_per_loss_train_keys_are_checked(tmp_path):
@@ -638,11 +728,33 @@ def test_composite_objectives_resume_bit_for_bit(name, blobs, tmp_path, monkeypa
 
     monkeypatch.setenv("OODML_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OODML_QUIET", "1")
-    params = {"dims": [16], "feat_delay": 3} if name == "s2sd" else {"regularizers": [{"name": "uniformity", "chunk": 8}]}
-    cfg = TrainConfig.from_dict(dict(
-        dataset="folder", root=str(blobs), backbone="oodml_convnet", pretrained=False, embed_dim=16, image_size=32,
-        resize_size=36, batch_size=16, m_per_class=4, epochs=2, iterations_per_epoch=3, lr=2e-3, eval_every=0,
-        workers=0, threads=1, tensorboard=False, freeze_bn=False, deterministic=True, loss=name, loss_params=params))
+    params = (
+        {"dims": [16], "feat_delay": 3} if name == "s2sd" else {"regularizers": [{"name": "uniformity", "chunk": 8}]}
+    )
+    cfg = TrainConfig.from_dict(
+        dict(
+            dataset="folder",
+            root=str(blobs),
+            backbone="oodml_convnet",
+            pretrained=False,
+            embed_dim=16,
+            image_size=32,
+            resize_size=36,
+            batch_size=16,
+            m_per_class=4,
+            epochs=2,
+            iterations_per_epoch=3,
+            lr=2e-3,
+            eval_every=0,
+            workers=0,
+            threads=1,
+            tensorboard=False,
+            freeze_bn=False,
+            deterministic=True,
+            loss=name,
+            loss_params=params,
+        )
+    )
     full = train(cfg, tmp_path / "full")
     assert train(cfg, tmp_path / "part", stop_after_epoch=1) == {"stopped_after_epoch": 1}
     resumed = train(cfg, tmp_path / "part")

@@ -130,8 +130,10 @@ def test_readme_dependency_table_matches_pyproject():
 
 def test_make_installs_the_extras_the_readme_says():
     make = re.findall(r'pip install [^\n]*-e "\.\[([a-z0-9,-]+)\]"', (ROOT / "Makefile").read_text())
-    readme = re.findall(r'pip install -e "\.\[([a-z0-9,-]+)\]" +# a development checkout: what `make` installs',
-                        _readme_section("Installing"))
+    readme = re.findall(
+        r'pip install -e "\.\[([a-z0-9,-]+)\]" +# a development checkout: what `make` installs',
+        _readme_section("Installing"),
+    )
     assert len(make) == 1 and readme == make, (make, readme)
     extras = set(make[0].split(","))
     assert extras <= set(_pyproject()["project"]["optional-dependencies"])
@@ -210,7 +212,16 @@ def test_python_m_oodml_prints_the_version():
 # release check: sdist + wheel, installed into a fresh venv outside the tree
 # --------------------------------------------------------------------------------------------
 _COPY_IGNORE = (
-    ".git", ".venv", "venv", "runs", "build", "dist", ".cache", "__pycache__", ".pytest_cache", ".ruff_cache",
+    ".git",
+    ".venv",
+    "venv",
+    "runs",
+    "build",
+    "dist",
+    ".cache",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
 )
 
 

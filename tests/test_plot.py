@@ -48,14 +48,31 @@ def synthetic(datasets, losses, seeds, adaptation=(), rng_seed=0) -> pd.DataFram
                     rows.append({**base, "stage": "zero-shot", "metric": "map@r", "value": r1 / 2, "ci95": None})
                     if ds in adaptation:
                         gain = 0.02 * sid + rng.normal(0, 0.005)
-                        rows.append({**base, "stage": "few-shot-2", "metric": "recall@1", "value": r1 + gain, "ci95": 0.01})
-                        rows.append({**base, "stage": "few-shot-2", "metric": "recall@1_zero_shot", "value": r1, "ci95": 0.01})
-                        rows.append({**base, "stage": "few-shot-2", "metric": "recall@1_gain", "value": gain, "ci95": 0.004})
-                        rows.append({**base, "stage": "few-shot-5", "metric": "recall@1", "value": r1 + 2 * gain, "ci95": 0.01})
-                        rows.append({**base, "stage": "few-shot-5", "metric": "recall@1_zero_shot", "value": r1, "ci95": 0.01})
+                        rows.append(
+                            {**base, "stage": "few-shot-2", "metric": "recall@1", "value": r1 + gain, "ci95": 0.01}
+                        )
+                        rows.append(
+                            {**base, "stage": "few-shot-2", "metric": "recall@1_zero_shot", "value": r1, "ci95": 0.01}
+                        )
+                        rows.append(
+                            {**base, "stage": "few-shot-2", "metric": "recall@1_gain", "value": gain, "ci95": 0.004}
+                        )
+                        rows.append(
+                            {**base, "stage": "few-shot-5", "metric": "recall@1", "value": r1 + 2 * gain, "ci95": 0.01}
+                        )
+                        rows.append(
+                            {**base, "stage": "few-shot-5", "metric": "recall@1_zero_shot", "value": r1, "ci95": 0.01}
+                        )
                         for feat, setting in itertools.product(("embedding", "backbone"), ("2shot", "half")):
-                            rows.append({**base, "stage": "linear-probe", "metric": f"top1_{feat}_{setting}",
-                                         "value": 0.5 - 0.1 * sid + rng.normal(0, 0.01), "ci95": None})
+                            rows.append(
+                                {
+                                    **base,
+                                    "stage": "linear-probe",
+                                    "metric": f"top1_{feat}_{setting}",
+                                    "value": 0.5 - 0.1 * sid + rng.normal(0, 0.01),
+                                    "ci95": None,
+                                }
+                            )
     return pd.DataFrame(rows, columns=COLS)
 
 
@@ -71,8 +88,21 @@ def exact_table() -> pd.DataFrame:
     for loss, per_seed in vals.items():
         for seed, values in per_seed.items():
             for (sid, fid), v in zip(fids.items(), values):
-                rows.append(dict(study="x", dataset="toy", split=sid, fid=fid, loss=loss, seed=seed, stage="zero-shot",
-                                 metric="recall@1", value=v, ci95=None, run_id=f"{loss}{sid}{seed}"))
+                rows.append(
+                    dict(
+                        study="x",
+                        dataset="toy",
+                        split=sid,
+                        fid=fid,
+                        loss=loss,
+                        seed=seed,
+                        stage="zero-shot",
+                        metric="recall@1",
+                        value=v,
+                        ci95=None,
+                        run_id=f"{loss}{sid}{seed}",
+                    )
+                )
     return pd.DataFrame(rows, columns=COLS), fids, vals
 
 
@@ -144,7 +174,13 @@ def test_fewshot_gain_given_or_computed_and_probe_table():
     raw = df[df["dataset"] == "g"]
 
     def val(stage, metric, loss, split, seed):
-        sel = raw[(raw.stage == stage) & (raw.metric == metric) & (raw.loss == loss) & (raw.split == split) & (raw.seed == seed)]
+        sel = raw[
+            (raw.stage == stage)
+            & (raw.metric == metric)
+            & (raw.loss == loss)
+            & (raw.split == split)
+            & (raw.seed == seed)
+        ]
         return float(sel["value"].iloc[0])
 
     row2 = few[(few.k == 2) & (few.loss == "arcface") & (few.split == 3)].iloc[0]
@@ -152,15 +188,20 @@ def test_fewshot_gain_given_or_computed_and_probe_table():
     assert row2["mean"] == pytest.approx(np.mean(gains)) and row2["ci_source"] == "seeds"
     assert row2["ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std(gains, ddof=1) / math.sqrt(2))
     row5 = few[(few.k == 5) & (few.loss == "margin") & (few.split == 1)].iloc[0]  # no gain rows: adapted - zero-shot
-    computed = [100 * (val("few-shot-5", "recall@1", "margin", 1, s) - val("few-shot-5", "recall@1_zero_shot", "margin", 1, s))
-                for s in (0, 1)]
+    computed = [
+        100 * (val("few-shot-5", "recall@1", "margin", 1, s) - val("few-shot-5", "recall@1_zero_shot", "margin", 1, s))
+        for s in (0, 1)
+    ]
     assert row5["mean"] == pytest.approx(np.mean(computed))
     # one seed: the band is the episodes' ci95 of the gain row
     one = A.fewshot_table(df[df["seed"] == 0], "g", "recall@1")
     assert set(one.loc[one.k == 2, "ci_source"]) == {"episodes"}
     assert one.loc[one.k == 2, "ci95"].to_numpy() == pytest.approx(0.4)
     probe = A.probe_table(df, "g")
-    assert set(probe["features"]) == {"embedding", "backbone"} and list(dict.fromkeys(probe["setting"])) == ["2shot", "half"]
+    assert set(probe["features"]) == {"embedding", "backbone"} and list(dict.fromkeys(probe["setting"])) == [
+        "2shot",
+        "half",
+    ]
     assert A.fewshot_table(df, "g", "map@r").empty
 
 
@@ -196,7 +237,9 @@ def test_colour_marker_per_loss_fixed_regardless_of_present_losses():
     styles = [A.loss_style(loss) for loss in reg]
     assert len({(s["color"], s["linestyle"]) for s in styles}) == len(reg)  # unique, greyscale-safe pairs
     assert len({s["marker"] for s in styles}) == len(reg)
-    assert A.loss_style("margin")["color"] == matplotlib.colors.to_hex(__import__("seaborn").color_palette("colorblind")[0])
+    assert A.loss_style("margin")["color"] == matplotlib.colors.to_hex(
+        __import__("seaborn").color_palette("colorblind")[0]
+    )
     assert A.loss_order(["supcon", "zzz", "margin", "aaa"]) == ["margin", "supcon", "aaa", "zzz"]
 
     def colours(losses):
@@ -226,8 +269,12 @@ def test_markdown_and_booktabs_writers():
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("plot")
-    df = synthetic({"glyphs": [0.12, 0.2, 0.31, 0.45], "cub200": [20.0, 35.0, 60.0]},
-                   ["margin", "multisimilarity", "arcface"], [0, 1], adaptation={"glyphs"})
+    df = synthetic(
+        {"glyphs": [0.12, 0.2, 0.31, 0.45], "cub200": [20.0, 35.0, 60.0]},
+        ["margin", "multisimilarity", "arcface"],
+        [0, 1],
+        adaptation={"glyphs"},
+    )
     csv = root / "results.csv"
     df.to_csv(csv, index=False)
     out = P.make_all(csv, root / "figures", "recall@1")
@@ -236,14 +283,30 @@ def full_run(tmp_path_factory):
 
 def test_make_all_writes_every_figure_and_table_with_stable_names(full_run):
     root, _, out = full_run
-    figs = {f"{d}_{n}" for d in ("glyphs", "cub200")
-            for n in ("curve_recall1", "relative_recall1", "auc_recall1", "ranks_recall1", "cd_recall1")}
+    figs = {
+        f"{d}_{n}"
+        for d in ("glyphs", "cub200")
+        for n in ("curve_recall1", "relative_recall1", "auc_recall1", "ranks_recall1", "cd_recall1")
+    }
     figs |= {"glyphs_fewshot_gain_recall1", "glyphs_linear_probe"}
-    tables = {f"{d}_{n}" for d in ("glyphs", "cub200")
-              for n in ("curve_recall1", "relative_recall1", "slopes_recall1", "auc_recall1", "ranks_recall1", "kendall_recall1",
-                        "auc_tests_recall1", "friedman_recall1")}
+    tables = {
+        f"{d}_{n}"
+        for d in ("glyphs", "cub200")
+        for n in (
+            "curve_recall1",
+            "relative_recall1",
+            "slopes_recall1",
+            "auc_recall1",
+            "ranks_recall1",
+            "kendall_recall1",
+            "auc_tests_recall1",
+            "friedman_recall1",
+        )
+    }
     tables |= {"glyphs_fewshot_gain_recall1", "glyphs_linear_probe"}
-    expected = {f"{s}.{e}" for s in figs for e in ("png", "pdf")} | {f"{s}.{e}" for s in tables for e in ("csv", "md", "tex")}
+    expected = {f"{s}.{e}" for s in figs for e in ("png", "pdf")} | {
+        f"{s}.{e}" for s in tables for e in ("csv", "md", "tex")
+    }
     expected.add("index.md")
     on_disk = {p.name for p in (root / "figures").iterdir()}
     assert set(out) == expected == on_disk
@@ -286,9 +349,16 @@ def _split_file(path: Path) -> Path:
     centres = rng.normal(size=(C, 6)) * np.linspace(0.2, 2.0, C)[:, None]
     x = np.repeat(centres, per, 0) + rng.normal(size=(C * per, 6)) * 0.5
     cls = [f"c{i:02d}" for i in range(C)]
-    doc = build_split_document(x, np.repeat(np.arange(C), per), cls, cls[: C // 2], cls[C // 2:],
-                               SearchParams(num_splits=3, patience=2, min_classes=4, episodes=1, shots=(1,)),
-                               dataset="glyphs", extractor="pixels")
+    doc = build_split_document(
+        x,
+        np.repeat(np.arange(C), per),
+        cls,
+        cls[: C // 2],
+        cls[C // 2 :],
+        SearchParams(num_splits=3, patience=2, min_classes=4, episodes=1, shots=(1,)),
+        dataset="glyphs",
+        extractor="pixels",
+    )
     return write_split_document(path, doc), [s["fid"] for s in doc["series"]]
 
 
@@ -301,12 +371,19 @@ def test_cli_on_study_yaml_with_split_series(tmp_path, capsys):
     (tmp_path / "runs" / "toy").mkdir(parents=True)
     df.to_csv(tmp_path / "runs" / "toy" / "results.csv", index=False)
     study = tmp_path / "studies" / "toy.yaml"
-    study.write_text("name: toy\ndatasets:\n  - {name: glyphs, splits: splits/glyphs.json}\nlosses: [margin, triplet]\n")
+    study.write_text(
+        "name: toy\ndatasets:\n  - {name: glyphs, splits: splits/glyphs.json}\nlosses: [margin, triplet]\n"
+    )
     out = tmp_path / "figs"
     assert P.main([str(study), "--out", str(out), "-q"]) == 0
     names = {p.name for p in out.iterdir()}
-    assert {"glyphs_split_series.png", "glyphs_split_series.pdf", "glyphs_curve_recall1.png", "glyphs_ranks_recall1.pdf",
-            "glyphs_auc_recall1.tex"} <= names
+    assert {
+        "glyphs_split_series.png",
+        "glyphs_split_series.pdf",
+        "glyphs_curve_recall1.png",
+        "glyphs_ranks_recall1.pdf",
+        "glyphs_auc_recall1.tex",
+    } <= names
     assert "split file" not in capsys.readouterr().out
     # a study whose results were not collected yet: one clear line, exit status 2
     other = tmp_path / "studies" / "empty.yaml"

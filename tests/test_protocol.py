@@ -45,9 +45,22 @@ def small(glyph_root, tmp_path, monkeypatch):
 
 def _cfg(root, **kw) -> TrainConfig:
     base = dict(
-        dataset="glyphs", root=str(root), backbone=BACKBONE, pretrained=False, embed_dim=16, image_size=32,
-        resize_size=36, batch_size=16, m_per_class=2, epochs=3, lr=2e-3, iterations_per_epoch=4,
-        workers=0, threads=1, tensorboard=False, loss="normsoftmax",
+        dataset="glyphs",
+        root=str(root),
+        backbone=BACKBONE,
+        pretrained=False,
+        embed_dim=16,
+        image_size=32,
+        resize_size=36,
+        batch_size=16,
+        m_per_class=2,
+        epochs=3,
+        lr=2e-3,
+        iterations_per_epoch=4,
+        workers=0,
+        threads=1,
+        tensorboard=False,
+        loss="normsoftmax",
     )
     base.update(kw)
     return TrainConfig.from_dict(base)
@@ -95,8 +108,11 @@ def test_default_protocol_with_last_selection(small, glyph_root, tmp_path, capsy
 def test_cli_labels_the_oracle(small, glyph_root, tmp_path, capsys, monkeypatch):
     import oodml.train as T
 
-    monkeypatch.setattr(T, "train", lambda cfg, out, **kw: {"best_epoch": 2, "epochs": 3, "selection": "test",
-                                                            "test": {"recall@1": 0.5}})
+    monkeypatch.setattr(
+        T,
+        "train",
+        lambda cfg, out, **kw: {"best_epoch": 2, "epochs": 3, "selection": "test", "test": {"recall@1": 0.5}},
+    )
     assert main(["--dataset", "glyphs", "--protocol", "oodml", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert "ORACLE" in capsys.readouterr().out
 
@@ -156,14 +172,25 @@ def test_results_selection_column(tmp_path):
     st = S.load_study(_study(tmp_path, BASE % ("", "protocol: oodml"), "c.yaml"))
     r = st.runs[0]
     r.run_dir.mkdir(parents=True)
-    write_json(r.run_dir / "metrics.json", {"run": r.config, "split": None, "fid": None, "selection": "test",
-                                            "test": {"recall@1": 0.5, "map@1000": 0.25}, "seconds": 1.0})
+    write_json(
+        r.run_dir / "metrics.json",
+        {
+            "run": r.config,
+            "split": None,
+            "fid": None,
+            "selection": "test",
+            "test": {"recall@1": 0.5, "map@1000": 0.25},
+            "seconds": 1.0,
+        },
+    )
     rows, missing = S.collect_rows(st)
     assert not missing and [x["selection"] for x in rows] == ["test", "test"]
     assert [x["metric"] for x in rows] == ["recall@1", "map@1000"]
     # a metrics.json from before the key: the rule comes from the run's config
-    write_json(r.run_dir / "metrics.json", {"run": r.config, "split": None, "fid": None,
-                                            "test": {"recall@1": 0.5}, "seconds": 1.0})
+    write_json(
+        r.run_dir / "metrics.json",
+        {"run": r.config, "split": None, "fid": None, "test": {"recall@1": 0.5}, "seconds": 1.0},
+    )
     assert S.collect_rows(st)[0][0]["selection"] == "test"
     assert S.RESULT_COLUMNS.index("selection") == S.RESULT_COLUMNS.index("seed") + 1
 
@@ -173,10 +200,22 @@ def _table(selection):
     for loss in ("margin", "arcface"):
         for sid, fid in ((1, 0.0), (2, 1.0), (3, 2.0)):
             for seed in (0, 1):
-                rows.append(dict(study="x", dataset="toy", split=sid, fid=fid, loss=loss, seed=seed,
-                                 selection=selection if isinstance(selection, str) else selection[seed],
-                                 stage="zero-shot", metric="recall@1", value=0.8 - 0.1 * sid + 0.01 * seed,
-                                 ci95=None, run_id=f"{loss}{sid}{seed}"))
+                rows.append(
+                    dict(
+                        study="x",
+                        dataset="toy",
+                        split=sid,
+                        fid=fid,
+                        loss=loss,
+                        seed=seed,
+                        selection=selection if isinstance(selection, str) else selection[seed],
+                        stage="zero-shot",
+                        metric="recall@1",
+                        value=0.8 - 0.1 * sid + 0.01 * seed,
+                        ci95=None,
+                        run_id=f"{loss}{sid}{seed}",
+                    )
+                )
     return pd.DataFrame(rows)
 
 

@@ -31,9 +31,26 @@ CLASS_NAMES = [f"Make{c} Model {2000 + c}" for c in range(N_CLASSES)]
 # (class id 1-based, side) of every CARS image in the official annotation order. Classes 1 and 4
 # have a train and a test image that are both number 00001/00002 of their side: `_2` in the study.
 CARS_IMAGES = [
-    (1, "train"), (1, "test"), (2, "train"), (2, "test"), (3, "train"), (4, "test"), (4, "train"),
-    (5, "train"), (5, "test"), (6, "test"), (6, "train"), (1, "train"), (2, "test"), (3, "test"),
-    (4, "train"), (5, "test"), (6, "train"), (6, "test"), (3, "train"), (4, "test"),
+    (1, "train"),
+    (1, "test"),
+    (2, "train"),
+    (2, "test"),
+    (3, "train"),
+    (4, "test"),
+    (4, "train"),
+    (5, "train"),
+    (5, "test"),
+    (6, "test"),
+    (6, "train"),
+    (1, "train"),
+    (2, "test"),
+    (3, "test"),
+    (4, "train"),
+    (5, "test"),
+    (6, "train"),
+    (6, "test"),
+    (3, "train"),
+    (4, "test"),
 ]
 
 
@@ -60,7 +77,7 @@ def _devkit_name_table():
     """Each official image's devkit side and file name (the k-th image of a side is {k:05d}.jpg)."""
     count = {"train": 0, "test": 0}
     out = []
-    for cls, side in CARS_IMAGES:
+    for _cls, side in CARS_IMAGES:
         count[side] += 1
         out.append((side, f"{count[side]:05d}.jpg"))
     return out
@@ -69,12 +86,21 @@ def _devkit_name_table():
 def make_cars_official(folder: Path, with_test_flag: bool = True) -> Path:
     from scipy.io import savemat
 
-    fields = ["relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class"] + (["test"] if with_test_flag else [])
+    fields = ["relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class"] + (
+        ["test"] if with_test_flag else []
+    )
     ann = np.empty((1, len(CARS_IMAGES)), dtype=[(f, object) for f in fields])
     for i, (cls, side) in enumerate(CARS_IMAGES):
         rel = f"car_ims/{i + 1:06d}.jpg"
         _img(folder / rel, i)
-        row = [rel, np.array([[1]]), np.array([[1]]), np.array([[5]]), np.array([[5]]), np.array([[cls]], dtype=np.uint8)]
+        row = [
+            rel,
+            np.array([[1]]),
+            np.array([[1]]),
+            np.array([[5]]),
+            np.array([[5]]),
+            np.array([[cls]], dtype=np.uint8),
+        ]
         if with_test_flag:
             row.append(np.array([[int(side == "test")]], dtype=np.uint8))
         ann[0, i] = tuple(row)
@@ -95,9 +121,17 @@ def make_cars_devkit(folder: Path) -> Path:
         for j, (i, cls) in enumerate(rows):
             fname = names[i][1]
             _img(folder / f"cars_{side}" / fname, i)  # same pixels as the official image i
-            ann[0, j] = (np.array([[1]]), np.array([[1]]), np.array([[5]]), np.array([[5]]),
-                         np.array([[cls]], dtype=np.uint8), fname)
-        mat = folder / "devkit" / "cars_train_annos.mat" if side == "train" else folder / "cars_test_annos_withlabels.mat"
+            ann[0, j] = (
+                np.array([[1]]),
+                np.array([[1]]),
+                np.array([[5]]),
+                np.array([[5]]),
+                np.array([[cls]], dtype=np.uint8),
+                fname,
+            )
+        mat = (
+            folder / "devkit" / "cars_train_annos.mat" if side == "train" else folder / "cars_test_annos_withlabels.mat"
+        )
         savemat(str(mat), {"annotations": ann})
     return folder
 
@@ -119,16 +153,25 @@ def cars_pickle(path: Path, episodes: bool = True) -> Path:
     """Three splits in the published structure, numpy string scalars as the study's pickles."""
     s = np.str_
     names = study_names()
-    layouts = [(CLASS_NAMES[:3], CLASS_NAMES[3:], 8.59), (CLASS_NAMES[1:4], [CLASS_NAMES[0]] + CLASS_NAMES[4:], 14.33),
-               (CLASS_NAMES[:2], CLASS_NAMES[4:], 86.48)]
+    layouts = [
+        (CLASS_NAMES[:3], CLASS_NAMES[3:], 8.59),
+        (CLASS_NAMES[1:4], [CLASS_NAMES[0]] + CLASS_NAMES[4:], 14.33),
+        (CLASS_NAMES[:2], CLASS_NAMES[4:], 86.48),
+    ]
     data = {}
     for key, (tr, te, fid) in enumerate(layouts, 1):
-        entry = {"train": [s(c) for c in sorted(tr)], "test": [s(c) for c in sorted(te)], "fid": np.float64(fid),
-                 "split_train": [s(c) for c in tr[1:]], "split_val": [s(c) for c in tr[:1]]}
+        entry = {
+            "train": [s(c) for c in sorted(tr)],
+            "test": [s(c) for c in sorted(te)],
+            "fid": np.float64(fid),
+            "split_train": [s(c) for c in tr[1:]],
+            "split_val": [s(c) for c in tr[:1]],
+        }
         if episodes:
             entry["test_episodes"] = {
                 k: {e: {s(c): [s(n) for n in (names[c][-k:] if e == 0 else names[c][:k])] for c in te} for e in (0, 1)}
-                for k in (1, 2)}
+                for k in (1, 2)
+            }
         data[key] = entry
     path.write_bytes(pickle.dumps(data))
     return path
@@ -219,7 +262,9 @@ def test_unmappable_file_and_mismatches_are_one_clear_line(tmp_path):
     data[2]["test_episodes"][1][0][np.str_(CLASS_NAMES[0])] = [np.str_("09999.jpg")]
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(pickle.dumps(data))
-    with pytest.raises(EpisodeMappingError, match=r"names image '09999.jpg' of class 'Make0 Model 2000'.*layouts that work"):
+    with pytest.raises(
+        EpisodeMappingError, match=r"names image '09999.jpg' of class 'Make0 Model 2000'.*layouts that work"
+    ):
         import_published(bad, ds)
     data = pickle.loads(pkl.read_bytes())
     data[1]["train"] = [np.str_("Nonexistent Car 1999")] + data[1]["train"]
@@ -250,8 +295,15 @@ def test_names_only_import_without_images_resolves_when_a_run_starts(tmp_path):
         a, b = load_splits(out, dataset=ds), load_splits(direct, dataset=ds)
         assert a.num_images == len(ds) and a.classes == b.classes
         for sa, sb in zip(a.series, b.series):
-            assert (sa.fid, sa.train, sa.test, sa.val, sa.episodes, sa.standard, sa.phase) == \
-                   (sb.fid, sb.train, sb.test, sb.val, sb.episodes, sb.standard, sb.phase)
+            assert (sa.fid, sa.train, sa.test, sa.val, sa.episodes, sa.standard, sa.phase) == (
+                sb.fid,
+                sb.train,
+                sb.test,
+                sb.val,
+                sb.episodes,
+                sb.standard,
+                sb.phase,
+            )
     # and a run starts from it: the trainer's class resolution reads the names-only file
     from oodml.train import TrainConfig, resolve_classes
 
@@ -282,7 +334,10 @@ def _cub(folder: Path) -> Path:
 
 def _sop(folder: Path) -> Path:
     iid = 0
-    for fname, cids in (("Ebay_train.txt", [1, 1, 1, 2, 2, 2, 3, 3, 3]), ("Ebay_test.txt", [4, 4, 4, 5, 5, 5, 6, 6, 6])):
+    for fname, cids in (
+        ("Ebay_train.txt", [1, 1, 1, 2, 2, 2, 3, 3, 3]),
+        ("Ebay_test.txt", [4, 4, 4, 5, 5, 5, 6, 6, 6]),
+    ):
         lines = ["image_id class_id super_class_id path"]
         for cid in cids:
             iid += 1
@@ -304,13 +359,27 @@ def test_cub_and_sop_episodes_by_file_name(tmp_path, name):
     files = {c: [os.path.basename(ds.items[i].path) for i in by[c]] for c in cls}
     tr, te = cls[:3], cls[3:]
     pkl = tmp_path / ("cub200_splits.pkl" if name == "cub" else "online_products_splits.pkl")
-    pkl.write_bytes(pickle.dumps({1: {"train": [np.str_(c) for c in tr], "test": [np.str_(c) for c in te],
-                                      "fid": np.float64(3.43), "split_train": tr[1:], "split_val": tr[:1],
-                                      "test_episodes": {2: {0: {np.str_(c): [np.str_(f) for f in files[c][1:3]]
-                                                                for c in te}}}}}))
+    pkl.write_bytes(
+        pickle.dumps(
+            {
+                1: {
+                    "train": [np.str_(c) for c in tr],
+                    "test": [np.str_(c) for c in te],
+                    "fid": np.float64(3.43),
+                    "split_train": tr[1:],
+                    "split_val": tr[:1],
+                    "test_episodes": {2: {0: {np.str_(c): [np.str_(f) for f in files[c][1:3]] for c in te}}},
+                }
+            }
+        )
+    )
     out = tmp_path / "s.json"
-    assert make_splits_cli(["--import-oodml", str(pkl), "--root", str(tmp_path), "--out", str(out),
-                            "--figure", "none", "--quiet"]) == 0  # dataset from the file name
+    assert (
+        make_splits_cli(
+            ["--import-oodml", str(pkl), "--root", str(tmp_path), "--out", str(out), "--figure", "none", "--quiet"]
+        )
+        == 0
+    )  # dataset from the file name
     sf = load_splits(out, dataset=ds)
     assert sf.provenance["dataset"] == name and sf.get(1).val == tr[:1]
     for c, ids in sf.get(1).episodes[2][0].items():
@@ -328,8 +397,12 @@ def test_cli_names_only_check_and_recompute_fid(tmp_path, capsys):
     make_cars_devkit(root / "stanford_cars")
     assert make_splits_cli(["--check", str(out), "--root", str(root), "--quiet"]) == 0
     assert "episodes published" in capsys.readouterr().out
-    assert make_splits_cli(["--check", str(out), "--root", str(root), "--recompute-fid", "--features", "pixels",
-                            "--quiet"]) == 0
+    assert (
+        make_splits_cli(
+            ["--check", str(out), "--root", str(root), "--recompute-fid", "--features", "pixels", "--quiet"]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "recomputed 3 split FIDs with pixels features" in text and "published order" in text
     assert "8.59" in text and "86.48" in text
@@ -338,7 +411,11 @@ def test_cli_names_only_check_and_recompute_fid(tmp_path, capsys):
     assert "go with --import-oodml" in capsys.readouterr().err
     flagless = tmp_path / "flagless"
     make_cars_official(flagless / "cars196", with_test_flag=False)
-    assert make_splits_cli(["--import-oodml", str(pkl), "--root", str(flagless), "--out", str(tmp_path / "x.json"),
-                            "--quiet"]) == 2
+    assert (
+        make_splits_cli(
+            ["--import-oodml", str(pkl), "--root", str(flagless), "--out", str(tmp_path / "x.json"), "--quiet"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "Traceback" not in err and "--redraw-episodes" in err and not (tmp_path / "x.json").exists()

@@ -119,8 +119,16 @@ def test_the_readme_has_commands_to_check():
     # the extraction works: the README's well-known commands are all found
     texts = [c.text for c in COMMANDS]
     modules = {c.module for c in COMMANDS}
-    assert {"oodml.make_splits", "oodml.train", "oodml.evaluate", "oodml.study", "oodml.adapt", "oodml.plot",
-            "oodml.datasets", "oodml.demo"} <= modules
+    assert {
+        "oodml.make_splits",
+        "oodml.train",
+        "oodml.evaluate",
+        "oodml.study",
+        "oodml.adapt",
+        "oodml.plot",
+        "oodml.datasets",
+        "oodml.demo",
+    } <= modules
     assert any(t.startswith("python -m oodml.train --list-losses") for t in texts)
     adapt = next(c for c in COMMANDS if c.module == "oodml.adapt" and not c.mention)
     assert adapt.argv[0] == "runs/embedded_quick/PLACEHOLDER"
@@ -173,8 +181,10 @@ def test_readme_command_parses(cmd: Command):
 #: module -> predicate on the arguments, and the text the output must contain
 RUN: dict[str, tuple[Callable[[tuple[str, ...]], bool], str]] = {
     "oodml.train": (lambda a: a == ("--list-losses",), "multisimilarity"),
-    "oodml.study": (lambda a: a[:1] in (("plan",), ("status",)) and a[1:2] == ("studies/embedded_quick.yaml",),
-                    "embedded_quick"),
+    "oodml.study": (
+        lambda a: a[:1] in (("plan",), ("status",)) and a[1:2] == ("studies/embedded_quick.yaml",),
+        "embedded_quick",
+    ),
 }
 CHEAP = sorted({(c.module, c.argv) for c in COMMANDS if c.module in RUN and RUN[c.module][0](c.argv)})
 

@@ -22,8 +22,10 @@ def test_score_json_from_a_study(tmp_path, capsys):
     csv = tmp_path / "runs" / "toy" / "results.csv"
     df.to_csv(csv, index=False)
     study = tmp_path / "studies" / "toy.yaml"
-    study.write_text("name: toy\ndatasets:\n  - {name: glyphs, splits: splits/glyphs.json}\n"
-                     "losses: [margin, triplet, arcface]\nseeds: [0, 1, 2]\ntrain: {epochs: 3}\n")
+    study.write_text(
+        "name: toy\ndatasets:\n  - {name: glyphs, splits: splits/glyphs.json}\n"
+        "losses: [margin, triplet, arcface]\nseeds: [0, 1, 2]\ntrain: {epochs: 3}\n"
+    )
     out = tmp_path / "score.json"
     assert score.cli([str(study), "--out", str(out), "-q"]) == 0
     printed = capsys.readouterr().out

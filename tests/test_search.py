@@ -23,7 +23,7 @@ from oodml.errors import BadInputError
 
 # A fake trainer: marks each call, can sleep / fail, and scores the validation classes with a
 # known function of the settings (best: margin 0.3, lr 1e-3) so the chosen trial is predictable.
-FAKE = '''
+FAKE = """
 import json, os, time, uuid
 from pathlib import Path
 from oodml.io import write_json
@@ -46,7 +46,7 @@ def run(config, run_dir):
     v = score(config)
     write_json(run_dir / "metrics.json", {"run": config, "split": config["split"], "fid": None,
                "val": {"map@r": v, "recall@1": v}, "test": {"recall@1": v / 2, "map@r": v / 3}, "seconds": 1.0})
-'''
+"""
 
 STUDY = """
 name: srch
@@ -66,9 +66,20 @@ search:
 
 
 def _write_splits(path: Path, n: int = 3, standard: int = 2) -> Path:
-    series = [{"id": i, "fid": 0.1 * i, "step": i, "phase": "easier", "standard": i == standard,
-               "train": [f"c{j}" for j in range(6)], "test": [f"t{j}" for j in range(4)], "val": ["c0"],
-               "episodes": {}} for i in range(1, n + 1)]
+    series = [
+        {
+            "id": i,
+            "fid": 0.1 * i,
+            "step": i,
+            "phase": "easier",
+            "standard": i == standard,
+            "train": [f"c{j}" for j in range(6)],
+            "test": [f"t{j}" for j in range(4)],
+            "val": ["c0"],
+            "episodes": {},
+        }
+        for i in range(1, n + 1)
+    ]
     path.write_text(json.dumps({"schema": "oodml.splits/1", "series": series}))
     return path
 
@@ -136,7 +147,9 @@ def test_every_objective_declares_a_valid_space(name):
         else:
             assert t.low <= d <= t.high, f"{name}: default {key}={d} outside {t.describe()}"
             own[key] = t.high  # an extreme of the range must build
-    obj = L.make_objective(name, num_classes=5, embed_dim=16, feature_dim=32, **own)  # 16: DiVA heads, uniformity chunks
+    obj = L.make_objective(
+        name, num_classes=5, embed_dim=16, feature_dim=32, **own
+    )  # 16: DiVA heads, uniformity chunks
     assert obj.name == name
 
 
@@ -155,8 +168,12 @@ def test_tunable_parse_and_errors():
     t = SR.Tunable.parse({"low": 1, "high": 8, "int": True, "log": True}, "x")
     assert t.integer and t.log and t.describe() == "[1, 8] log"
     assert SR.Tunable.parse({"choices": ["a", "b"]}, "x").choices == ("a", "b")
-    for bad, needle in [([0.5, 0.1], "low < high"), ({"low": 0, "high": 1, "log": True}, "low > 0"),
-                        ({"lo": 0, "high": 1}, "unknown key 'lo'"), ("wide", "a range must be")]:
+    for bad, needle in [
+        ([0.5, 0.1], "low < high"),
+        ({"low": 0, "high": 1, "log": True}, "low > 0"),
+        ({"lo": 0, "high": 1}, "unknown key 'lo'"),
+        ("wide", "a range must be"),
+    ]:
         with pytest.raises(BadInputError, match=needle):
             SR.Tunable.parse(bad, "study.yaml: search.space.margin.margin")
 
@@ -195,12 +212,19 @@ def test_objective_without_space_fails_only_when_searched(tmp_path, monkeypatch)
     p = _study(tmp_path, "name: s\ndatasets: [glyphs]\nlosses: [margin, supcon]\nsearch: {trials: 2}\n")
     with pytest.raises(BadInputError, match="loss supcon declares no search space"):
         S.load_study(p)
-    ok = _study(tmp_path, "name: s\ndatasets: [glyphs]\nlosses: [margin, supcon]\n"
-                "search: {trials: 2, space: {supcon: {temperature: [0.05, 0.2]}}}\n", "ok.yaml")
+    ok = _study(
+        tmp_path,
+        "name: s\ndatasets: [glyphs]\nlosses: [margin, supcon]\n"
+        "search: {trials: 2, space: {supcon: {temperature: [0.05, 0.2]}}}\n",
+        "ok.yaml",
+    )
     st = S.load_study(ok)
     assert st.search["spaces"]["supcon"] == {"temperature": SR.Tunable(0.05, 0.2)}
-    skip = _study(tmp_path, "name: s\ndatasets: [glyphs]\nlosses: [margin, supcon]\n"
-                  "search: {trials: 2, losses: [margin]}\n", "skip.yaml")
+    skip = _study(
+        tmp_path,
+        "name: s\ndatasets: [glyphs]\nlosses: [margin, supcon]\nsearch: {trials: 2, losses: [margin]}\n",
+        "skip.yaml",
+    )
     assert "supcon" not in S.load_study(skip).search["spaces"]
 
 
@@ -269,14 +293,17 @@ def test_same_seed_same_trials_whatever_the_order(tmp_path, fake):
     pa = [SR.read_tuned(r.run_dir)["params"] for r in _trials(a)]
     pb = [SR.read_tuned(r.run_dir)["params"] for r in _trials(b)]
     assert pa == pb and len({json.dumps(x, sort_keys=True) for x in pa}) == 3
-    c = S.load_study(_study(tmp_path, STUDY.replace("trials: 3", "trials: 3\n  seed: 7"), "c.yaml"),
-                     runs_dir=tmp_path / "c")
+    c = S.load_study(
+        _study(tmp_path, STUDY.replace("trials: 3", "trials: 3\n  seed: 7"), "c.yaml"), runs_dir=tmp_path / "c"
+    )
     _run(c, fake, only=[r.run_id for r in _trials(c)])
     assert [SR.read_tuned(r.run_dir)["params"] for r in _trials(c)] != pa
 
 
 def test_tpe_sampler(tmp_path, fake):
-    st = S.load_study(_study(tmp_path, STUDY.replace("sampler: random", "sampler: tpe").replace("trials: 3", "trials: 2")))
+    st = S.load_study(
+        _study(tmp_path, STUDY.replace("sampler: random", "sampler: tpe").replace("trials: 3", "trials: 2"))
+    )
     assert _run(st, fake)["failed"] == 0
     assert set(S.states(st).values()) == {"done"}
     assert all(SR.read_tuned(r.run_dir)["sampler"] == "tpe" for r in _trials(st))
@@ -302,8 +329,11 @@ def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path, fake, monkeyp
     before = SR.read_tuned(bad.run_dir)["params"]
     _run(st, fake, retry_failed=True)
     assert S.run_state(bad) == "done" and SR.read_tuned(bad.run_dir)["params"] == before
-    retried = [t for t in ost.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-               if t.user_attrs.get("retry_of") is not None]
+    retried = [
+        t
+        for t in ost.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        if t.user_attrs.get("retry_of") is not None
+    ]
     assert len(retried) == 1 and retried[0].params == before  # Optuna learns the retried result
 
 
@@ -322,13 +352,23 @@ def test_sigkill_and_restart_never_repeat_a_finished_trial(tmp_path, fake, monke
     p = _study(tmp_path)
     st = S.load_study(p)
     monkeypatch.setenv("FAKE_SLEEP", "1.0")
-    cmd = [sys.executable, "-m", "oodml.study", "run", str(p), "--run-fn", "fakesearch:run", "--quiet",
-           "--no-check-data"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "oodml.study",
+        "run",
+        str(p),
+        "--run-fn",
+        "fakesearch:run",
+        "--quiet",
+        "--no-check-data",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
     trial_dirs = [r.run_dir for r in _trials(st)]
     deadline = time.time() + 60
-    while time.time() < deadline and not ((trial_dirs[0] / "metrics.json").is_file()
-                                          and (trial_dirs[1] / "tuned.json").is_file()):
+    while time.time() < deadline and not (
+        (trial_dirs[0] / "metrics.json").is_file() and (trial_dirs[1] / "tuned.json").is_file()
+    ):
         time.sleep(0.05)
     time.sleep(0.3)  # the second trial is training
     proc.send_signal(signal.SIGKILL)
@@ -370,7 +410,9 @@ def test_results_table_tuning_hparams_and_figures(tmp_path, fake):
     d = next(r for r in rows if r["loss"] == "margin" and r["tuning"] == "default")
     assert json.loads(d["hparams"]) == {"margin": 0.2, "train.lr": 0.001}
     std2 = [r for r in rows if r["split"] == "2" and r["loss"] == "margin" and r["tuning"] != "default"]
-    assert {r["tuning"] for r in std2} == {"tuned-standard", "tuned-per-split"} and len({r["run_id"] for r in std2}) == 1
+    assert {r["tuning"] for r in std2} == {"tuned-standard", "tuned-per-split"} and len(
+        {r["run_id"] for r in std2}
+    ) == 1
     ms = next(r for r in rows if r["loss"] == "multisimilarity")
     assert ms["tuning"] == "default" and json.loads(ms["hparams"]) == {}
     summary = (st.runs_dir / "search" / "searches.csv").read_text().splitlines()
@@ -382,7 +424,8 @@ def test_results_table_tuning_hparams_and_figures(tmp_path, fake):
     import matplotlib
 
     matplotlib.use("Agg")
-    from oodml import plot, tuning_plot as tp
+    from oodml import plot
+    from oodml import tuning_plot as tp
 
     df = plot.load_results(res["csv"])
     fig = tp.default_vs_tuned_figure(df, "glyphs", "recall@1")
@@ -404,9 +447,22 @@ def test_figure_without_tuned_rows_is_a_clear_error(tmp_path):
 
     from oodml import tuning_plot as tp
 
-    df = pd.DataFrame({"study": ["s"], "run_id": ["r"], "dataset": ["glyphs"], "loss": ["margin"], "tuning": ["default"], "split": [1],
-                       "fid": [0.1], "seed": [0], "stage": ["zero-shot"], "metric": ["recall@1"], "value": [0.5],
-                       "ci95": [float("nan")]})
+    df = pd.DataFrame(
+        {
+            "study": ["s"],
+            "run_id": ["r"],
+            "dataset": ["glyphs"],
+            "loss": ["margin"],
+            "tuning": ["default"],
+            "split": [1],
+            "fid": [0.1],
+            "seed": [0],
+            "stage": ["zero-shot"],
+            "metric": ["recall@1"],
+            "value": [0.5],
+            "ci95": [float("nan")],
+        }
+    )
     with pytest.raises(BadInputError, match="no tuned runs"):
         tp.default_vs_tuned_figure(df, "glyphs")
     assert tp.transfer_gap_table(df, "glyphs").empty and not tp.has_tuning(df)
@@ -418,9 +474,21 @@ def test_real_tiny_search_through_the_trainer(tmp_path, monkeypatch):
     the tuned run trains with the chosen ones."""
     monkeypatch.setenv("OODML_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OODML_QUIET", "1")
-    tiny = {"backbone": "resnet10t", "pretrained": False, "image_size": 32, "resize_size": 36, "embed_dim": 16,
-            "batch_size": 16, "val_fraction": 0.25, "m_per_class": 4, "epochs": 1, "iterations_per_epoch": 2, "workers": 0,
-            "tensorboard": False, "eval_batch_size": 512}
+    tiny = {
+        "backbone": "resnet10t",
+        "pretrained": False,
+        "image_size": 32,
+        "resize_size": 36,
+        "embed_dim": 16,
+        "batch_size": 16,
+        "val_fraction": 0.25,
+        "m_per_class": 4,
+        "epochs": 1,
+        "iterations_per_epoch": 2,
+        "workers": 0,
+        "tensorboard": False,
+        "eval_batch_size": 512,
+    }
     import numpy as np
     from PIL import Image
 
@@ -433,14 +501,17 @@ def test_real_tiny_search_through_the_trainer(tmp_path, monkeypatch):
             img = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
             Image.fromarray(img).save(root / f"class{c:02d}" / f"{i}.png")
     train = ", ".join(f"{k}: {json.dumps(v) if isinstance(v, bool) else v}" for k, v in tiny.items())
-    p = _study(tmp_path, f"""
+    p = _study(
+        tmp_path,
+        f"""
     name: tinysearch
     datasets: [{{name: folder, root: {root}}}]
     losses: [margin]
     seeds: [0]
     train: {{{train}}}
     search: {{trials: 2, default: false, space: {{margin: {{beta: null, beta_lr: null, miner.cutoff: null}}}}}}
-    """)
+    """,
+    )
     assert S.main(["run", str(p), "--quiet"]) == 0
     st = S.load_study(p)
     assert [r.tuning for r in st.runs] == ["trial", "trial", "tuned-standard"]

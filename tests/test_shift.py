@@ -22,8 +22,7 @@ def _env(tmp_path, monkeypatch):
 def _dense_mmd2(x, y, k):
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     m, n = len(x), len(y)
-    return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-            - 2 * kxy.mean())
+    return (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean()
 
 
 def _poly(x, y):
@@ -119,8 +118,9 @@ def _table():
     rows = []
     for s in range(1, 6):
         for ext, meas, v in (("a", "fid_class", s), ("a", "kid", s * 2.0), ("b", "mmd", 6 - s)):
-            rows.append({"split": s, "fid": float(s), "extractor": ext, "measure": meas, "value": float(v),
-                         "se": np.nan})
+            rows.append(
+                {"split": s, "fid": float(s), "extractor": ext, "measure": meas, "value": float(v), "se": np.nan}
+            )
     return pd.DataFrame(rows)
 
 
@@ -138,16 +138,30 @@ def test_predictive_table_spearman_per_loss():
     for s in range(1, 6):
         for loss, val in (("margin", 0.9 - 0.1 * s), ("multisimilarity", [0.5, 0.7, 0.6, 0.4, 0.3][s - 1])):
             for seed in (0, 1):
-                res.append({"study": "t", "dataset": "syn", "split": s, "fid": float(s), "loss": loss, "seed": seed,
-                            "stage": "zero-shot", "metric": "recall@1", "value": val, "ci95": np.nan,
-                            "run_id": f"{loss}{s}{seed}"})
+                res.append(
+                    {
+                        "study": "t",
+                        "dataset": "syn",
+                        "split": s,
+                        "fid": float(s),
+                        "loss": loss,
+                        "seed": seed,
+                        "stage": "zero-shot",
+                        "metric": "recall@1",
+                        "value": val,
+                        "ci95": np.nan,
+                        "run_id": f"{loss}{s}{seed}",
+                    }
+                )
     pred = shift.predictive_table(_table(), pd.DataFrame(res), dataset="syn")
     got = {(r.loss, r.extractor, r.measure): r.spearman for r in pred.itertuples()}
     assert got[("margin", "a", "fid_class")] == pytest.approx(-1.0)
     assert got[("margin", "b", "mmd")] == pytest.approx(1.0)
     from scipy.stats import spearmanr
 
-    assert got[("multisimilarity", "a", "kid")] == pytest.approx(spearmanr([1, 2, 3, 4, 5], [.5, .7, .6, .4, .3])[0])
+    assert got[("multisimilarity", "a", "kid")] == pytest.approx(
+        spearmanr([1, 2, 3, 4, 5], [0.5, 0.7, 0.6, 0.4, 0.3])[0]
+    )
     assert set(pred["n_splits"]) == {5}
 
 
@@ -159,12 +173,43 @@ def test_cli_on_a_features_file(tmp_path, capsys):
 
     npz = synthetic_npz(tmp_path / "feats.npz", C=24, per=5, d=8)
     sp = tmp_path / "syn.json"
-    assert make_cli(["--features-file", str(npz), "--dataset", "syn", "--out", str(sp), "--figure", "none",
-                     "--num-splits", "4", "--episodes", "1", "--min-classes", "4", "-q"]) == 0
+    assert (
+        make_cli(
+            [
+                "--features-file",
+                str(npz),
+                "--dataset",
+                "syn",
+                "--out",
+                str(sp),
+                "--figure",
+                "none",
+                "--num-splits",
+                "4",
+                "--episodes",
+                "1",
+                "--min-classes",
+                "4",
+                "-q",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     stem = tmp_path / "out" / "shift"
-    args = [str(sp), "--features-file", str(npz), "--out", str(stem), "--attribution", "--kid-subset-size", "10",
-            "--kid-subsets", "4", "-q"]
+    args = [
+        str(sp),
+        "--features-file",
+        str(npz),
+        "--out",
+        str(stem),
+        "--attribution",
+        "--kid-subset-size",
+        "10",
+        "--kid-subsets",
+        "4",
+        "-q",
+    ]
     assert cli(args) == 0
     out = capsys.readouterr().out
     assert "Kendall" in out and "feats/kid" in out
@@ -179,12 +224,32 @@ def test_cli_on_a_features_file(tmp_path, capsys):
     first = [(tmp_path / "out" / n).read_bytes() for n in ("shift.csv", "shift.png")]
     assert cli(args) == 0
     assert [(tmp_path / "out" / n).read_bytes() for n in ("shift.csv", "shift.png")] == first
-    res = pd.DataFrame([{"study": "t", "dataset": "syn", "split": s, "fid": float(s), "loss": "margin", "seed": 0,
-                         "stage": "zero-shot", "metric": "recall@1", "value": 1.0 - s / 10, "ci95": np.nan,
-                         "run_id": f"r{s}"} for s in range(1, 5)])
+    res = pd.DataFrame(
+        [
+            {
+                "study": "t",
+                "dataset": "syn",
+                "split": s,
+                "fid": float(s),
+                "loss": "margin",
+                "seed": 0,
+                "stage": "zero-shot",
+                "metric": "recall@1",
+                "value": 1.0 - s / 10,
+                "ci95": np.nan,
+                "run_id": f"r{s}",
+            }
+            for s in range(1, 5)
+        ]
+    )
     res.to_csv(tmp_path / "res.csv", index=False)
-    assert cli(args[:3] + ["--measures", "fid_class", "mean_dist", "--results", str(tmp_path / "res.csv"),
-                           "--out", str(stem), "-q"]) == 0
+    assert (
+        cli(
+            args[:3]
+            + ["--measures", "fid_class", "mean_dist", "--results", str(tmp_path / "res.csv"), "--out", str(stem), "-q"]
+        )
+        == 0
+    )
     assert "Spearman" in capsys.readouterr().out
     pred = pd.read_csv(f"{stem}_predicts_recall1.csv")
     assert len(pred) == 2 and set(pred["measure"]) == {"fid_class", "mean_dist"}

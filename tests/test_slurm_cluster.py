@@ -28,9 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 # Short deterministic CPU runs on the embedded dataset (a few seconds of training each).
-TRAIN = ("{backbone: oodml_convnet, pretrained: false, image_size: 32, resize_size: 36, embed_dim: 32, "
-         "batch_size: 64, m_per_class: 4, epochs: EPOCHS, iterations_per_epoch: 3, lr: 1.0e-3, workers: 0, "
-         "threads: 1, deterministic: true, tensorboard: false}")
+TRAIN = (
+    "{backbone: oodml_convnet, pretrained: false, image_size: 32, resize_size: 36, embed_dim: 32, "
+    "batch_size: 64, m_per_class: 4, epochs: EPOCHS, iterations_per_epoch: 3, lr: 1.0e-3, workers: 0, "
+    "threads: 1, deterministic: true, tensorboard: false}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,25 +67,34 @@ def env(cluster, tmp_path_factory):
 def _study(folder: Path, name: str, *, splits="[1, 9]", losses="[margin]", epochs=2, slurm="") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     p = folder / f"{name}.yaml"
-    p.write_text(textwrap.dedent(f"""\
+    p.write_text(
+        textwrap.dedent(f"""\
         name: {name}
         datasets:
-          - {{name: glyphs, splits: {REPO / 'splits' / 'glyphs.json'}}}
+          - {{name: glyphs, splits: {REPO / "splits" / "glyphs.json"}}}
         splits: {splits}
         losses: {losses}
         seeds: [0]
-        train: {TRAIN.replace('EPOCHS', str(epochs))}
+        train: {TRAIN.replace("EPOCHS", str(epochs))}
         executor:
           kind: slurm
           slurm: {{time: 10, cpus_per_task: 1, array_parallelism: 2{slurm}}}
-        runs_dir: {folder / 'runs' / name}
-        """))
+        runs_dir: {folder / "runs" / name}
+        """)
+    )
     return p
 
 
 def _cli(env, *args, timeout=300) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "oodml.study", *args], env=env, capture_output=True, text=True,
-                         timeout=timeout, cwd=str(REPO), stdin=subprocess.DEVNULL)
+    res = subprocess.run(
+        [sys.executable, "-m", "oodml.study", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(REPO),
+        stdin=subprocess.DEVNULL,
+    )
     return res
 
 
@@ -172,8 +183,12 @@ def test_requeued_task_resumes_from_checkpoint_with_the_same_result(cluster, env
     res = _cli(env, "run", str(p), "--runs-dir", str(ref), "--quiet")  # the uninterrupted twin
     assert res.returncode == 0, res.stderr
     job = json.loads((run.run_dir / S.QUEUED).read_text())["job_id"]
-    _wait(lambda: (run.run_dir / "checkpoint.pt").exists() and not (run.run_dir / "metrics.json").exists(),
-          240, "the first checkpoint", poll=0.2)
+    _wait(
+        lambda: (run.run_dir / "checkpoint.pt").exists() and not (run.run_dir / "metrics.json").exists(),
+        240,
+        "the first checkpoint",
+        poll=0.2,
+    )
     cluster.run("scontrol", "requeue", job)
     _wait(lambda: (_release_requeued(cluster), S.run_state(run) == "done")[1], 300, "the requeued run")
     _wait(lambda: (ref / run.run_id / "metrics.json").exists(), 240, "the uninterrupted run")

@@ -95,8 +95,9 @@ def test_harder_phase_moves_exactly_the_reference_classes(seed, swaps, history):
     train, test = perm[:25].tolist(), perm[25:].tolist()
     means = np.stack([x[lab == c].astype(np.float64).mean(0) for c in range(50)])
     n_iters = 20
-    ref = reference_harder_moves([means[c] for c in train], train, [means[c] for c in test], test,
-                                 n_iters, swaps, history)
+    ref = reference_harder_moves(
+        [means[c] for c in train], train, [means[c] for c in test], test, n_iters, swaps, history
+    )
     p = SearchParams(phases=("harder",), swaps_per_iter=swaps, history=history, patience=None, max_iters=n_iters)
     traj = search_trajectory(x, lab, train, test, p)
     ours = [list(zip(r["to_test"], r["to_train"])) for r in traj.records[1:]]
@@ -152,7 +153,7 @@ def test_history_is_respected(traj60):
         for r in traj.records:
             if r["phase"] == phase:
                 for a, b in zip(r["to_test"], r["to_train"]):
-                    recent = {c for pair in swaps[-p.history:] for c in pair}
+                    recent = {c for pair in swaps[-p.history :] for c in pair}
                     assert a not in recent and b not in recent
                     swaps.append((a, b))
         assert len(swaps) > p.history
@@ -199,6 +200,7 @@ def test_search_is_deterministic_and_image_level_runs():
     b = search_trajectory(x, lab, list(range(15)), list(range(15, 30)), p)
     assert a.records == b.records
     from oodml.fid import frechet_distance_from_features
+
     tr, te = a.states[-1]
     ref = frechet_distance_from_features(x[np.isin(lab, tr)].astype(np.float64), x[np.isin(lab, te)].astype(np.float64))
     assert a.records[-1]["fid"] == pytest.approx(ref, rel=1e-8)
@@ -233,9 +235,12 @@ def test_selection_even_spacing_and_standard_included():
     small = [5.0, 0.0, 1.0, 9.0, 3.5, 6.0, 10.0, 7.9]
     got = select_series(small, 4, required=0)
     import itertools
+
     order = sorted(range(len(small)), key=lambda i: small[i])
-    best = min((c for c in itertools.combinations(order, 4) if 0 in c and 1 in c and 6 in c),
-               key=lambda c: float(np.sum(np.diff(sorted(small[i] for i in c)) ** 2)))
+    best = min(
+        (c for c in itertools.combinations(order, 4) if 0 in c and 1 in c and 6 in c),
+        key=lambda c: float(np.sum(np.diff(sorted(small[i] for i in c)) ** 2)),
+    )
     assert sorted(got) == sorted(best)
 
 
@@ -299,8 +304,23 @@ def small_doc(seed=0, C=40, **kw):
     x, lab = structured(C=C, per=6, d=16, seed=1, mix=0.5)
     cls = names(C)
     p = SearchParams(num_splits=5, patience=3, min_classes=6, episodes=3, **kw)
-    return build_split_document(x, lab, cls, cls[: C // 2], cls[C // 2:], p, seed=seed, dataset="synthetic",
-                                fingerprint=make_dataset(cls).fingerprint(), extractor="none"), x, lab, cls
+    return (
+        build_split_document(
+            x,
+            lab,
+            cls,
+            cls[: C // 2],
+            cls[C // 2 :],
+            p,
+            seed=seed,
+            dataset="synthetic",
+            fingerprint=make_dataset(cls).fingerprint(),
+            extractor="none",
+        ),
+        x,
+        lab,
+        cls,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -371,18 +391,21 @@ def tamper(tmp_path, doc, fn, name="bad.json"):
     return path
 
 
-@pytest.mark.parametrize("fn,match", [
-    (lambda d: d["series"][1]["test"].append(d["series"][1]["train"][0]), "both train and test"),
-    (lambda d: d["series"][0]["train"].append("no-such-class"), "unknown class 'no-such-class'"),
-    (lambda d: d.__setitem__("schema", "oodml.splits/99"), "unknown schema"),
-    (lambda d: d["series"][2].__setitem__("id", d["series"][1]["id"]), "appears twice"),
-    (lambda d: d["series"][0].__setitem__("fid", d["series"][-1]["fid"] + 1), "order of FID"),
-    (lambda d: d["series"][0]["val"].append(d["series"][0]["test"][0]), "not a train class"),
-    (lambda d: d["series"][0]["episodes"]["2"][0].__setitem__(d["series"][0]["test"][0], [1]), "2 distinct"),
-    (lambda d: d["series"][0]["episodes"]["1"][0].__setitem__(d["series"][0]["train"][0], [0]), "not a test class"),
-    (lambda d: d["trajectory"][1].__setitem__("phase", "sideways"), "unknown phase"),
-    (lambda d: d.pop("series"), "missing field 'series'"),
-])
+@pytest.mark.parametrize(
+    "fn,match",
+    [
+        (lambda d: d["series"][1]["test"].append(d["series"][1]["train"][0]), "both train and test"),
+        (lambda d: d["series"][0]["train"].append("no-such-class"), "unknown class 'no-such-class'"),
+        (lambda d: d.__setitem__("schema", "oodml.splits/99"), "unknown schema"),
+        (lambda d: d["series"][2].__setitem__("id", d["series"][1]["id"]), "appears twice"),
+        (lambda d: d["series"][0].__setitem__("fid", d["series"][-1]["fid"] + 1), "order of FID"),
+        (lambda d: d["series"][0]["val"].append(d["series"][0]["test"][0]), "not a train class"),
+        (lambda d: d["series"][0]["episodes"]["2"][0].__setitem__(d["series"][0]["test"][0], [1]), "2 distinct"),
+        (lambda d: d["series"][0]["episodes"]["1"][0].__setitem__(d["series"][0]["train"][0], [0]), "not a test class"),
+        (lambda d: d["trajectory"][1].__setitem__("phase", "sideways"), "unknown phase"),
+        (lambda d: d.pop("series"), "missing field 'series'"),
+    ],
+)
 def test_bad_files_are_refused_with_the_file_named(tmp_path, doc40, fn, match):
     path = tamper(tmp_path, doc40[0], fn)
     with pytest.raises(BadInputError, match=match) as err:
@@ -403,11 +426,13 @@ def test_dataset_checks(tmp_path, doc40):
         load_splits(path, dataset=other)
     with pytest.raises(BadInputError, match="images"):
         load_splits(path, dataset=make_dataset(cls, per=5))
+
     # an episode image that belongs to another class
     def wrong_image(d):
         s = d["series"][0]
         c = s["test"][0]
         s["episodes"]["1"][0][c] = [0]  # image 0 belongs to class 0 (a train class here)
+
     bad = tamper(tmp_path, doc, wrong_image)
     with pytest.raises(BadInputError, match="belongs to"):
         load_splits(bad, dataset=make_dataset(cls))
@@ -471,15 +496,23 @@ def test_one_pass_serialiser_matches_the_canonical_json():
     """dumps_split_document == the former json.loads(dumps_json(doc)) + indent-walk, numpy included."""
     from oodml.io import dumps_json
 
-    doc = {"a": [1, 2, np.int64(3)], "b": {"x": np.arange(4), "y": []}, 7: "é\"",
-           "c": [{}, {"q": (1.5, float("nan"), None, True, np.float32(0.1))}], "e": [[1], [2, [3]]],
-           "f": np.float64(np.inf), "g": [np.bool_(True), "s"], "h": np.array([0.5, 2.0])}
+    doc = {
+        "a": [1, 2, np.int64(3)],
+        "b": {"x": np.arange(4), "y": []},
+        7: 'é"',
+        "c": [{}, {"q": (1.5, float("nan"), None, True, np.float32(0.1))}],
+        "e": [[1], [2, [3]]],
+        "f": np.float64(np.inf),
+        "g": [np.bool_(True), "s"],
+        "h": np.array([0.5, 2.0]),
+    }
     text = dumps_split_document(doc)
     assert json.loads(text) == json.loads(dumps_json(doc))
     assert text == (
         '{\n "a": [1, 2, 3],\n "b": {\n  "x": [0, 1, 2, 3],\n  "y": []\n },\n "7": "é\\"",\n'
         ' "c": [\n  {},\n  {\n   "q": [1.5, null, null, true, 0.10000000149011612]\n  }\n ],\n'
-        ' "e": [\n  [1],\n  [\n   2,\n   [3]\n  ]\n ],\n "f": null,\n "g": [true, "s"],\n "h": [0.5, 2.0]\n}\n')
+        ' "e": [\n  [1],\n  [\n   2,\n   [3]\n  ]\n ],\n "f": null,\n "g": [true, "s"],\n "h": [0.5, 2.0]\n}\n'
+    )
 
 
 # ------------------------------------------------------------------------------ ooDML import
@@ -506,21 +539,35 @@ def reference_pkl(cls, ds, tmp_path, int_ids=False, with_episodes=True):
     half = len(cls) // 2
     rng = np.random.default_rng(0)
     splits = {}
-    layouts = [(cls[:half], cls[half:], 50.0), (cls[1:half + 1], [cls[0]] + cls[half + 1:], 40.0),
-               (cls[:half - 3], cls[half + 3:], 90.0), (cls[2:half] + cls[:2][::-1], cls[half:], 50.0)]
+    layouts = [
+        (cls[:half], cls[half:], 50.0),
+        (cls[1 : half + 1], [cls[0]] + cls[half + 1 :], 40.0),
+        (cls[: half - 3], cls[half + 3 :], 90.0),
+        (cls[2:half] + cls[:2][::-1], cls[half:], 50.0),
+    ]
     layouts = layouts[:3]
     by = ds.indices_by_class()
     for i, (tr, te, fid) in enumerate(layouts, 1):
-        entry = {"train": sorted(tr), "test": sorted(te), "fid": np.float64(fid),
-                 "split_train": sorted(tr)[2:], "split_val": sorted(tr)[:2]}
+        entry = {
+            "train": sorted(tr),
+            "test": sorted(te),
+            "fid": np.float64(fid),
+            "split_train": sorted(tr)[2:],
+            "split_val": sorted(tr)[:2],
+        }
         if with_episodes:
-            entry["test_episodes"] = {k: {e: {c: [os.path.basename(ds.items[j].path)
-                                                  for j in rng.choice(by[c], k, replace=False)] for c in te}
-                                          for e in range(1, 4)} for k in (2, 5)}
+            entry["test_episodes"] = {
+                k: {
+                    e: {
+                        c: [os.path.basename(ds.items[j].path) for j in rng.choice(by[c], k, replace=False)] for c in te
+                    }
+                    for e in range(1, 4)
+                }
+                for k in (2, 5)
+            }
         if int_ids:
             pos = {c: n + 1 for n, c in enumerate(cls)}
-            entry = {"train": np.array([pos[c] for c in tr]), "test": [np.int64(pos[c]) for c in te],
-                     "fid": float(fid)}
+            entry = {"train": np.array([pos[c] for c in tr]), "test": [np.int64(pos[c]) for c in te], "fid": float(fid)}
         splits[i] = entry
     path = tmp_path / ("ints.pkl" if int_ids else "ref.pkl")
     path.write_bytes(pickle.dumps(splits))
@@ -563,8 +610,7 @@ def test_trajectory_stride_evaluates_every_sth_step_and_the_selected_ones_exactl
     x, lab = structured(C=40, per=6, d=16, seed=5)
     cls = names(40)
     full = SearchParams(num_splits=4, patience=None, max_iters=6, min_classes=12, episodes=1)
-    strided = SearchParams(num_splits=4, patience=None, max_iters=6, min_classes=12, episodes=1,
-                           trajectory_stride=3)
+    strided = SearchParams(num_splits=4, patience=None, max_iters=6, min_classes=12, episodes=1, trajectory_stride=3)
     t1 = search_trajectory(x, lab, range(20), range(20, 40), full)
     t3 = search_trajectory(x, lab, range(20), range(20, 40), strided)
     swaps = sum(r["phase"] != "removal" for r in t1.records)
@@ -582,8 +628,10 @@ def test_trajectory_stride_evaluates_every_sth_step_and_the_selected_ones_exactl
             assert (r["fid"] is not None) == (k % 3 == 0 or last_of_phase)
     doc = build_split_document(x, lab, cls, cls[:20], cls[20:], strided, dataset="synthetic")
     assert doc["provenance"]["params"]["trajectory_stride"] == 3
-    assert "trajectory_stride" not in build_split_document(
-        x, lab, cls, cls[:20], cls[20:], full, dataset="synthetic")["provenance"]["params"]
+    assert (
+        "trajectory_stride"
+        not in build_split_document(x, lab, cls, cls[:20], cls[20:], full, dataset="synthetic")["provenance"]["params"]
+    )
     text = dumps_split_document(doc)
     assert '"fid": null' in text
     sf = load_splits_from_text(text)
@@ -592,7 +640,8 @@ def test_trajectory_stride_evaluates_every_sth_step_and_the_selected_ones_exactl
         assert doc["trajectory"][s["step"]]["fid"] == s["fid"]
         tr, te = t3.states[s["step"]]
         assert s["fid"] == round_fid(fc.from_scratch(tr, te)) or s["fid"] == pytest.approx(
-            fc.from_scratch(tr, te), rel=1e-11)
+            fc.from_scratch(tr, te), rel=1e-11
+        )
     with pytest.raises(OodmlError, match="trajectory-stride"):
         SearchParams(trajectory_stride=0)
 

@@ -18,9 +18,21 @@ def _results(seeds=(0, 1, 2), noise=0.01):
         for loss, b in base.items():
             for seed in seeds:
                 v = b - 0.05 * s + noise * rng.normal()
-                rows.append({"study": "t", "dataset": "syn", "split": s, "fid": float(s), "loss": loss, "seed": seed,
-                             "stage": "zero-shot", "metric": "recall@1", "value": v, "ci95": np.nan,
-                             "run_id": f"{loss}-{s}-{seed}"})
+                rows.append(
+                    {
+                        "study": "t",
+                        "dataset": "syn",
+                        "split": s,
+                        "fid": float(s),
+                        "loss": loss,
+                        "seed": seed,
+                        "stage": "zero-shot",
+                        "metric": "recall@1",
+                        "value": v,
+                        "ci95": np.nan,
+                        "run_id": f"{loss}-{s}-{seed}",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -65,7 +77,9 @@ def test_pairwise_auc_tests():
     tests = stats.pairwise_auc_tests(_results(), dataset="syn")
     assert len(tests) == 6  # 4 losses, every pair once
     row = tests[(tests["loss_a"] == "margin") & (tests["loss_b"] == "multisimilarity")].iloc[0]
-    assert row["diff"] == pytest.approx(10.0, abs=2.0)  # percent points and row["p_value"] < 0.01 and row["n_seeds"] == 3
+    assert row["diff"] == pytest.approx(
+        10.0, abs=2.0
+    )  # percent points and row["p_value"] < 0.01 and row["n_seeds"] == 3
     noisy = stats.pairwise_auc_tests(_results(noise=0.0), dataset="syn")
     assert (noisy["p_value"] <= 0.01).all()
 
@@ -82,8 +96,9 @@ def test_friedman_nemenyi_and_cd_diagram(tmp_path):
     assert list(res["ranks"]["loss"]) == ["margin", "multisimilarity", "proxyanchor", "frozen:pixels"]
     assert list(res["ranks"]["avg_rank"]) == [1.0, 2.0, 3.0, 4.0]
     cur = df.groupby(["loss", "split"])["value"].mean().unstack()
-    ref = friedmanchisquare(*[cur.loc[l].to_numpy() for l in ["margin", "multisimilarity", "proxyanchor",
-                                                              "frozen:pixels"]])
+    ref = friedmanchisquare(
+        *[cur.loc[loss].to_numpy() for loss in ["margin", "multisimilarity", "proxyanchor", "frozen:pixels"]]
+    )
     assert res["statistic"] == pytest.approx(ref.statistic) and res["p_value"] == pytest.approx(ref.pvalue)
     assert res["n_blocks"] == 5 and res["cd"] == pytest.approx(stats.nemenyi_cd(4, 5))
     assert stats._cliques([1.0, 1.5, 3.0, 3.2], 1.0) == [(0, 1), (2, 3)]

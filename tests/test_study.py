@@ -15,17 +15,27 @@ from pathlib import Path
 
 import pytest
 
-from oodml import executors, study as S
+from oodml import executors
+from oodml import study as S
 from oodml.errors import BadInputError, OodmlError
 
 TINY_TRAIN = {
-    "backbone": "resnet10t", "pretrained": False, "image_size": 32, "resize_size": 36, "embed_dim": 16,
-    "batch_size": 32, "m_per_class": 4, "epochs": 1, "iterations_per_epoch": 2, "workers": 0,
-    "tensorboard": False, "eval_batch_size": 512,
+    "backbone": "resnet10t",
+    "pretrained": False,
+    "image_size": 32,
+    "resize_size": 36,
+    "embed_dim": 16,
+    "batch_size": 32,
+    "m_per_class": 4,
+    "epochs": 1,
+    "iterations_per_epoch": 2,
+    "workers": 0,
+    "tensorboard": False,
+    "eval_batch_size": 512,
 }
 
 # A fake trainer: marks each invocation with a file, prints, sleeps, can fail, writes metrics.json.
-FAKE = '''
+FAKE = """
 import os, time, uuid
 from pathlib import Path
 from oodml.io import write_json
@@ -43,13 +53,24 @@ def run(config, run_dir):
         raise ValueError("boom for " + config["loss"])
     write_json(run_dir / "metrics.json", {"run": config, "split": config["split"], "fid": None,
                "test": {"recall@1": 0.5 + config["seed"] / 10, "map@r": 0.25}, "seconds": 2.0})
-'''
+"""
 
 
 def _write_splits(path: Path, n: int = 3) -> Path:
-    series = [{"id": i, "fid": 0.1 * i, "step": i, "phase": "easier", "standard": False,
-               "train": [f"c{j}" for j in range(6)], "test": [f"t{j}" for j in range(4)], "val": ["c0"],
-               "episodes": {}} for i in range(1, n + 1)]
+    series = [
+        {
+            "id": i,
+            "fid": 0.1 * i,
+            "step": i,
+            "phase": "easier",
+            "standard": False,
+            "train": [f"c{j}" for j in range(6)],
+            "test": [f"t{j}" for j in range(4)],
+            "val": ["c0"],
+            "episodes": {},
+        }
+        for i in range(1, n + 1)
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"schema": "oodml.splits/1", "series": series}))
     return path
@@ -170,13 +191,18 @@ def test_grid_and_run_ids(tmp_path):
     st = S.load_study(_study(tmp_path, text % ("all", "", "")))
     assert len(st.runs) == 4 * 2 * 2 and len({r.run_id for r in st.runs}) == 16
     assert st.runs_dir == tmp_path / "runs" / "grid"  # relative to the base folder (parent of studies/)
-    assert [(r.split, r.loss, r.seed) for r in st.runs[:3]] == [(1, "margin", 0), (1, "margin", 1), (1, "multisimilarity", 0)]
+    assert [(r.split, r.loss, r.seed) for r in st.runs[:3]] == [
+        (1, "margin", 0),
+        (1, "margin", 1),
+        (1, "multisimilarity", 0),
+    ]
     assert st.runs[0].fid == pytest.approx(0.1) and st.runs[-1].config["loss_params"] == {"alpha": 3.0}
     assert st.runs[0].config["splits"] == str(tmp_path / "splits" / "g.json")
     ids = {(r.split, r.loss, r.seed): r.run_id for r in st.runs}
     # same grid again, plus execution-only keys and an adapt stage: same ids
-    st2 = S.load_study(_study(tmp_path, text % ("[2, 3]", ", device: cpu, workers: 0",
-                                                "adapt: [{mode: probe, shots: [2]}]"), "b.yaml"))
+    st2 = S.load_study(
+        _study(tmp_path, text % ("[2, 3]", ", device: cpu, workers: 0", "adapt: [{mode: probe, shots: [2]}]"), "b.yaml")
+    )
     assert len(st2.runs) == 2 * 2 * 2
     assert all(ids[(r.split, r.loss, r.seed)] == r.run_id for r in st2.runs)
     # a hyperparameter changes them
@@ -226,15 +252,20 @@ def _fake_adapt(run_dir, stage):
     from oodml.io import write_json
 
     stat = {"mean": 0.6, "ci95": 0.05}
-    shots = {str(k): {"adapted": {"recall@1": stat}, "zero_shot": {"recall@1": stat}, "gain": {"recall@1": stat}}
-             for k in stage["shots"]}
+    shots = {
+        str(k): {"adapted": {"recall@1": stat}, "zero_shot": {"recall@1": stat}, "gain": {"recall@1": stat}}
+        for k in stage["shots"]
+    }
     write_json(Path(run_dir) / "adaptation.json", {"fewshot": {"shots": shots}})
 
 
 def test_failure_recorded_retry_and_collect(tmp_path, fake, monkeypatch):
     _write_splits(tmp_path / "splits" / "g.json", n=2)
-    p = _study(tmp_path, FAKE_STUDY.replace("[glyphs]", "[{name: glyphs, splits: splits/g.json}]")
-               + "adapt: [{mode: fewshot, shots: [2, 5], episodes: 2}]\n")
+    p = _study(
+        tmp_path,
+        FAKE_STUDY.replace("[glyphs]", "[{name: glyphs, splits: splits/g.json}]")
+        + "adapt: [{mode: fewshot, shots: [2, 5], episodes: 2}]\n",
+    )
     st = S.load_study(p)
     monkeypatch.setenv("FAKE_FAIL_LOSS", "multisimilarity")
     counts = S.run_study(st, run_fn=fake.run, adapt_fn=_fake_adapt, progress=False)
@@ -256,7 +287,12 @@ def test_failure_recorded_retry_and_collect(tmp_path, fake, monkeypatch):
     assert S.run_study(st, run_fn=fake.run, adapt_fn=_fake_adapt, progress=False, retry_failed=True)["done"] == 2
     assert all(S.run_state(r) == "done" for r in st.runs) and not any(st.runs_dir.glob("*/failed.json"))
     desc = json.loads((st.runs[0].run_dir / S.RUN_JSON).read_text())
-    assert {k: desc[k] for k in ("dataset", "split", "loss", "seed")} == {"dataset": "glyphs", "split": 1, "loss": "margin", "seed": 0}
+    assert {k: desc[k] for k in ("dataset", "split", "loss", "seed")} == {
+        "dataset": "glyphs",
+        "split": 1,
+        "loss": "margin",
+        "seed": 0,
+    }
     assert _marks(tmp_path) == {r.run_id: (2 if r.loss == "multisimilarity" else 1) for r in st.runs}
 
     res = S.collect(st)
@@ -266,9 +302,22 @@ def test_failure_recorded_retry_and_collect(tmp_path, fake, monkeypatch):
     # 6 runs x (2 zero-shot + 2 shots x 3 few-shot metrics)
     assert len(rows) == 1 + 6 * (2 + 6) and res["missing"] == []
     first = dict(zip(rows[0], rows[1]))
-    assert first == {"study": "fake", "dataset": "glyphs", "split": "1", "fid": "0.1", "loss": "margin", "seed": "0",
-                     "selection": "val", "stage": "zero-shot", "metric": "recall@1", "value": "0.5", "ci95": "", "run_id": st.runs[0].run_id,
-                     "tuning": "default", "hparams": "{}"}
+    assert first == {
+        "study": "fake",
+        "dataset": "glyphs",
+        "split": "1",
+        "fid": "0.1",
+        "loss": "margin",
+        "seed": "0",
+        "selection": "val",
+        "stage": "zero-shot",
+        "metric": "recall@1",
+        "value": "0.5",
+        "ci95": "",
+        "run_id": st.runs[0].run_id,
+        "tuning": "default",
+        "hparams": "{}",
+    }
     stages = [r[S.RESULT_COLUMNS.index("stage")] for r in rows[1:9]]
     assert stages == ["zero-shot"] * 2 + ["few-shot-2"] * 3 + ["few-shot-5"] * 3
     assert [dict(zip(rows[0], r))["ci95"] for r in rows[3:4]] == ["0.05"]
@@ -435,7 +484,8 @@ def test_sigkill_of_parallel_runner_leaves_no_worker_and_restart_completes(tmp_p
     marks = _marks(tmp_path)
     assert {rid: marks[rid] for rid in workers} == {rid: 2 for rid in workers}
     assert {rid: n for rid, n in marks.items() if rid not in workers} == {
-        r.run_id: 1 for r in st.runs if r.run_id not in workers}
+        r.run_id: 1 for r in st.runs if r.run_id not in workers
+    }
     S.collect(st)
     rows = list(csv.DictReader((st.runs_dir / "results.csv").open()))
     assert sorted(r["run_id"] for r in rows) == sorted([r.run_id for r in st.runs] * 2)
@@ -476,15 +526,24 @@ def test_parent_watchdog_ends_an_orphaned_worker(tmp_path):
 
 
 def test_slurm_path_through_submitit_local(tmp_path, fake):
-    p = _study(tmp_path, FAKE_STUDY.replace("[margin, multisimilarity, proxyanchor]", "[margin, proxyanchor]") + """
+    p = _study(
+        tmp_path,
+        FAKE_STUDY.replace("[margin, multisimilarity, proxyanchor]", "[margin, proxyanchor]")
+        + """
 executor:
   kind: slurm
   slurm: {cluster: local, partition: gpu, time: "00:10:00", mem_gb: 4, cpus_per_task: 1, array_parallelism: 2}
-""")
+""",
+    )
     st = S.load_study(p)
     assert executors.slurm_parameters(st.executor["slurm"], "x") == {
-        "name": "x", "timeout_min": 10, "slurm_partition": "gpu", "mem_gb": 4, "cpus_per_task": 1,
-        "slurm_array_parallelism": 2}
+        "name": "x",
+        "timeout_min": 10,
+        "slurm_partition": "gpu",
+        "mem_gb": 4,
+        "cpus_per_task": 1,
+        "slurm_array_parallelism": 2,
+    }
     counts = S.run_study(st, run_fn_spec="fakerun:run", progress=False, wait=True)
     assert counts["done"] == 2 and counts["submitted"] == 2
     assert all(S.run_state(r) == "done" for r in st.runs) and not list(st.runs_dir.glob("*/queued.json"))
@@ -521,14 +580,17 @@ def test_real_tiny_study_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("OODML_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OODML_QUIET", "1")
     train = ", ".join(f"{k}: {json.dumps(v) if isinstance(v, bool) else v}" for k, v in TINY_TRAIN.items())
-    p = _study(tmp_path, f"""
+    p = _study(
+        tmp_path,
+        f"""
     name: tiny
     datasets: [embedded]
     losses: [multisimilarity]
     seeds: [0]
     train: {{{train}}}
     adapt: [{{mode: probe, shots: [2], probe_iterations: 20}}]
-    """)
+    """,
+    )
     from oodml.study import main
 
     assert main(["run", str(p), "--quiet"]) == 0
@@ -565,17 +627,33 @@ def test_controls_and_frozen_reference_in_a_study(tmp_path, fake):
 
     sp = _write_splits(tmp_path / "splits" / "g.json", n=3)
     doc = json.loads(sp.read_text())
-    doc["controls"] = [{"id": 4 + d, "control_of": 3, "draw": d, "fid": 0.05 + d / 100, "step": -1,
-                        "phase": "control", "standard": False, "train": [f"c{j}" for j in range(6)],
-                        "test": [f"t{j}" for j in range(d, d + 3)], "val": ["c0"], "episodes": {}} for d in range(2)]
+    doc["controls"] = [
+        {
+            "id": 4 + d,
+            "control_of": 3,
+            "draw": d,
+            "fid": 0.05 + d / 100,
+            "step": -1,
+            "phase": "control",
+            "standard": False,
+            "train": [f"c{j}" for j in range(6)],
+            "test": [f"t{j}" for j in range(d, d + 3)],
+            "val": ["c0"],
+            "episodes": {},
+        }
+        for d in range(2)
+    ]
     sp.write_text(json.dumps(doc))
     rng = np.random.default_rng(0)
     names = [f"c{j}" for j in range(6)] + [f"t{j}" for j in range(5)]
     labels = np.repeat(names, 4)
     feats = rng.normal(size=(len(names), 8))[np.repeat(np.arange(len(names)), 4)] + rng.normal(size=(len(labels), 8))
     np.savez(tmp_path / "feats.npz", features=feats.astype(np.float32), labels=labels)
-    body = FAKE_STUDY.replace("[glyphs]", "[{name: glyphs, splits: splits/g.json}]").replace(
-        "[margin, multisimilarity, proxyanchor]", "[margin]").replace("seeds: [0]", "seeds: [0, 1]")
+    body = (
+        FAKE_STUDY.replace("[glyphs]", "[{name: glyphs, splits: splits/g.json}]")
+        .replace("[margin, multisimilarity, proxyanchor]", "[margin]")
+        .replace("seeds: [0]", "seeds: [0, 1]")
+    )
     p = _study(tmp_path, body + "controls: all\nfrozen: [{name: syn, features_file: feats.npz}]\n")
     st = S.load_study(p)
     assert sorted({r.split for r in st.runs}) == [1, 2, 3, 4, 5] and len(st.runs) == 10
@@ -592,8 +670,11 @@ def test_controls_and_frozen_reference_in_a_study(tmp_path, fake):
     for bad, needle in (("controls: maybe\n", "controls must be"), ("frozen: [3]\n", "frozen must be")):
         with pytest.raises(BadInputError, match=needle):
             S.load_study(_study(tmp_path, body + bad, "bad.yaml"))
-    nofile = _study(tmp_path, FAKE_STUDY.replace("[glyphs]", "[{name: glyphs, splits: splits/h.json}]")
-                    + "controls: all\n", "nofile.yaml")
+    nofile = _study(
+        tmp_path,
+        FAKE_STUDY.replace("[glyphs]", "[{name: glyphs, splits: splits/h.json}]") + "controls: all\n",
+        "nofile.yaml",
+    )
     _write_splits(tmp_path / "splits" / "h.json", n=2)
     with pytest.raises(BadInputError, match="has none"):
         S.load_study(nofile)

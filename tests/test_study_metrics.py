@@ -141,10 +141,19 @@ def test_intra_inter_ratio_against_pdist():
 def test_default_metrics_unchanged_and_study_metrics_in_order():
     x, y = _data(seed=7)
     default = evaluate_embeddings(x, y)
-    assert list(default) == ["recall@1", "recall@2", "recall@4", "recall@8", "precision@1", "r_precision", "map@r", "nmi"]
+    assert list(default) == [
+        "recall@1",
+        "recall@2",
+        "recall@4",
+        "recall@8",
+        "precision@1",
+        "r_precision",
+        "map@r",
+        "nmi",
+    ]
     full = evaluate_embeddings(x, y, metrics=STUDY_METRICS)
     assert list(full)[: len(default)] == list(default)
-    assert list(full)[len(default):] == ["map@1000", "f1", "rho_spectrum", "intra_inter_ratio"]
+    assert list(full)[len(default) :] == ["map@1000", "f1", "rho_spectrum", "intra_inter_ratio"]
     assert {k: full[k] for k in default} == default  # the old metrics do not move
     assert DEFAULT_METRICS == ("recall", "precision@1", "r_precision", "map@r", "nmi")
     with pytest.raises(EvaluationInputError, match="rho_skip"):
@@ -154,8 +163,21 @@ def test_default_metrics_unchanged_and_study_metrics_in_order():
 def test_cli_study_metrics(tmp_path, capsys):
     x, y = _data(seed=8)
     np.savez(tmp_path / "e.npz", embeddings=x, labels=y)
-    assert main([str(tmp_path / "e.npz"), "--json", "--metrics", "map@1000", "f1", "rho_spectrum",
-                 "intra_inter_ratio", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                str(tmp_path / "e.npz"),
+                "--json",
+                "--metrics",
+                "map@1000",
+                "f1",
+                "rho_spectrum",
+                "intra_inter_ratio",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert list(out) == ["map@1000", "f1", "rho_spectrum", "intra_inter_ratio"]
     assert main([str(tmp_path / "e.npz"), "--metrics", "rho_spectrum", "--quiet"]) == 0

@@ -12,7 +12,7 @@ import torch
 
 from oodml.errors import BadInputError, OodmlError
 from oodml.evaluate import evaluate_embeddings
-from oodml.train import TrainConfig, config_from_args, build_parser, embed, load_run, main, train
+from oodml.train import TrainConfig, build_parser, config_from_args, embed, load_run, main, train
 
 BACKBONE = "test_resnet"  # timm's tiny test ResNet, random init
 
@@ -39,9 +39,22 @@ def small(glyph_root, tmp_path, monkeypatch):
 
 def _cfg(root, **kw) -> TrainConfig:
     base = dict(
-        dataset="glyphs", root=str(root), backbone=BACKBONE, pretrained=False, embed_dim=32, image_size=32,
-        resize_size=36, batch_size=16, m_per_class=2, epochs=3, lr=2e-3, iterations_per_epoch=12,
-        workers=0, threads=1, tensorboard=False, loss="normsoftmax",
+        dataset="glyphs",
+        root=str(root),
+        backbone=BACKBONE,
+        pretrained=False,
+        embed_dim=32,
+        image_size=32,
+        resize_size=36,
+        batch_size=16,
+        m_per_class=2,
+        epochs=3,
+        lr=2e-3,
+        iterations_per_epoch=12,
+        workers=0,
+        threads=1,
+        tensorboard=False,
+        loss="normsoftmax",
     )
     base.update(kw)
     return TrainConfig.from_dict(base)
@@ -103,8 +116,15 @@ def test_tiny_run_learns_and_writes_its_files(small, glyph_root, tmp_path):
 
 
 def test_resume_is_bit_for_bit(small, glyph_root, tmp_path):
-    cfg = _cfg(glyph_root, loss="margin", epochs=2, iterations_per_epoch=6, deterministic=True,
-               scheduler="cosine", eval_every=1)
+    cfg = _cfg(
+        glyph_root,
+        loss="margin",
+        epochs=2,
+        iterations_per_epoch=6,
+        deterministic=True,
+        scheduler="cosine",
+        eval_every=1,
+    )
     full = train(cfg, tmp_path / "full", dataset=small)
     part = train(cfg, tmp_path / "part", dataset=small, stop_after_epoch=1)
     assert part == {"stopped_after_epoch": 1}
@@ -167,8 +187,21 @@ def test_cli_merges_yaml_and_flags_and_lists_losses(tmp_path, capsys):
     yml = tmp_path / "c.yaml"
     yml.write_text("loss: margin\nepochs: 4\nlr: 1e-3\nloss_params: {margin: 0.3, beta_lr: 1e-3}\n")
     args = build_parser().parse_args(
-        ["--config", str(yml), "--epochs", "7", "--loss-param", "margin=0.1", "--no-pretrained",
-         "--set", "crop_scale_min=0.2", "--scheduler", "step", "--scheduler-param", "step_size=2"]
+        [
+            "--config",
+            str(yml),
+            "--epochs",
+            "7",
+            "--loss-param",
+            "margin=0.1",
+            "--no-pretrained",
+            "--set",
+            "crop_scale_min=0.2",
+            "--scheduler",
+            "step",
+            "--scheduler-param",
+            "step_size=2",
+        ]
     )
     cfg = config_from_args(args)
     assert (cfg.epochs, cfg.lr, cfg.pretrained, cfg.crop_scale_min) == (7, 1e-3, False, 0.2)
@@ -186,8 +219,19 @@ def test_split_file_series_sets_classes_and_fid(small, glyph_root, tmp_path):
         "classes": list(small.classes),
         "num_images": len(small),
         "trajectory": [],
-        "series": [{"id": 1, "fid": 0.25, "step": 0, "phase": "start", "standard": False,
-                    "train": train_c, "test": test_c, "val": train_c[1:3], "episodes": {}}],
+        "series": [
+            {
+                "id": 1,
+                "fid": 0.25,
+                "step": 0,
+                "phase": "start",
+                "standard": False,
+                "train": train_c,
+                "test": test_c,
+                "val": train_c[1:3],
+                "episodes": {},
+            }
+        ],
     }
     path = tmp_path / "glyphs.json"
     write_json(path, doc)

@@ -208,10 +208,16 @@ def test_hf_hub_prefixed_names_are_resolved_offline(isolated_caches):
         create_timm_model("hf-hub:someone/tiny-net", pretrained=True)
     assert "\n" not in str(err.value)
     sd = _reference_state_dict(seed=3)
-    config = {"architecture": TINY, "num_classes": 1000, "pretrained_cfg": {"classifier": "fc", "input_size": [3, 160, 160]}}
+    config = {
+        "architecture": TINY,
+        "num_classes": 1000,
+        "pretrained_cfg": {"classifier": "fc", "input_size": [3, 160, 160]},
+    }
     _fake_hf_cache(
-        isolated_caches["hf"], "someone/tiny-net",
-        {"config.json": json.dumps(config).encode(), "model.safetensors": None}, sd,
+        isolated_caches["hf"],
+        "someone/tiny-net",
+        {"config.json": json.dumps(config).encode(), "model.safetensors": None},
+        sd,
     )
     model = create_timm_model("hf-hub:someone/tiny-net", pretrained=True, num_classes=0)
     _assert_matches(model, sd)

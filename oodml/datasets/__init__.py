@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from oodml.datasets.base import ImageDataset, Item, open_image_rgb
 

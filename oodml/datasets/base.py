@@ -18,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -87,8 +87,7 @@ class ImageDataset:
         empty = [c for c in classes if counts.get(c, 0) == 0]
         if empty:
             raise BadInputError(
-                f"dataset {name!r} at {self.root}: class {empty[0]!r} has no images; "
-                "add images or remove the class"
+                f"dataset {name!r} at {self.root}: class {empty[0]!r} has no images; add images or remove the class"
             )
         class_set = set(classes)
         unknown = [c for c in counts if c not in class_set]
@@ -116,7 +115,9 @@ class ImageDataset:
             raise BadInputError(f"dataset {name!r}: split names unknown class {bad[0]!r}")
         overlap = set(self.train_classes) & set(self.test_classes)
         if overlap:
-            raise BadInputError(f"dataset {name!r}: class {sorted(overlap)[0]!r} is on both sides of the standard split")
+            raise BadInputError(
+                f"dataset {name!r}: class {sorted(overlap)[0]!r} is on both sides of the standard split"
+            )
         if check_files:
             self.check_files()
         self._fingerprint: str | None = None
@@ -152,7 +153,7 @@ class ImageDataset:
     def label_names(self) -> list[str]:
         return [it.label for it in self.items]
 
-    def indices_by_class(self) -> "OrderedDict[str, np.ndarray]":
+    def indices_by_class(self) -> OrderedDict[str, np.ndarray]:
         """Image ids of each class, in class order."""
         buckets: dict[str, list[int]] = {c: [] for c in self.classes}
         for i, it in enumerate(self.items):
@@ -203,7 +204,7 @@ class ImageDataset:
         return self._fingerprint
 
     # ---- views -------------------------------------------------------------------------------
-    def subset(self, classes: Iterable[str]) -> "ImageDataset":
+    def subset(self, classes: Iterable[str]) -> ImageDataset:
         """A dataset restricted to ``classes`` (kept in this dataset's class order)."""
         wanted = set(classes)
         unknown = wanted - set(self.classes)

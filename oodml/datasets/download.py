@@ -45,9 +45,9 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from oodml.errors import DatasetNotFoundError, DownloadError, OodmlError
 from oodml.io import file_digest, read_json, write_json
@@ -435,9 +435,7 @@ def fetch_dataset(
         by_name = {s.filename: s for s in spec.files}
         unknown = [f for f in wanted if f not in by_name]
         if unknown:
-            raise OodmlError(
-                f"{spec.title} has no official file {unknown[0]!r}; files: {', '.join(by_name)}"
-            )
+            raise OodmlError(f"{spec.title} has no official file {unknown[0]!r}; files: {', '.join(by_name)}")
         chosen = [by_name[f] for f in wanted]
     target.mkdir(parents=True, exist_ok=True)
     for src in chosen:

@@ -109,9 +109,7 @@ def _face_cmaps() -> dict[str, set[int]]:
         if path.is_file():
             out[face] = set(TTFont(str(path), lazy=True).getBestCmap())
     if len(out) < 8:
-        raise BadInputError(
-            f"the fonts matplotlib ships were not found in {_fonts_dir()}; reinstall matplotlib"
-        )
+        raise BadInputError(f"the fonts matplotlib ships were not found in {_fonts_dir()}; reinstall matplotlib")
     return out
 
 
@@ -178,9 +176,7 @@ def _choose_classes(cfg: GlyphsConfig, renderer: _Renderer, cmaps: dict[str, set
         # drop homoglyphs (of earlier superclasses and within the block), in code-point order
         kept: list[tuple[int, list[str], np.ndarray]] = []
         for cp, faces, vec in pool:
-            if any(float(vec @ other) > 0.92 for other in canon) or any(
-                float(vec @ k[2]) > 0.92 for k in kept
-            ):
+            if any(float(vec @ other) > 0.92 for other in canon) or any(float(vec @ k[2]) > 0.92 for k in kept):
                 continue
             kept.append((cp, faces, vec))
         if len(kept) < cfg.classes_per_superclass:

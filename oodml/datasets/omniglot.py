@@ -39,8 +39,8 @@ Example::
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from oodml.datasets.base import ImageDataset, Item
 from oodml.datasets.download import candidate_dirs, fetch_dataset, not_found_message

@@ -32,7 +32,9 @@ def _short(text: str) -> str:
     return text if len(text) <= _LABEL_CHARS else text[: _LABEL_CHARS - 1] + "\u2026"
 
 
-def choose_samples(ds: ImageDataset, n_classes: int = 8, per_class: int = 6, seed: int = 0) -> list[tuple[str, list[int]]]:
+def choose_samples(
+    ds: ImageDataset, n_classes: int = 8, per_class: int = 6, seed: int = 0
+) -> list[tuple[str, list[int]]]:
     """``[(class, [image ids])]``: the classes and images :func:`save_sample_grid` draws."""
     if n_classes < 1 or per_class < 1:
         raise ValueError("n_classes and per_class must be at least 1")
@@ -72,8 +74,12 @@ def save_sample_grid(
     fig = Figure(figsize=(label_w + n_cols * cell, 0.35 + len(rows) * cell))
     FigureCanvasAgg(fig)
     fig.subplots_adjust(
-        left=label_w / (label_w + n_cols * cell), right=0.99, top=1 - 0.3 / (0.35 + len(rows) * cell),
-        bottom=0.02, wspace=0.06, hspace=0.06,
+        left=label_w / (label_w + n_cols * cell),
+        right=0.99,
+        top=1 - 0.3 / (0.35 + len(rows) * cell),
+        bottom=0.02,
+        wspace=0.06,
+        hspace=0.06,
     )
     axes = fig.subplots(len(rows), n_cols, squeeze=False)
     for r, (cls, ids) in enumerate(rows):

@@ -27,7 +27,8 @@ evaluated embedding is their concatenation).  Each head learns one kind of featu
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -157,7 +158,9 @@ class DiVA(nn.Module):
             loss = loss - self.decorrelation * (adj[t] * pred).pow(2).mean(dim=-1).mean()
         return loss
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
         z = self.split(embeddings)
         l_disc = self.discriminative(z["discriminative"], labels)
         l_shared = self.shared_loss(z["shared"], labels, shared_triplets(z["shared"], labels))
@@ -166,8 +169,16 @@ class DiVA(nn.Module):
         l_intra = self.intra_loss(z["intra"], labels, (empty, empty, i, j))
         l_ssl = uniformity_loss(z["selfsim"], self.ssl_t)
         l_dec = self.decorrelation_loss(z)
-        self.last = {k: float(v.detach()) for k, v in
-                     (("discriminative", l_disc), ("shared", l_shared), ("intra", l_intra), ("selfsim", l_ssl), ("decorrelation", l_dec))}
+        self.last = {
+            k: float(v.detach())
+            for k, v in (
+                ("discriminative", l_disc),
+                ("shared", l_shared),
+                ("intra", l_intra),
+                ("selfsim", l_ssl),
+                ("decorrelation", l_dec),
+            )
+        }
         return l_disc + self.alpha_shared * l_shared + self.alpha_intra * l_intra + self.alpha_ssl * l_ssl + l_dec
 
     def param_groups(self, base_lr: float, weight_decay: float | None = None) -> list[dict[str, Any]]:
@@ -175,9 +186,14 @@ class DiVA(nn.Module):
         if hasattr(self.discriminative, "param_groups"):
             groups += self.discriminative.param_groups(base_lr, weight_decay)
         own = [p for m in (self.shared_loss, self.intra_loss) for p in m.parameters() if p.requires_grad]
-        extra = [({"params": own, "lr": self.beta_lr, "name": "objective/diva-betas"}) if own else None,
-                 {"params": list(self.regressors.parameters()), "lr": float(base_lr) * self.decorr_lr_mult,
-                  "name": "objective/diva-regressors"}]
+        extra = [
+            ({"params": own, "lr": self.beta_lr, "name": "objective/diva-betas"}) if own else None,
+            {
+                "params": list(self.regressors.parameters()),
+                "lr": float(base_lr) * self.decorr_lr_mult,
+                "name": "objective/diva-regressors",
+            },
+        ]
         for g in extra:
             if g is None:
                 continue

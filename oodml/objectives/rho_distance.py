@@ -46,7 +46,9 @@ def inverse_sphere_distance_weights(
     """
     d = distances.clamp(min=float(cutoff))
     # 1 - d^2/4 reaches 0 only for antipodal points (d = 2); keep its log finite
-    log_q = (2.0 - float(dim)) * torch.log(d) - (float(dim) - 3.0) / 2.0 * torch.log((1.0 - 0.25 * d.pow(2)).clamp(min=1e-8))
+    log_q = (2.0 - float(dim)) * torch.log(d) - (float(dim) - 3.0) / 2.0 * torch.log(
+        (1.0 - 0.25 * d.pow(2)).clamp(min=1e-8)
+    )
     same = labels[:, None] == labels[None, :]
     log_q = log_q.masked_fill(same, float("-inf"))
     has_neg = (~same).any(dim=1, keepdim=True)

@@ -19,7 +19,8 @@ the same step).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,9 @@ class S2SD(nn.Module):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.last: dict[str, float] = {}
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if features is None:
             raise ValueError("S2SD needs the pooled backbone features (objective(embeddings, labels, features=...))")
         f = F.normalize(embeddings, dim=-1)
@@ -104,8 +107,11 @@ class S2SD(nn.Module):
         groups: list[dict[str, Any]] = []
         for crit in (self.target, *self.aux_losses):
             groups += crit.param_groups(base_lr, weight_decay) if hasattr(crit, "param_groups") else []
-        group: dict[str, Any] = {"params": list(self.heads.parameters()), "lr": float(base_lr) * self.head_lr_mult,
-                                 "name": "objective/s2sd-heads"}
+        group: dict[str, Any] = {
+            "params": list(self.heads.parameters()),
+            "lr": float(base_lr) * self.head_lr_mult,
+            "name": "objective/s2sd-heads",
+        }
         if weight_decay is not None:
             group["weight_decay"] = float(weight_decay)
         return groups + [group]

@@ -52,7 +52,12 @@ class UniformityRegularizer(nn.Module):
     name = "uniformity"
 
     def __init__(
-        self, embed_dim: int, weight: float = 0.2, chunk: int = 16, hidden: int = 128, scale: float | None = None,
+        self,
+        embed_dim: int,
+        weight: float = 0.2,
+        chunk: int = 16,
+        hidden: int = 128,
+        scale: float | None = None,
         lr_mult: float = 1.0,
     ):
         super().__init__()
@@ -61,7 +66,9 @@ class UniformityRegularizer(nn.Module):
             raise ValueError(f"chunk ({chunk}) must divide the embedding dimension ({embed_dim})")
         self.embed_dim, self.chunk, self.weight = int(embed_dim), int(chunk), float(weight)
         self.scale = float(scale) if scale is not None else math.sqrt(self.embed_dim / 3.0)
-        self.discriminator = nn.Sequential(nn.Linear(self.chunk, int(hidden)), nn.LeakyReLU(0.2), nn.Linear(int(hidden), 1))
+        self.discriminator = nn.Sequential(
+            nn.Linear(self.chunk, int(hidden)), nn.LeakyReLU(0.2), nn.Linear(int(hidden), 1)
+        )
         self.last: dict[str, float] = {}
 
     def chunks(self, embeddings: torch.Tensor) -> torch.Tensor:

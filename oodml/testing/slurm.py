@@ -58,8 +58,14 @@ class SlurmUnavailable(OodmlError):
 
 
 def _find(name: str) -> str | None:
-    return shutil.which(name) or next((str(p) for d in ("/usr/sbin", "/usr/bin", "/sbin")
-                                       if (p := Path(d) / name).is_file() and os.access(p, os.X_OK)), None)
+    return shutil.which(name) or next(
+        (
+            str(p)
+            for d in ("/usr/sbin", "/usr/bin", "/sbin")
+            if (p := Path(d) / name).is_file() and os.access(p, os.X_OK)
+        ),
+        None,
+    )
 
 
 def missing_programs() -> list[str]:
@@ -79,8 +85,9 @@ def ensure_slurm(install: bool = True, quiet: bool = True) -> None:
     if not install:
         raise SlurmUnavailable(f"Slurm programs missing ({what}); install Debian's slurm-wlm and munge packages")
     if os.geteuid() != 0:
-        raise SlurmUnavailable(f"Slurm programs missing ({what}) and not root to install them; "
-                               "run `sudo apt-get install slurm-wlm munge`")
+        raise SlurmUnavailable(
+            f"Slurm programs missing ({what}) and not root to install them; run `sudo apt-get install slurm-wlm munge`"
+        )
     if shutil.which("apt-get") is None:
         raise SlurmUnavailable(f"Slurm programs missing ({what}) and no apt-get to install them on this system")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -108,8 +115,11 @@ def _node_line() -> str:
     with contextlib.suppress(Exception):
         text = subprocess.run([_find("slurmd") or "slurmd", "-C"], capture_output=True, text=True, timeout=30).stdout
         fields = dict(re.findall(r"(\w+)=(\S+)", text.splitlines()[0]))
-        parts = [f"{k}={fields[k]}" for k in ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket",
-                                             "ThreadsPerCore") if k in fields]
+        parts = [
+            f"{k}={fields[k]}"
+            for k in ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore")
+            if k in fields
+        ]
         mem = int(int(fields.get("RealMemory", "1024")) * 0.9)
         return " ".join(parts) + f" RealMemory={mem}"
     return f"CPUs={cpus} RealMemory={mem}"
@@ -162,12 +172,12 @@ SlurmdUser={user}
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={self.munge_socket}
-StateSaveLocation={d / 'state'}
-SlurmdSpoolDir={d / 'spool'}
-SlurmctldPidFile={d / 'slurmctld.pid'}
-SlurmdPidFile={d / 'slurmd.pid'}
-SlurmctldLogFile={d / 'log' / 'slurmctld.log'}
-SlurmdLogFile={d / 'log' / 'slurmd.log'}
+StateSaveLocation={d / "state"}
+SlurmdSpoolDir={d / "spool"}
+SlurmctldPidFile={d / "slurmctld.pid"}
+SlurmdPidFile={d / "slurmd.pid"}
+SlurmctldLogFile={d / "log" / "slurmctld.log"}
+SlurmdLogFile={d / "log" / "slurmd.log"}
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -190,7 +200,7 @@ SlurmdTimeout=60
 InactiveLimit=0
 Waittime=0
 SchedulerParameters=sched_interval=2
-PlugStackConfig={d / 'plugstack.conf'}
+PlugStackConfig={d / "plugstack.conf"}
 NodeName={NODE} NodeHostname={host} NodeAddr=127.0.0.1 {_node_line()} State=UNKNOWN
 PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime={self.max_time} State=UP
 """
@@ -203,8 +213,14 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime={self.max_time} State
     def _spawn(self, name: str, cmd: list[str]) -> None:
         log = open(self.dir / "log" / f"{name}.out", "ab")
         try:
-            self.procs[name] = subprocess.Popen(cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, start_new_session=True)
+            self.procs[name] = subprocess.Popen(
+                cmd,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             log.close()
         self.pids[name] = self.procs[name].pid
@@ -217,16 +233,24 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime={self.max_time} State
             raise SlurmUnavailable(f"{' '.join(args)} failed: {(res.stderr or res.stdout).strip()}")
         return res
 
-    def start(self, timeout: float = 90) -> "SlurmCluster":
+    def start(self, timeout: float = 90) -> SlurmCluster:
         """Write the configuration, start the three daemons and wait for the node to be idle."""
         ensure_slurm()
         self.write_config()
         try:
-            self._spawn("munged", [_find("munged"), "--foreground", "--force", f"--socket={self.munge_socket}",
-                                   f"--key-file={self.dir / 'munge' / 'munge.key'}",
-                                   f"--pid-file={self.dir / 'munge' / 'munged.pid'}",
-                                   f"--seed-file={self.dir / 'munge' / 'munged.seed'}",
-                                   f"--log-file={self.dir / 'log' / 'munged.log'}"])
+            self._spawn(
+                "munged",
+                [
+                    _find("munged"),
+                    "--foreground",
+                    "--force",
+                    f"--socket={self.munge_socket}",
+                    f"--key-file={self.dir / 'munge' / 'munge.key'}",
+                    f"--pid-file={self.dir / 'munge' / 'munged.pid'}",
+                    f"--seed-file={self.dir / 'munge' / 'munged.seed'}",
+                    f"--log-file={self.dir / 'log' / 'munged.log'}",
+                ],
+            )
             self._wait(lambda: self.munge_socket.exists(), timeout, "munged did not create its socket")
             self._spawn("slurmctld", [_find("slurmctld"), "-D", "-i", "-f", str(self.conf)])
             self._spawn("slurmd", [_find("slurmd"), "-D", "-N", NODE, "-f", str(self.conf)])
@@ -270,8 +294,12 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime={self.max_time} State
                 if ids:
                     self.run("scancel", *sorted(set(ids)), check=False, timeout=15)
                     end = time.time() + timeout  # let slurmd end the job steps before it goes
-                    while time.time() < end and self.run("squeue", "-h", "-t", "RUNNING,COMPLETING", "-o", "%A",
-                                                         check=False, timeout=15).stdout.strip():
+                    while (
+                        time.time() < end
+                        and self.run(
+                            "squeue", "-h", "-t", "RUNNING,COMPLETING", "-o", "%A", check=False, timeout=15
+                        ).stdout.strip()
+                    ):
                         time.sleep(0.5)
         for name in ("slurmd", "slurmctld", "munged"):
             pid = self.pids.get(name)
@@ -316,7 +344,7 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime={self.max_time} State
         """Daemon name -> whether its process still runs."""
         return {name: _alive(pid, self.procs.get(name)) for name, pid in self.pids.items()}
 
-    def __enter__(self) -> "SlurmCluster":
+    def __enter__(self) -> SlurmCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -346,8 +374,10 @@ def _alive(pid: int, proc: subprocess.Popen | None = None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m oodml.testing.slurm",
-                                description="Start or stop a private single-node Slurm cluster in a folder.")
+    p = argparse.ArgumentParser(
+        prog="python -m oodml.testing.slurm",
+        description="Start or stop a private single-node Slurm cluster in a folder.",
+    )
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--dir", default=".slurm", help="the cluster's folder (default .slurm)")
     args = p.parse_args(argv)
@@ -357,8 +387,10 @@ def main(argv: list[str] | None = None) -> int:
             if (cluster.dir / "pids.json").is_file():
                 cluster.stop()  # a previous `up` whose daemons may still run
             cluster.start()
-            print(f"Slurm is up ({', '.join(f'{k} {v}' for k, v in cluster.pids.items())}); in your shell:\n"
-                  f"export SLURM_CONF={cluster.conf}")
+            print(
+                f"Slurm is up ({', '.join(f'{k} {v}' for k, v in cluster.pids.items())}); in your shell:\n"
+                f"export SLURM_CONF={cluster.conf}"
+            )
             # the daemons were started in their own sessions: they outlive this command
             cluster.procs.clear()
         elif args.action == "down":
