@@ -373,14 +373,18 @@ def _alive(pid: int, proc: subprocess.Popen | None = None) -> bool:
     return state not in ("Z", "X")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m oodml.testing.slurm",
         description="Start or stop a private single-node Slurm cluster in a folder.",
     )
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--dir", default=".slurm", help="the cluster's folder (default .slurm)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     cluster = SlurmCluster(args.dir)
     try:
         if args.action == "up":
