@@ -244,11 +244,11 @@ def test_s2sd_total_matches_explicit_composition_and_feature_distillation_delay(
         if with_feat:
             h = F.normalize(feats, dim=1)
             total = total + 50.0 * similarity_kl(s_f, h @ h.T)
-        return float(total)
+        return float(total.detach())
 
     assert int(crit.step) == 0
     first = obj(emb, labels, features=feats)  # step 0 < feat_delay 1: no feature distillation
-    assert float(first) == pytest.approx(explicit(False), rel=1e-5) and "kl_features" not in crit.last
+    assert float(first.detach()) == pytest.approx(explicit(False), rel=1e-5) and "kl_features" not in crit.last
     second = obj(emb, labels, features=feats)
     assert float(second) == pytest.approx(explicit(True), rel=1e-5) and int(crit.step) == 2
     assert "step" in dict(obj.named_buffers()).keys() or any(k.endswith("step") for k in obj.state_dict())
