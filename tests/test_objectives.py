@@ -288,7 +288,7 @@ def test_diva_decorrelation_matches_formula_with_reversed_gradient():
         s, t = d.split("-")
         pred = F.normalize(crit.regressors[d.replace("-", "_to_")](F.normalize(z[s], dim=1)), dim=1)
         expected = expected - 1500.0 * ((F.normalize(z[t], dim=1) * pred) ** 2).mean(dim=1).mean()
-    assert float(dec) == pytest.approx(float(expected), rel=1e-5)
+    assert float(dec.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     reg_params = list(crit.regressors.parameters())
     g_dec = torch.autograd.grad(dec, [e1, *reg_params])
     g_exp = torch.autograd.grad(expected, [e2, *reg_params])
@@ -317,7 +317,7 @@ def test_diva_auxiliary_tuples_and_total():
     torch.manual_seed(0)
     obj = make_objective("diva", 3, 16)
     emb16, labels16 = _batch(n_classes=3, per_class=4, dim=16)
-    total = float(obj(emb16, labels16))
+    total = float(obj(emb16, labels16).detach())
     t = obj.last_terms()
     assert total == pytest.approx(
         t["discriminative"] + 0.3 * (t["shared"] + t["intra"] + t["selfsim"]) + t["decorrelation"], rel=1e-5
@@ -371,9 +371,9 @@ def test_study_method_loss_falls(name):
         if name == "diva":  # the adversarial decorrelation term is not a loss that falls
             track.append(t["discriminative"])
         elif name == "maxentropy":  # the base margin loss (the adversarial game is not monotone)
-            track.append(float(loss) - 0.2 * t["uniformity_generator"] - t["uniformity_discriminator"])
+            track.append(float(loss.detach()) - 0.2 * t["uniformity_generator"] - t["uniformity_discriminator"])
         else:
-            track.append(float(loss))
+            track.append(float(loss.detach()))
     assert all(math.isfinite(v) for v in track)
     first, last = np.mean(track[:5]), np.mean(track[-5:])
     assert last < 0.7 * first, (name, first, last)
