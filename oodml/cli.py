@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from collections.abc import Callable
 
+from oodml.device import DEVICE_HELP
 from oodml.errors import OodmlError
+from oodml.progress import progress_disabled
+
+__all__ = ["add_device", "add_quiet", "add_version", "progress_disabled", "run_cli"]
 
 
 def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
@@ -34,6 +37,13 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def progress_disabled(quiet: bool = False) -> bool:
-    """Progress bars are off with ``--quiet`` or ``OODML_QUIET=1``."""
-    return bool(quiet) or os.environ.get("OODML_QUIET", "") not in ("", "0")
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """``--version`` on a stage's parser (``oodml.<stage> 0.1.0``)."""
+    from oodml import __version__
+
+    parser.add_argument("--version", action="version", version=f"{parser.prog} (oodml {__version__})")
+
+
+def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """The same ``--device`` flag in every command (see :func:`oodml.device.resolve_device`)."""
+    parser.add_argument("--device", default=default, help=f"{DEVICE_HELP} (default: {default})")
