@@ -65,7 +65,7 @@ from torch import nn
 
 from oodml.errors import BadInputError, OodmlError
 from oodml.objectives.rho_distance import RhoDistanceMiner
-from oodml.search import Tunable
+from oodml.objectives.space import Tunable
 
 # pml constructor arguments we never expose as overrides (objects, or set from the split/model).
 _NOT_OVERRIDABLE = {"num_classes", "embedding_size", "self", "args", "kwargs"}
@@ -1329,3 +1329,36 @@ __all__ = [
     "unregister_objective",
     "valid_keys",
 ]
+
+
+def search_space(loss: str) -> dict[str, Tunable]:
+    """The registry's search space of objective ``loss`` (empty when it declares none)."""
+    return dict(getattr(get_spec(loss), "search_space", None) or {})
+
+
+def format_search_spaces() -> str:
+    """Text table of every objective's search space and defaults (``--list-losses --search-space``)."""
+    rows = []
+    for row in list_objectives():
+        space = search_space(row["name"])
+        if not space:
+            rows.append((row["name"], "(none declared: give one under search.space in the study)", "", ""))
+            continue
+        for i, (key, t) in enumerate(space.items()):
+            if key.startswith("train."):
+                shown = f"train: {key[6:]}"
+            else:
+                d = row["defaults"].get(key)
+                shown = "-" if d is None else (f"{d:g}" if isinstance(d, float) else str(d))
+            rows.append((row["name"] if i == 0 else "", key, t.describe(), shown))
+    header = ("name", "key", "range", "default")
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(3)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3]
+        for r in [header, tuple("-" * w for w in widths) + ("-------",), *rows]
+    ]
+    lines.append(
+        "override in a study: search: {space: {<loss> or all: {<key>: [low, high] | {low, high, log: true} "
+        "| {choices: [...]} | value | null}}}"
+    )
+    return "\n".join(lines)

@@ -61,15 +61,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from oodml.errors import BadInputError, OodmlError
 from oodml.io import stable_hash, write_json
+from oodml.losses import format_search_spaces, search_space
+from oodml.objectives.space import Tunable, is_number
 
 __all__ = [
     "SAMPLERS",
@@ -94,139 +94,6 @@ SEARCH_KEYS = ("sampler", "trials", "metric", "scope", "seed", "default", "losse
 VAL_METRICS = ("map@r", "r_precision", "precision@1")
 TUNED = "tuned.json"  # in a trial's or tuned run's folder: the settings it trained with
 JOURNAL = "journal.log"
-
-
-# --------------------------------------------------------------------------------------------
-# Search spaces
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Tunable:
-    """The range of one hyperparameter: a float or integer interval (``log`` scale, optional
-    ``step``) or a set of ``choices``."""
-
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    integer: bool = False
-    step: float | None = None
-    choices: tuple = ()
-
-    def __post_init__(self) -> None:
-        if self.choices:
-            return
-        if self.low is None or self.high is None or not (float(self.low) < float(self.high)):
-            raise ValueError(f"a range needs low < high (got {self.low!r}, {self.high!r})")
-        if self.log and float(self.low) <= 0:
-            raise ValueError(f"a log-scale range needs low > 0 (got {self.low!r})")
-
-    @classmethod
-    def parse(cls, value: Any, where: str) -> Tunable:
-        """From study YAML: ``[low, high]``, ``{low, high, log, int, step}`` or ``{choices: [...]}``."""
-        try:
-            if isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_num(v) for v in value):
-                return cls(float(value[0]), float(value[1]))
-            if isinstance(value, Mapping):
-                bad = [k for k in value if k not in ("low", "high", "log", "int", "step", "choices")]
-                if bad:
-                    raise ValueError(f"unknown key {bad[0]!r} (valid: low, high, log, int, step, choices)")
-                if "choices" in value:
-                    ch = value["choices"]
-                    if not isinstance(ch, (list, tuple)) or not ch:
-                        raise ValueError("choices must be a non-empty list")
-                    return cls(choices=tuple(ch))
-                if not (_is_num(value.get("low")) and _is_num(value.get("high"))):
-                    raise ValueError("low and high must be numbers")
-                integer = bool(value.get("int", False))
-                conv = int if integer else float
-                step = value.get("step")
-                if step is not None and (not _is_num(step) or step <= 0):
-                    raise ValueError("step must be a positive number")
-                return cls(
-                    conv(value["low"]),
-                    conv(value["high"]),
-                    log=bool(value.get("log", False)),
-                    integer=integer,
-                    step=None if step is None else conv(step),
-                )
-        except ValueError as exc:
-            raise BadInputError(f"{where}: {exc}") from None
-        raise BadInputError(
-            f"{where}: a range must be [low, high], {{low, high, log: true}} or {{choices: [...]}}, got {value!r}"
-        )
-
-    def distribution(self):
-        """The Optuna distribution of this range."""
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-        if self.choices:
-            return CategoricalDistribution(list(self.choices))
-        if self.integer:
-            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
-        return FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
-
-    def to_dict(self) -> dict:
-        if self.choices:
-            return {"choices": list(self.choices)}
-        d: dict[str, Any] = {"low": self.low, "high": self.high}
-        if self.log:
-            d["log"] = True
-        if self.integer:
-            d["int"] = True
-        if self.step is not None:
-            d["step"] = self.step
-        return d
-
-    def describe(self) -> str:
-        if self.choices:
-            return "{" + ", ".join(str(c) for c in self.choices) + "}"
-        f = (lambda v: str(int(v))) if self.integer else (lambda v: f"{float(v):g}")
-        text = f"[{f(self.low)}, {f(self.high)}]"
-        if self.log:
-            text += " log"
-        if self.step is not None:
-            text += f" step {f(self.step)}"
-        return text
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
-def search_space(loss: str) -> dict[str, Tunable]:
-    """The registry's search space of objective ``loss`` (empty when it declares none)."""
-    from oodml.losses import get_spec
-
-    return dict(getattr(get_spec(loss), "search_space", None) or {})
-
-
-def format_search_spaces() -> str:
-    """Text table of every objective's search space and defaults (``--list-losses --search-space``)."""
-    from oodml.losses import list_objectives
-
-    rows = []
-    for row in list_objectives():
-        space = search_space(row["name"])
-        if not space:
-            rows.append((row["name"], "(none declared: give one under search.space in the study)", "", ""))
-            continue
-        for i, (key, t) in enumerate(space.items()):
-            if key.startswith("train."):
-                shown = f"train: {key[6:]}"
-            else:
-                d = row["defaults"].get(key)
-                shown = "-" if d is None else (f"{d:g}" if isinstance(d, float) else str(d))
-            rows.append((row["name"] if i == 0 else "", key, t.describe(), shown))
-    header = ("name", "key", "range", "default")
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(3)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3]
-        for r in [header, tuple("-" * w for w in widths) + ("-------",), *rows]
-    ]
-    lines.append(
-        "override in a study: search: {space: {<loss> or all: {<key>: [low, high] | {low, high, log: true} "
-        "| {choices: [...]} | value | null}}}"
-    )
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,7 +317,7 @@ def _val_value(run_dir: Path, metric: str) -> float | None:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     v = (m.get("val") or {}).get(metric)
-    return float(v) if _is_num(v) else None
+    return float(v) if is_number(v) else None
 
 
 def _sync(study, ref: dict) -> None:

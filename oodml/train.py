@@ -1326,7 +1326,7 @@ def main(argv: list[str] | None = None) -> int:
         from oodml.losses import format_objectives_table
 
         if args.search_space:
-            from oodml.search import format_search_spaces
+            from oodml.losses import format_search_spaces
 
             print(format_search_spaces())
         else:
