@@ -41,3 +41,14 @@ def data_root_source(root: str | os.PathLike | None = None) -> str:
     if os.environ.get("OODML_DATA"):
         return "$OODML_DATA"
     return "the default cache folder"
+
+
+def find_base_dir(study_path: Path) -> Path:
+    """The folder relative paths of a study file are resolved against: the nearest folder above
+    the study file holding ``pyproject.toml`` or ``.git``; else the study folder, or its parent
+    when it is called ``studies``."""
+    folder = study_path.resolve().parent
+    for d in (folder, *folder.parents):
+        if (d / "pyproject.toml").is_file() or (d / ".git").exists():
+            return d
+    return folder.parent if folder.name == "studies" else folder

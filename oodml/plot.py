@@ -562,7 +562,7 @@ def split_series_figure(split_file: PathLike):
 def _study_base(study_path: Path) -> Path:
     """The folder a study's relative paths are resolved against (the rule of :mod:`oodml.study`)."""
     try:
-        from oodml.study import find_base_dir
+        from oodml.paths import find_base_dir
     except ImportError:  # pragma: no cover - oodml.study is part of the package
         return study_path.resolve().parent
     return find_base_dir(study_path)

@@ -99,6 +99,7 @@ from typing import Any
 
 from oodml.errors import BadInputError, OodmlError
 from oodml.io import dumps_json, read_json, stable_hash, write_json
+from oodml.paths import find_base_dir
 
 __all__ = [
     "HASH_EXCLUDED",
@@ -273,15 +274,6 @@ def _check_keys(where: str, mapping: dict, valid: Sequence[str], path: Path) -> 
             raise BadInputError(
                 f"{path}: unknown key {where}{key!r}{_suggest(key, valid)} (valid keys: {', '.join(valid)})"
             )
-
-
-def find_base_dir(study_path: Path) -> Path:
-    """The folder relative paths of a study file are resolved against (see module docstring)."""
-    folder = study_path.resolve().parent
-    for d in (folder, *folder.parents):
-        if (d / "pyproject.toml").is_file() or (d / ".git").exists():
-            return d
-    return folder.parent if folder.name == "studies" else folder
 
 
 def _resolve_path(base: Path, value: Any) -> Path:
