@@ -11,7 +11,7 @@ from oodml.device import DEVICE_HELP
 from oodml.errors import OodmlError
 from oodml.progress import progress_disabled
 
-__all__ = ["add_device", "add_quiet", "add_version", "progress_disabled", "run_cli"]
+__all__ = ["add_device", "add_extractor", "add_quiet", "add_version", "progress_disabled", "run_cli"]
 
 
 def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
@@ -42,6 +42,19 @@ def add_version(parser: argparse.ArgumentParser) -> None:
     from oodml import __version__
 
     parser.add_argument("--version", action="version", version=f"{parser.prog} (oodml {__version__})")
+
+
+def add_extractor(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """The same ``--extractor NAME`` flag (frozen feature extractor) in every command; ``--features``
+    is kept as an alias because earlier commands spelled it so. Parsed into ``args.extractor``."""
+    parser.add_argument(
+        "--extractor",
+        "--features",
+        dest="extractor",
+        metavar="NAME",
+        default=None,
+        help=help or "frozen feature extractor (default: the dataset's default; see `oodml features --list`)",
+    )
 
 
 def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
