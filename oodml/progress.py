@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
+if TYPE_CHECKING:  # pragma: no cover
+    from tqdm import tqdm
 
 __all__ = ["progress_bar", "progress_disabled"]
 
@@ -20,6 +21,8 @@ def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -
     only when the work takes more than a moment (``delay=0.5`` s), disabled when ``enabled`` is
     false or :func:`progress_disabled`. Any tqdm keyword (``total``, ``desc``, ``unit``, ...)
     passes through and overrides a default."""
+    from tqdm.auto import tqdm  # lazy on purpose: ~0.3 s that commands reading a file need not pay
+
     options: dict[str, Any] = {"leave": False, "delay": 0.5, "dynamic_ncols": True}
     options.update(kwargs)
     options["disable"] = bool(kwargs.get("disable", False)) or not enabled or progress_disabled()
