@@ -58,12 +58,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m oodml.make_splits",
         description="Build (or --check, or --import-oodml) a series of FID-graded train/test class splits.",
     )
+    _add_feature_options(ap)
+    _add_search_options(ap)
+    _add_series_options(ap)
+    _add_task_options(ap)
+    add_quiet(ap)
+    add_version(ap)
+    return ap
+
+
+def _add_feature_options(ap: argparse.ArgumentParser) -> None:
+    """Where the features come from: a dataset (extracted, cached) or a features file."""
     ap.add_argument("--dataset", help="dataset name (default: the embedded 'glyphs')")
     ap.add_argument("--root", help="data root (or the folder/CSV for 'folder'/'csv')")
     ap.add_argument("--download", action="store_true", help="download the dataset if missing")
     add_extractor(ap, help="feature extractor (default: the dataset's default)")
     ap.add_argument("--weights", metavar="PATH", help="local weights file for the extractor")
     ap.add_argument("--features-file", metavar="FILE", help="use a feature table (.npz) instead of extracting")
+
+
+def _add_search_options(ap: argparse.ArgumentParser) -> None:
+    """The search (:class:`~oodml.splits.params.SearchParams`)."""
     ap.add_argument(
         "--level",
         choices=("class", "image"),
@@ -132,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="move single classes (default) or whole superclasses (SOP's 12 categories; the dataset's "
         "or the features file's superclasses), as the ooDML reference's --super option",
     )
+
+
+def _add_series_options(ap: argparse.ArgumentParser) -> None:
+    """What every split carries (validation classes, episodes, controls) and where it is written."""
     ap.add_argument("--episodes", type=int, default=10, metavar="E", help="few-shot episodes per shot (default 10)")
     ap.add_argument("--val-fraction", type=float, default=0.15, help="validation classes per split (default 0.15)")
     ap.add_argument("--seed", type=int, default=0, help="seed of validation classes and episodes (default 0)")
@@ -148,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STEM",
         help="figure stem, writes STEM.png and STEM.pdf (default figures/splits_<dataset>; 'none' to skip)",
     )
+
+
+def _add_task_options(ap: argparse.ArgumentParser) -> None:
+    """The other tasks: --check a file, --import-oodml the published splits."""
     ap.add_argument("--check", metavar="FILE", help="verify a split file instead of building one")
     ap.add_argument(
         "--import-oodml",
@@ -173,9 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --check on an imported file: recompute its FIDs with --features and report the "
         "differences to the published ones",
     )
-    add_quiet(ap)
-    add_version(ap)
-    return ap
 
 
 def _params(args) -> SearchParams:

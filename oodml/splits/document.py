@@ -113,17 +113,7 @@ def build_split_document(
     tr_ids, te_ids = [index[c] for c in standard_train], [index[c] for c in standard_test]
     units = None
     if superclass_of is not None:
-        if len(superclass_of) != len(classes) or all(s is None for s in superclass_of):
-            raise OodmlError(
-                "--swap-unit superclass needs a superclass for the classes (the dataset or the "
-                "features file's 'superclasses' array has none)"
-            )
-        units, tr_ids, te_ids = superclass_units(tr_ids, te_ids, superclass_of)
-        if len(tr_ids) < 2 or len(te_ids) < 2:
-            raise OodmlError(
-                f"--swap-unit superclass needs at least 2 superclasses on each side, got "
-                f"{len(tr_ids)} train / {len(te_ids)} test"
-            )
+        units, tr_ids, te_ids = _superclass_units(tr_ids, te_ids, superclass_of, len(classes))
         extra_provenance = {**(extra_provenance or {}), "swap_unit": "superclass"}
     p = resolve_params(p, len(tr_ids), len(te_ids))  # provenance records the resolved S
     traj = search_trajectory(
@@ -142,6 +132,52 @@ def build_split_document(
         extra_provenance=extra_provenance,
         num_images=len(lab),
     )
+
+
+def _selected_entries(traj: Trajectory, trajectory: list[dict], names: list[str], num_splits: int) -> list[dict]:
+    """The selected states as series entries (names), chosen among the distinct evaluated states
+    (a revisited state counts at the first step that reached it)."""
+    # distinct states: the first step that reached each
+    seen: dict = {}
+    for i, (tr, te) in enumerate(traj.states):
+        if trajectory[i]["fid"] is None:  # not evaluated (--trajectory-stride): not selectable
+            continue
+        key = (frozenset(tr), frozenset(te))
+        seen.setdefault(key, i)
+    distinct = sorted(seen.values())
+    picks = select_series([trajectory[i]["fid"] for i in distinct], num_splits, required=0)
+    entries = []
+    for j in picks:
+        s = distinct[j]
+        tr, te = traj.states[s]
+        entries.append(
+            {
+                "fid": trajectory[s]["fid"],
+                "step": s,
+                "phase": traj.records[s]["phase"],
+                "standard": s == 0,
+                "train": [names[c] for c in tr],
+                "test": [names[c] for c in te],
+            }
+        )
+    return entries
+
+
+def _superclass_units(tr_ids, te_ids, superclass_of, n_classes: int):
+    """``(units, train units, test units)`` for ``--swap-unit superclass`` (clear errors when the
+    classes have no superclasses or a side has fewer than 2)."""
+    if len(superclass_of) != n_classes or all(s is None for s in superclass_of):
+        raise OodmlError(
+            "--swap-unit superclass needs a superclass for the classes (the dataset or the "
+            "features file's 'superclasses' array has none)"
+        )
+    units, tr_ids, te_ids = superclass_units(tr_ids, te_ids, superclass_of)
+    if len(tr_ids) < 2 or len(te_ids) < 2:
+        raise OodmlError(
+            f"--swap-unit superclass needs at least 2 superclasses on each side, got "
+            f"{len(tr_ids)} train / {len(te_ids)} test"
+        )
+    return units, tr_ids, te_ids
 
 
 def assemble_document(
@@ -175,29 +211,7 @@ def assemble_document(
                 "parent": r["parent"],
             }
         )
-    # distinct states: the first step that reached each
-    seen: dict = {}
-    for i, (tr, te) in enumerate(traj.states):
-        if trajectory[i]["fid"] is None:  # not evaluated (--trajectory-stride): not selectable
-            continue
-        key = (frozenset(tr), frozenset(te))
-        seen.setdefault(key, i)
-    distinct = sorted(seen.values())
-    picks = select_series([trajectory[i]["fid"] for i in distinct], params.num_splits, required=0)
-    entries = []
-    for j in picks:
-        s = distinct[j]
-        tr, te = traj.states[s]
-        entries.append(
-            {
-                "fid": trajectory[s]["fid"],
-                "step": s,
-                "phase": traj.records[s]["phase"],
-                "standard": s == 0,
-                "train": [names[c] for c in tr],
-                "test": [names[c] for c in te],
-            }
-        )
+    entries = _selected_entries(traj, trajectory, names, params.num_splits)
     series = _finish_series(entries, classes, images_by_class, params, seed)
     prov = OrderedDict(
         dataset=dataset,

@@ -76,126 +76,142 @@ def plot_split_series(split_file, out_stem=None):
     fids = np.asarray([np.nan if r.get("fid") is None else r["fid"] for r in traj], dtype=float)
     phases = [r["phase"] for r in traj]
 
-    rc = {
-        "font.size": 7,
-        "axes.titlesize": 7,
-        "axes.labelsize": 7,
-        "xtick.labelsize": 6,
-        "ytick.labelsize": 6,
-        "legend.fontsize": 6,
-        "axes.linewidth": 0.6,
-        "svg.hashsalt": "oodml",
-    }
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context(_RC):
         fig = Figure(figsize=(3.4, 3.3), dpi=200)
         gs = fig.add_gridspec(2, 1, height_ratios=(2.3, 1.0), hspace=0.08)
         ax = fig.add_subplot(gs[0])
         axn = fig.add_subplot(gs[1], sharex=ax)
-
-        # phase shading
-        for ph, color in _SHADE.items():
-            sel = [x for x, p in zip(xs, phases) if p == ph]
-            if sel:
-                lo, hi = min(sel) - 0.5, max(sel) + 0.5
-                for a in (ax, axn):
-                    a.axvspan(lo, hi, color=color, alpha=0.07, lw=0)
-                ax.text(
-                    (lo + hi) / 2,
-                    1.0,
-                    ph,
-                    transform=ax.get_xaxis_transform(),
-                    ha="center",
-                    va="bottom",
-                    color=color,
-                    fontsize=6.5,
-                )
-
-        # FID lines per phase, each chain starting from its parent
-        has_parents = not any(r.get("parent") is None for r in traj[1:])
-        for ph in ("easier", "harder", "removal"):
-            idx = [i for i, p in enumerate(phases) if p == ph]
-            if not idx:
-                continue
-            if has_parents:
-                chain = [traj[idx[0]]["parent"]] + idx
-                style = dict(color=PHASE_COLORS[ph], lw=0.9)
-                # the connector into the removal phase jumps from the hardest state: dashed
-                ax.plot(xs[chain[:2]], fids[chain[:2]], ls="--" if ph == "removal" else "-", **style)
-                ax.plot(xs[chain[1:]], fids[chain[1:]], marker="o", ms=1.6, **style)
-            else:
-                ax.plot(xs[idx], fids[idx], ls="none", marker="o", ms=2.5, color=PHASE_COLORS[ph])
-        ax.plot([xs[0]], [fids[0]], marker="o", ms=2.5, color=PHASE_COLORS["start"], ls="none")
-
-        # the selected series
-        fmax = np.nanmax(fids) if np.isfinite(fids).any() else 1.0
-        fmin = np.nanmin(fids) if np.isfinite(fids).any() else 0.0
-        span = max(fmax - fmin, 1e-12)
-        for s in sf.series:
-            if not 0 <= s.step < len(traj):
-                continue
-            x, y = xs[s.step], s.fid
-            ax.plot(
-                [x],
-                [y],
-                marker="s" if s.standard else "o",
-                ms=4.2,
-                mfc="white",
-                mec="black",
-                mew=0.8,
-                ls="none",
-                zorder=5,
-            )
-            ax.annotate(
-                str(s.id),
-                (x, y),
-                xytext=(0, 4),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=6,
-                fontweight="bold",
-                zorder=6,
-            )
-        from matplotlib.lines import Line2D
-
-        marks = [
-            Line2D([], [], marker="o", ms=4.2, mfc="white", mec="black", mew=0.8, ls="none"),
-            Line2D([], [], marker="s", ms=4.2, mfc="white", mec="black", mew=0.8, ls="none"),
-        ]
-        ax.legend(
-            marks,
-            ["selected split (id)", "standard split"],
-            loc="upper left",
-            frameon=False,
-            handletextpad=0.3,
-            borderaxespad=0.3,
-        )
-        ax.set_ylim(fmin - 0.06 * span, fmax + 0.16 * span)
-        ax.set_ylabel(f"FID ({sf.provenance.get('level', 'class')} level)")
-        ax.tick_params(labelbottom=False, length=2)
-        ax.grid(True, lw=0.3, alpha=0.5)
-        title = f"{sf.dataset or 'dataset'} · {sf.provenance.get('extractor', '')} features"
-        ax.set_title(title, pad=9)
-
-        # classes per side
-        order = np.argsort(xs, kind="stable")
-        ntr = np.asarray([r["n_train"] for r in traj])[order]
-        nte = np.asarray([r["n_test"] for r in traj])[order]
-        axn.plot(xs[order], ntr, color="#1a9641", lw=0.9, label="train", drawstyle="steps-mid")
-        axn.plot(xs[order], nte, color="#fdae61", lw=0.9, ls="--", label="test", drawstyle="steps-mid")
-        axn.set_ylabel("classes")
-        xlabel = "search position (iterations from the standard split)" if has_parents else "split (by FID)"
-        axn.set_xlabel(xlabel)
-        axn.legend(loc="lower left", frameon=False, ncol=2, handlelength=1.6)
-        top = max(int(ntr.max()), int(nte.max()))
-        axn.set_ylim(0, top * 1.15)
-        axn.tick_params(length=2)
-        axn.grid(True, lw=0.3, alpha=0.5)
+        _shade_phases(ax, axn, xs, phases)
+        has_parents = _plot_fid_chains(ax, traj, xs, fids, phases)
+        _mark_series(ax, sf, xs, fids)
+        _plot_class_counts(axn, traj, xs, has_parents)
         fig.subplots_adjust(left=0.17, right=0.97, top=0.9, bottom=0.13)
 
         if out_stem is not None:
             _save(fig, Path(out_stem))
     return fig
+
+
+_RC = {
+    "font.size": 7,
+    "axes.titlesize": 7,
+    "axes.labelsize": 7,
+    "xtick.labelsize": 6,
+    "ytick.labelsize": 6,
+    "legend.fontsize": 6,
+    "axes.linewidth": 0.6,
+    "svg.hashsalt": "oodml",
+}
+
+
+def _shade_phases(ax, axn, xs, phases) -> None:
+    """Shade and name the positions of every phase in both panels."""
+    for ph, color in _SHADE.items():
+        sel = [x for x, p in zip(xs, phases) if p == ph]
+        if sel:
+            lo, hi = min(sel) - 0.5, max(sel) + 0.5
+            for a in (ax, axn):
+                a.axvspan(lo, hi, color=color, alpha=0.07, lw=0)
+            ax.text(
+                (lo + hi) / 2,
+                1.0,
+                ph,
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                color=color,
+                fontsize=6.5,
+            )
+
+
+def _plot_fid_chains(ax, traj, xs, fids, phases) -> bool:
+    """FID lines per phase, each chain starting from its parent; returns whether records have parents."""
+    has_parents = not any(r.get("parent") is None for r in traj[1:])
+    for ph in ("easier", "harder", "removal"):
+        idx = [i for i, p in enumerate(phases) if p == ph]
+        if not idx:
+            continue
+        if has_parents:
+            chain = [traj[idx[0]]["parent"]] + idx
+            style = dict(color=PHASE_COLORS[ph], lw=0.9)
+            # the connector into the removal phase jumps from the hardest state: dashed
+            ax.plot(xs[chain[:2]], fids[chain[:2]], ls="--" if ph == "removal" else "-", **style)
+            ax.plot(xs[chain[1:]], fids[chain[1:]], marker="o", ms=1.6, **style)
+        else:
+            ax.plot(xs[idx], fids[idx], ls="none", marker="o", ms=2.5, color=PHASE_COLORS[ph])
+    ax.plot([xs[0]], [fids[0]], marker="o", ms=2.5, color=PHASE_COLORS["start"], ls="none")
+    return has_parents
+
+
+def _mark_series(ax, sf, xs, fids) -> None:
+    """Mark and label the selected series (the standard split with a square); legend, limits, title."""
+    from matplotlib.lines import Line2D  # matplotlib is loaded by plot_split_series already
+
+    traj = sf.trajectory
+    fmax = np.nanmax(fids) if np.isfinite(fids).any() else 1.0
+    fmin = np.nanmin(fids) if np.isfinite(fids).any() else 0.0
+    span = max(fmax - fmin, 1e-12)
+    for s in sf.series:
+        if not 0 <= s.step < len(traj):
+            continue
+        x, y = xs[s.step], s.fid
+        ax.plot(
+            [x],
+            [y],
+            marker="s" if s.standard else "o",
+            ms=4.2,
+            mfc="white",
+            mec="black",
+            mew=0.8,
+            ls="none",
+            zorder=5,
+        )
+        ax.annotate(
+            str(s.id),
+            (x, y),
+            xytext=(0, 4),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=6,
+            fontweight="bold",
+            zorder=6,
+        )
+    marks = [
+        Line2D([], [], marker="o", ms=4.2, mfc="white", mec="black", mew=0.8, ls="none"),
+        Line2D([], [], marker="s", ms=4.2, mfc="white", mec="black", mew=0.8, ls="none"),
+    ]
+    ax.legend(
+        marks,
+        ["selected split (id)", "standard split"],
+        loc="upper left",
+        frameon=False,
+        handletextpad=0.3,
+        borderaxespad=0.3,
+    )
+    ax.set_ylim(fmin - 0.06 * span, fmax + 0.16 * span)
+    ax.set_ylabel(f"FID ({sf.provenance.get('level', 'class')} level)")
+    ax.tick_params(labelbottom=False, length=2)
+    ax.grid(True, lw=0.3, alpha=0.5)
+    title = f"{sf.dataset or 'dataset'} · {sf.provenance.get('extractor', '')} features"
+    ax.set_title(title, pad=9)
+
+
+def _plot_class_counts(axn, traj, xs, has_parents: bool) -> None:
+    """Bottom panel: classes per side at every position."""
+    order = np.argsort(xs, kind="stable")
+    ntr = np.asarray([r["n_train"] for r in traj])[order]
+    nte = np.asarray([r["n_test"] for r in traj])[order]
+    axn.plot(xs[order], ntr, color="#1a9641", lw=0.9, label="train", drawstyle="steps-mid")
+    axn.plot(xs[order], nte, color="#fdae61", lw=0.9, ls="--", label="test", drawstyle="steps-mid")
+    axn.set_ylabel("classes")
+    xlabel = "search position (iterations from the standard split)" if has_parents else "split (by FID)"
+    axn.set_xlabel(xlabel)
+    axn.legend(loc="lower left", frameon=False, ncol=2, handlelength=1.6)
+    top = max(int(ntr.max()), int(nte.max()))
+    axn.set_ylim(0, top * 1.15)
+    axn.tick_params(length=2)
+    axn.grid(True, lw=0.3, alpha=0.5)
 
 
 def _save(fig, stem: Path) -> None:

@@ -25,17 +25,7 @@ scalars/arrays only: nothing in the file runs).
   ``python -m oodml.make_splits --check FILE --recompute-fid`` recomputes the FIDs with an
   extractor and reports the differences.
 
-Image names
------------
-The study stored its images as ``images/<class>/<file>`` and names support images by
-``<file>``. CUB, SOP and class-folder layouts use the file name as it is on disk. For CARS the
-published names are the devkit's (``cars_train/`` and ``cars_test/`` merged into class
-folders); where a ``cars_test`` file has the name of a ``cars_train`` file of the same class,
-it is ``NNNNN_2.jpg`` (the train file keeps the plain name). On the devkit layout this is read
-from the devkit's annotations; on the official ``car_ims/`` layout from ``cars_annos.mat``,
-whose ``test`` flag gives each image's side and its number within that side (the k-th image of
-a side in annotation order is that side's ``{k:05d}.jpg``, the order both releases share).
-Official annotations without a ``test`` flag cannot be mapped.
+How the study named its images, and how those names map onto a dataset: :mod:`oodml.splits.names`.
 """
 
 from __future__ import annotations
@@ -43,17 +33,24 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from oodml.datasets import cars as C
 from oodml.errors import BadInputError
 from oodml.io import file_digest, restricted_pickle_load
 from oodml.splits.document import _finish_series, _oodml_version, _ordered
 from oodml.splits.episodes import make_episodes, validation_classes
+from oodml.splits.names import (
+    WORKING_LAYOUTS,
+    EpisodeMappingError,
+    ImageNames,
+    _map_episodes,
+    _NameMapper,
+    published_image_names,
+)
 from oodml.splits.params import SCHEMA, SearchParams
 
 __all__ = [
@@ -73,17 +70,6 @@ PUBLISHED_FILES = {
     "cars196_splits.pkl": "cars",
     "online_products_splits.pkl": "sop",
 }
-#: Layouts whose image names map the published episodes (for the error message).
-WORKING_LAYOUTS = {
-    "cars": "the devkit layout (devkit/*.mat + cars_train/ + cars_test/), the official car_ims/ + cars_annos.mat "
-    "with its test flags, or images/<class>/<devkit file name>",
-    "cub": "the official CUB_200_2011 layout (images/<class>/<file>)",
-    "sop": "the official Stanford_Online_Products layout (<category>_final/<file>)",
-}
-
-
-class EpisodeMappingError(BadInputError):
-    """A published episode names an image the dataset layout cannot give."""
 
 
 def dataset_from_filename(path: str | os.PathLike) -> str | None:
@@ -93,92 +79,6 @@ def dataset_from_filename(path: str | os.PathLike) -> str | None:
         if name == fname or name.endswith("_" + fname) or name.startswith(fname[: -len("_splits.pkl")]):
             return ds
     return None
-
-
-# ============================================================================================
-# Image names as the study wrote them
-# ============================================================================================
-@dataclass
-class ImageNames:
-    """``names[class][published image name] = dataset item index`` and how they were made."""
-
-    names: dict[str, dict[str, int]]
-    layout: str
-    problem: str | None = None  # why this layout cannot name its images the study's way
-    ambiguous: dict[str, set] = field(default_factory=dict)  # names shared by two images of a class
-
-
-def _basename_names(dataset, layout: str) -> ImageNames:
-    names: dict[str, dict[str, int]] = {c: {} for c in dataset.classes}
-    ambiguous: dict[str, set] = {}
-    for i, it in enumerate(dataset.items):
-        b = os.path.basename(it.path)
-        table = names.setdefault(it.label, {})
-        if b in table:
-            ambiguous.setdefault(it.label, set()).add(b)
-        table[b] = i
-    for c, bad in ambiguous.items():
-        for b in bad:
-            names[c].pop(b, None)
-    return ImageNames(names, layout, ambiguous=ambiguous)
-
-
-def _devkit_names(sides: list[tuple[str, str]], labels: list[str], classes) -> dict[str, dict[str, int]]:
-    """Merge (side, devkit file name) per item into class folders: train first, a test file
-    whose name a train file of its class already has becomes ``NNNNN_2.jpg``."""
-    names: dict[str, dict[str, int]] = {c: {} for c in classes}
-    order = sorted(range(len(sides)), key=lambda i: (sides[i][0] != "cars_train", i))
-    for i in order:
-        side, fname = sides[i]
-        table = names.setdefault(labels[i], {})
-        name = fname
-        if name in table:
-            stem, ext = os.path.splitext(fname)
-            name = f"{stem}_2{ext}"
-            if name in table:
-                raise BadInputError(
-                    f"cars: class {labels[i]!r} has three images named {fname}; the annotations "
-                    "are not the official ones"
-                )
-        table[name] = i
-    return names
-
-
-def published_image_names(dataset) -> ImageNames:
-    """How the study named every image of ``dataset`` (see the module docstring)."""
-    if dataset.name != "cars":
-        return _basename_names(dataset, "file names on disk")
-    folder = Path(dataset.root)
-    labels = [it.label for it in dataset.items]
-    if C._is_official(folder):
-        mat_path = folder / C.ANNOTATIONS
-        mat = C._read_mat(mat_path, ("annotations",), "the official cars_annos.mat")
-        ann = np.atleast_1d(mat["annotations"]).ravel()
-        if "test" not in (ann.dtype.names or ()):
-            return ImageNames(
-                {},
-                "official car_ims/",
-                problem=(
-                    f"{mat_path} has no 'test' flag, so its car_ims/ names cannot be turned into the devkit names the "
-                    "study's episodes use"
-                ),
-            )
-        if len(ann) != len(dataset.items):
-            return ImageNames({}, "official car_ims/", problem=f"{mat_path} does not list the dataset's images")
-        counters = {"cars_train": 0, "cars_test": 0}
-        sides = []
-        for flag in ann["test"]:
-            side = "cars_test" if int(np.asarray(flag).ravel()[0]) else "cars_train"
-            counters[side] += 1
-            sides.append((side, f"{counters[side]:05d}.jpg"))
-        return ImageNames(_devkit_names(sides, labels, dataset.classes), "official car_ims/ (via its test flags)")
-    if C._is_devkit(folder):
-        sides = []
-        for it in dataset.items:
-            parent = os.path.basename(os.path.dirname(it.path))
-            sides.append(("cars_test" if parent == "cars_test" else "cars_train", os.path.basename(it.path)))
-        return ImageNames(_devkit_names(sides, labels, dataset.classes), "devkit cars_train/ + cars_test/")
-    return _basename_names(dataset, "class folders")
 
 
 # ============================================================================================
@@ -282,50 +182,6 @@ def _read(pkl_path: Path) -> list[_Entry]:
     return out
 
 
-# ============================================================================================
-# Mapping names onto a dataset
-# ============================================================================================
-def _map_episodes(eps: dict, test: list[str], mapper, names: ImageNames, where: str, layouts: str):
-    out: dict[int, list[dict[str, list[int]]]] = {}
-    test_set = set(test)
-    for k, lst in eps.items():
-        conv_list = []
-        for e, ep in enumerate(lst):
-            conv: dict[str, list[int]] = {}
-            for cname, files in ep.items():
-                c = mapper(cname)
-                if c not in test_set:
-                    raise BadInputError(f"{where}: {k}-shot episode {e + 1} names class {cname!r}, not a test class")
-                if len(files) != k or len(set(files)) != k:
-                    raise BadInputError(
-                        f"{where}: {k}-shot episode {e + 1} gives class {cname!r} {len(files)} "
-                        f"images ({len(set(files))} distinct), expected {k}"
-                    )
-                if names.problem:
-                    raise EpisodeMappingError(
-                        f"{where}: cannot map the published episodes (first image {files[0]!r} of class {cname!r}) on "
-                        f"the {names.layout} layout: {names.problem}; layouts that work: {layouts}"
-                    )
-                table = names.names.get(c, {})
-                ids = []
-                for f in files:
-                    if f not in table:
-                        why = (
-                            "two images of that class have this name"
-                            if f in names.ambiguous.get(c, ())
-                            else f"the {names.layout} layout has no image of that name in that class"
-                        )
-                        raise EpisodeMappingError(
-                            f"{where}: published {k}-shot episode {e + 1} names image {f!r} of class {cname!r}, "
-                            f"which cannot be mapped ({why}); layouts that work: {layouts}"
-                        )
-                    ids.append(table[f])
-                conv[c] = sorted(ids)
-            conv_list.append(conv)
-        out[k] = conv_list
-    return out
-
-
 def _trajectory(entries: list[dict], classes: list[str], std_train, std_test) -> list[dict]:
     """Set every entry's ``step`` and ``phase`` (by FID and sides against the standard split)
     and return one trajectory record per entry, each relative to the standard split."""
@@ -367,68 +223,6 @@ def _parts(entries: list[dict]) -> dict:
         return vals[0] if len(vals) == 1 else "mixed: " + ", ".join(vals)
 
     return {"fids": "published", "validation": summary("validation"), "episodes": summary("episodes")}
-
-
-class _NameMapper:
-    """Maps reference class names (folder names, product ids, integer ids) onto dataset classes."""
-
-    def __init__(self, dataset, all_values: list, source: str):
-        self.ds = dataset
-        self.source = source
-        self.classes = list(dataset.classes)
-        exact = {c: c for c in self.classes}
-        tables = [exact]
-
-        def add_table(keyfn):
-            t: dict[str, str] = {}
-            clash = set()
-            for c in self.classes:
-                for key in keyfn(c):
-                    if key in t and t[key] != c:
-                        clash.add(key)
-                    t[key] = c
-            for key in clash:
-                del t[key]
-            tables.append(t)
-
-        norm = lambda s: "".join(ch for ch in s.lower() if ch.isalnum())  # noqa: E731
-        self._norm = norm
-        add_table(lambda c: [c.rsplit("/", 1)[-1]])  # "bicycle/00001" -> "00001"
-        add_table(lambda c: [norm(c), norm(c.rsplit("/", 1)[-1]), norm(c.split(".", 1)[-1])])
-        by_cls = dataset.indices_by_class()
-
-        def prefixes(c):  # SOP reference names a class by its images' file-name prefix
-            keys = {os.path.basename(dataset.items[i].path).split("_")[0] for i in by_cls[c]}
-            return list(keys) if len(keys) == 1 else []
-
-        add_table(prefixes)
-        self.tables = tables
-        ints = [v for v in all_values if isinstance(v, int)]
-        self.int_base = 0 if (not ints or 0 in ints) else 1
-
-    def __call__(self, v) -> str:
-        if isinstance(v, int):
-            i = v - self.int_base
-            if 0 <= i < len(self.classes):
-                return self.classes[i]
-            raise BadInputError(
-                f"{self.source}: class id {v} is outside 1..{len(self.classes)} / 0..{len(self.classes) - 1} "
-                f"of dataset {self.ds.name!r}; is this the pkl for another dataset?"
-            )
-        for t in self.tables[:2]:
-            if v in t:
-                return t[v]
-        for key in (self._norm(v), self._norm(v.rsplit("/", 1)[-1]), self._norm(v.split(".", 1)[-1])):
-            if key in self.tables[2]:
-                return self.tables[2][key]
-        if v in self.tables[3]:
-            return self.tables[3][v]
-        if v.isdigit():
-            return self(int(v))
-        raise BadInputError(
-            f"{self.source}: class {v!r} matches no class of dataset {self.ds.name!r} "
-            f"(e.g. {self.classes[0]!r}); is this the pkl for another dataset?"
-        )
 
 
 def import_published(
@@ -480,57 +274,25 @@ def import_published(
     if dataset is None:
         return _names_only_document(raw, prov, p)
 
+    return _mapped_document(raw, prov, p, dataset, src, seed, redraw_episodes)
+
+
+def _mapped_document(raw: list[_Entry], prov: OrderedDict, p, dataset, src: str, seed: int, redraw: bool) -> dict:
+    """The split document of the published splits mapped onto ``dataset`` (classes, images)."""
     all_values = [v for e in raw for v in e.train + e.test]
     mapper = _NameMapper(dataset, all_values, src)
     names = published_image_names(dataset)
     layouts = WORKING_LAYOUTS.get(dataset.name, "a layout whose files carry the published names")
     classes = list(dataset.classes)
     by_cls = {c: v.tolist() for c, v in dataset.indices_by_class().items()}
-    std_train, std_test = frozenset(dataset.train_classes), frozenset(dataset.test_classes)
-    entries = []
-    for r in raw:
-        where = f"{src}: split {r.key!r}"
-        train, test = [mapper(v) for v in r.train], [mapper(v) for v in r.test]
-        both = set(train) & set(test)
-        if both:
-            raise BadInputError(f"{where} has class {sorted(both)[0]!r} on both sides")
-        e: dict[str, Any] = {
-            "fid": r.fid,
-            "train": train,
-            "test": test,
-            "reference_id": r.key,
-            "standard": frozenset(train) == std_train and frozenset(test) == std_test,
-        }
-        sources = {"fid": "published"}
-        if r.split_val is not None:
-            val = [mapper(v) for v in r.split_val]
-            if not set(val) <= set(train):
-                bad = sorted(set(val) - set(train))[0]
-                raise BadInputError(f"{where}: split_val class {bad!r} is not a train class of that split")
-            e["val"] = val
-            sources["validation"] = "published"
-        else:
-            sources["validation"] = "drawn (none published)"
-        if r.episodes is None:
-            sources["episodes"] = "drawn (none published)"
-        else:
-            try:
-                e["episodes"] = _map_episodes(r.episodes, test, mapper, names, where, layouts)
-                sources["episodes"] = "published"
-            except EpisodeMappingError as exc:
-                if not redraw_episodes:
-                    raise EpisodeMappingError(
-                        f"{exc}; or pass --redraw-episodes to draw new episodes (recorded in the split file)"
-                    ) from None
-                sources["episodes"] = "redrawn (published ones not mappable on this layout)"
-        e["sources"] = sources
-        entries.append(e)
+    std = (frozenset(dataset.train_classes), frozenset(dataset.test_classes))
+    entries = [_mapped_entry(r, f"{src}: split {r.key!r}", mapper, names, layouts, std, redraw) for r in raw]
     entries.sort(key=lambda e: (e["fid"], str(e["reference_id"])))
-    trajectory = _trajectory(entries, classes, std_train, std_test)
+    trajectory = _trajectory(entries, classes, std[0], std[1])
     series = _finish_series(entries, classes, by_cls, p, seed)
     prov["parts"] = _parts(entries)
     prov["image_names"] = names.layout
-    prov["redraw_episodes"] = bool(redraw_episodes)
+    prov["redraw_episodes"] = bool(redraw)
     return {
         "schema": SCHEMA,
         "provenance": dict(prov),
@@ -539,6 +301,46 @@ def import_published(
         "trajectory": trajectory,
         "series": series,
     }
+
+
+def _mapped_entry(r: _Entry, where: str, mapper, names: ImageNames, layouts: str, std, redraw: bool) -> dict:
+    """One published split on the dataset's classes, with its validation classes and episodes
+    where published (``sources`` says where every part came from)."""
+    train, test = [mapper(v) for v in r.train], [mapper(v) for v in r.test]
+    both = set(train) & set(test)
+    if both:
+        raise BadInputError(f"{where} has class {sorted(both)[0]!r} on both sides")
+    e: dict[str, Any] = {
+        "fid": r.fid,
+        "train": train,
+        "test": test,
+        "reference_id": r.key,
+        "standard": frozenset(train) == std[0] and frozenset(test) == std[1],
+    }
+    sources = {"fid": "published"}
+    if r.split_val is not None:
+        val = [mapper(v) for v in r.split_val]
+        if not set(val) <= set(train):
+            bad = sorted(set(val) - set(train))[0]
+            raise BadInputError(f"{where}: split_val class {bad!r} is not a train class of that split")
+        e["val"] = val
+        sources["validation"] = "published"
+    else:
+        sources["validation"] = "drawn (none published)"
+    if r.episodes is None:
+        sources["episodes"] = "drawn (none published)"
+    else:
+        try:
+            e["episodes"] = _map_episodes(r.episodes, test, mapper, names, where, layouts)
+            sources["episodes"] = "published"
+        except EpisodeMappingError as exc:
+            if not redraw:
+                raise EpisodeMappingError(
+                    f"{exc}; or pass --redraw-episodes to draw new episodes (recorded in the split file)"
+                ) from None
+            sources["episodes"] = "redrawn (published ones not mappable on this layout)"
+    e["sources"] = sources
+    return e
 
 
 def _names_only_document(raw: list[_Entry], prov: OrderedDict, p) -> dict:
