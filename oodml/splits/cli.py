@@ -27,7 +27,7 @@ without executing anything)::
 
 Published episodes that the dataset's layout cannot map stop the import (one line naming the
 first unmappable image and the layouts that work) unless ``--redraw-episodes``; see
-:mod:`oodml.published_splits`.
+:mod:`oodml.splits.published`.
 """
 
 from __future__ import annotations

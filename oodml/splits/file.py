@@ -47,7 +47,7 @@ class Split:
     episodes: dict[int, list[dict[str, list[int]]]]
     n_train_images: int = 0
     n_test_images: int = 0
-    control_of: int | None = None  # a class-count control: the series id it matches (oodml.controls)
+    control_of: int | None = None  # a class-count control: the series id it matches (oodml.splits.controls)
     draw: int | None = None
 
     @property
@@ -69,7 +69,7 @@ class SplitFile:
     trajectory: list[dict]
     series: list[Split]
     raw: dict = field(repr=False, default_factory=dict)
-    controls: list[Split] = field(default_factory=list)  # class-count controls (oodml.controls)
+    controls: list[Split] = field(default_factory=list)  # class-count controls (oodml.splits.controls)
 
     @property
     def dataset(self) -> str:

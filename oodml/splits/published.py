@@ -489,7 +489,7 @@ def import_oodml(
 ) -> dict:
     """Convert the ooDML study's published ``<dataset>_splits.pkl`` into a split document.
 
-    See :func:`oodml.published_splits.import_published` (this is it with a dataset; pass
+    See :func:`import_published` (this is it with a dataset; pass
     ``dataset=None`` there for a names-only file). The pickle is read with
     :func:`oodml.io.restricted_pickle_load`. Every split, published FID and ``split_val`` list
     is kept; the published ``test_episodes`` are kept, and where their image names cannot be
