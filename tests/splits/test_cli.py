@@ -231,7 +231,7 @@ def test_features_file_never_imports_torch_or_timm(tmp_path):
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(
-            filter(None, [str(__import__("pathlib").Path(__file__).parents[1]), os.environ.get("PYTHONPATH")])
+            filter(None, [str(__import__("pathlib").Path(__file__).parents[2]), os.environ.get("PYTHONPATH")])
         ),
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)

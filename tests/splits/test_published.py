@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from oodml.datasets import load_dataset
-from oodml.errors import BadInputError
+from oodml.errors import BadInputError, UnsafeFileError
 from oodml.make_splits import cli as make_splits_cli
 from oodml.published_splits import (
     EpisodeMappingError,
@@ -23,7 +23,7 @@ from oodml.published_splits import (
     import_published,
     published_image_names,
 )
-from oodml.splits import SearchParams, load_splits, write_split_document
+from oodml.splits import SearchParams, import_oodml, load_splits, write_split_document
 
 N_CLASSES = 6
 CLASS_NAMES = [f"Make{c} Model {2000 + c}" for c in range(N_CLASSES)]
@@ -419,3 +419,92 @@ def test_cli_names_only_check_and_recompute_fid(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "Traceback" not in err and "--redraw-episodes" in err and not (tmp_path / "x.json").exists()
+
+
+# ------------------------------------------------------------------------------ ooDML import
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path, make_dataset):
+    marker = tmp_path / "pwned"
+    pkl = tmp_path / "evil_splits.pkl"
+    pkl.write_bytes(pickle.dumps({1: {"train": ["a"], "test": ["b"], "fid": 1.0, "x": _Evil(marker)}}))
+    with pytest.raises(UnsafeFileError, match="system"):
+        import_oodml(pkl, make_dataset(["a", "b", "c", "d"]))
+    assert not marker.exists()
+
+
+def reference_pkl(cls, ds, tmp_path, int_ids=False, with_episodes=True):
+    """A pickle in the reference's structure: {id: {train, test, fid, split_train, split_val,
+    test_episodes}} with numpy values, as create_dataset_splits.py writes."""
+    half = len(cls) // 2
+    rng = np.random.default_rng(0)
+    splits = {}
+    layouts = [
+        (cls[:half], cls[half:], 50.0),
+        (cls[1 : half + 1], [cls[0]] + cls[half + 1 :], 40.0),
+        (cls[: half - 3], cls[half + 3 :], 90.0),
+        (cls[2:half] + cls[:2][::-1], cls[half:], 50.0),
+    ]
+    layouts = layouts[:3]
+    by = ds.indices_by_class()
+    for i, (tr, te, fid) in enumerate(layouts, 1):
+        entry = {
+            "train": sorted(tr),
+            "test": sorted(te),
+            "fid": np.float64(fid),
+            "split_train": sorted(tr)[2:],
+            "split_val": sorted(tr)[:2],
+        }
+        if with_episodes:
+            entry["test_episodes"] = {
+                k: {
+                    e: {
+                        c: [os.path.basename(ds.items[j].path) for j in rng.choice(by[c], k, replace=False)] for c in te
+                    }
+                    for e in range(1, 4)
+                }
+                for k in (2, 5)
+            }
+        if int_ids:
+            pos = {c: n + 1 for n, c in enumerate(cls)}
+            entry = {"train": np.array([pos[c] for c in tr]), "test": [np.int64(pos[c]) for c in te], "fid": float(fid)}
+        splits[i] = entry
+    path = tmp_path / ("ints.pkl" if int_ids else "ref.pkl")
+    path.write_bytes(pickle.dumps(splits))
+    return path
+
+
+def test_import_oodml_reference_structure(tmp_path, make_dataset):
+    cls = [f"{i:03d}.Bird_{i}" for i in range(1, 21)]
+    ds = make_dataset(cls, per=7)
+    path = reference_pkl(cls, ds, tmp_path)
+    doc = import_oodml(path, ds, SearchParams(episodes=2), seed=0)
+    assert doc["provenance"]["source"] == "oodml-import"
+    out = tmp_path / "imported.json"
+    write_split_document(out, doc)
+    sf = load_splits(out, dataset=ds)
+    assert [s.fid for s in sf.series] == [40.0, 50.0, 90.0]
+    assert [s.phase for s in sf.series] == ["easier", "start", "removal"]
+    std = sf.get(2)
+    assert std.standard and std.train == cls[:10] and std.val == cls[:2]
+    # reference episodes (file names) became image ids of the right classes; others generated
+    assert sorted(std.episodes) == [2, 5] and len(std.episodes[2]) == 3
+    for k, lst in std.episodes.items():
+        for ep in lst:
+            assert set(ep) == set(std.test)
+            for c, ids in ep.items():
+                assert len(ids) == k and all(ds.items[i].label == c for i in ids)
+    assert sf.get(3).train == cls[:7]
+    # integer ids (1-based, numpy arrays) map by position
+    ints = import_oodml(reference_pkl(cls, ds, tmp_path, int_ids=True), ds, SearchParams(episodes=1))
+    assert [s["train"] for s in ints["series"]] == [s.train for s in sf.series]
+    assert sorted(ints["series"][0]["episodes"]) == ["1", "10", "2", "5"]  # generated
+    # names that match nothing: a clear error
+    with pytest.raises(BadInputError, match="matches no class"):
+        import_oodml(path, make_dataset([f"x{i}" for i in range(20)], per=7))
