@@ -9,9 +9,10 @@ also names). Nothing here imports matplotlib, scipy or torch.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,29 +101,47 @@ def validate_results(df: pd.DataFrame, source: str = "<DataFrame>") -> pd.DataFr
     out = df.copy()
     extra = [c for c in out.columns if c not in REQUIRED_COLUMNS]
     out = out[list(REQUIRED_COLUMNS) + extra].reset_index(drop=True)
-
-    def bad(col: str, i: int, raw: Any, what: str) -> BadInputError:
-        return BadInputError(
-            f"results table {source}, row {i + 1} (data row, after the header): column {col!r} "
-            f"has {raw!r}, expected {what}; fix or regenerate the table"
-        )
-
+    bad = functools.partial(_bad_value, source)
     for col in _TEXT_COLUMNS:
         out[col] = [("" if _is_missing(v) else str(v)) for v in out[col]]
         out[col] = out[col].astype(object)
     for col in _FLOAT_COLUMNS:
-        vals = []
-        for i, raw in enumerate(out[col]):
-            if _is_missing(raw):
-                vals.append(np.nan)
-                continue
-            try:
-                vals.append(float(raw))
-            except (TypeError, ValueError):
-                raise bad(col, i, raw, "a number (or empty)") from None
-        out[col] = np.asarray(vals, dtype=np.float64)
+        out[col] = _floats(out[col], col, bad)
+    out["split"] = _split_ids(out["split"], bad)
+    out["seed"] = _integers(out["seed"], "seed", bad, "an integer seed", nullable=False)
+    if "control_of" in out.columns:  # optional: class-count controls (oodml.controls)
+        out["control_of"] = _integers(out["control_of"], "control_of", bad, "an integer split id (or empty)")
+    for col in ("dataset", "loss", "stage", "metric"):
+        empty = np.flatnonzero(out[col].to_numpy() == "")
+        if len(empty):
+            raise bad(col, int(empty[0]), "", f"a non-empty {col} name")
+    return out
+
+
+def _bad_value(source: str, col: str, i: int, raw: Any, what: str) -> BadInputError:
+    return BadInputError(
+        f"results table {source}, row {i + 1} (data row, after the header): column {col!r} "
+        f"has {raw!r}, expected {what}; fix or regenerate the table"
+    )
+
+
+def _floats(values: Iterable[Any], col: str, bad: Callable[..., BadInputError]) -> np.ndarray:
+    vals = []
+    for i, raw in enumerate(values):
+        if _is_missing(raw):
+            vals.append(np.nan)
+            continue
+        try:
+            vals.append(float(raw))
+        except (TypeError, ValueError):
+            raise bad(col, i, raw, "a number (or empty)") from None
+    return np.asarray(vals, dtype=np.float64)
+
+
+def _split_ids(values: Iterable[Any], bad: Callable[..., BadInputError]) -> pd.arrays.IntegerArray:
+    """Split ids as nullable ``Int64`` (empty or ``standard`` = the standard split, ``<NA>``)."""
     splits = []
-    for i, raw in enumerate(out["split"]):
+    for i, raw in enumerate(values):
         if _is_missing(raw) or (isinstance(raw, str) and raw.strip().lower() == "standard"):
             splits.append(pd.NA)
             continue
@@ -133,36 +152,24 @@ def validate_results(df: pd.DataFrame, source: str = "<DataFrame>") -> pd.DataFr
         if not f.is_integer():
             raise bad("split", i, raw, "an integer split id (or empty for the standard split)")
         splits.append(int(f))
-    out["split"] = pd.array(splits, dtype="Int64")
-    seeds = []
-    for i, raw in enumerate(out["seed"]):
+    return pd.array(splits, dtype="Int64")
+
+
+def _integers(values: Iterable[Any], col: str, bad: Callable[..., BadInputError], what: str, nullable: bool = True):
+    """Whole numbers: ``int64`` (``nullable=False``, no missing value allowed) or nullable ``Int64``."""
+    ints = []
+    for i, raw in enumerate(values):
+        if nullable and _is_missing(raw):
+            ints.append(pd.NA)
+            continue
         try:
             f = float(raw)
             if not f.is_integer():
                 raise ValueError
         except (TypeError, ValueError):
-            raise bad("seed", i, raw, "an integer seed") from None
-        seeds.append(int(f))
-    out["seed"] = np.asarray(seeds, dtype=np.int64)
-    if "control_of" in out.columns:  # optional: class-count controls (oodml.controls)
-        ctrl = []
-        for i, raw in enumerate(out["control_of"]):
-            if _is_missing(raw):
-                ctrl.append(pd.NA)
-                continue
-            try:
-                f = float(raw)
-                if not f.is_integer():
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise bad("control_of", i, raw, "an integer split id (or empty)") from None
-            ctrl.append(int(f))
-        out["control_of"] = pd.array(ctrl, dtype="Int64")
-    for col in ("dataset", "loss", "stage", "metric"):
-        empty = np.flatnonzero(out[col].to_numpy() == "")
-        if len(empty):
-            raise bad(col, int(empty[0]), "", f"a non-empty {col} name")
-    return out
+            raise bad(col, i, raw, what) from None
+        ints.append(int(f))
+    return pd.array(ints, dtype="Int64") if nullable else np.asarray(ints, dtype=np.int64)
 
 
 def _is_missing(v: Any) -> bool:
