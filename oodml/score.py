@@ -21,151 +21,19 @@ for identical inputs)::
 
 The AUC is :func:`oodml.analysis.normalized_auc` (the mean level of the metric-vs-FID curve over
 the series' FID range); its interval and the pairwise tests are those of :mod:`oodml.stats`.
+This module is the command; :func:`score_document` lives in :mod:`oodml.analysis.score`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Mapping
-from pathlib import Path
 
-import pandas as pd
-
-from oodml.cli import add_quiet, run_cli
-from oodml.errors import BadInputError
-from oodml.io import PathLike, file_digest, read_json, write_json
+from oodml.analysis.score import SCHEMA, _protocol, _split_info, score_document, write_score  # noqa: F401
+from oodml.cli import add_quiet, add_version, run_cli
+from oodml.io import read_json
 
 __all__ = ["SCHEMA", "score_document", "write_score"]
-
-SCHEMA = "oodml.score/1"
-
-
-def _split_info(path: Path, ids: Iterable[int]) -> dict:
-    doc = read_json(path, "split file")
-    prov = doc.get("provenance", {}) if isinstance(doc, dict) else {}
-    wanted = set(int(i) for i in ids)
-    splits = [{"id": int(s["id"]), "fid": float(s["fid"])} for s in doc.get("series", []) if int(s["id"]) in wanted]
-    return {
-        "name": path.name,
-        "sha256": file_digest(path, "sha256"),
-        "dataset_fingerprint": prov.get("fingerprint") or None,
-        "extractor": prov.get("extractor") or None,
-        "level": prov.get("level") or None,
-        "splits": splits,
-    }
-
-
-def _protocol(results: PathLike | pd.DataFrame) -> dict | None:
-    if isinstance(results, pd.DataFrame) or Path(results).suffix.lower() not in (".yaml", ".yml"):
-        return None
-    from oodml.io import load_yaml
-
-    raw = load_yaml(Path(results), "study file")
-    keys = ("name", "splits", "controls", "frozen", "losses", "seeds", "train")
-    return {k: raw.get(k) for k in keys if k in raw}
-
-
-def score_document(
-    results: PathLike | pd.DataFrame,
-    metric: str = "recall@1",
-    split_files: Iterable[PathLike] | Mapping[str, PathLike] | None = None,
-    *,
-    n_boot: int = 10_000,
-    seed: int = 0,
-) -> dict:
-    """The score document (see the module docstring) of a results table or study YAML."""
-    import oodml
-    from oodml import analysis, stats
-    from oodml.plot import _split_file_info, resolve_input
-
-    df, study_splits, _, source = resolve_input(results)
-    zs = df[df["stage"] == "zero-shot"]
-    if metric not in set(zs["metric"]):
-        available = ", ".join(dict.fromkeys(zs["metric"])) or "none"
-        raise BadInputError(
-            f"results {source} have no zero-shot rows of metric {metric!r} (available: {available}); "
-            "pick one with --metric"
-        )
-    splits = dict(study_splits)
-    if isinstance(split_files, Mapping):
-        splits.update({str(k): Path(v) for k, v in split_files.items()})
-    elif split_files is not None:
-        for p in split_files:
-            p = Path(p)
-            if not p.is_file():
-                raise BadInputError(f"split file {p} does not exist; check the path")
-            splits[_split_file_info(p)[0]] = p
-    if isinstance(results, pd.DataFrame):
-        res_info = {"name": "<DataFrame>", "sha256": None}
-    else:
-        path = Path(results)
-        if path.suffix.lower() in (".yaml", ".yml"):
-            from oodml.io import load_yaml
-            from oodml.plot import _study_base, _study_path  # the table resolve_input found
-
-            st = load_yaml(path, "study file")
-            base = _study_base(path)
-            cands = [
-                c / f
-                for c in _study_path(base, st.get("runs_dir") or f"runs/{st['name']}")
-                for f in ("results.csv", "results.parquet")
-            ]
-            path = next(c for c in cands if c.is_file())
-        res_info = {"name": path.name, "sha256": file_digest(path, "sha256")}
-    out_ds: dict[str, dict] = {}
-    for ds in analysis.datasets(df):
-        auc = stats.auc_intervals(df, metric, ds, n_boot=n_boot, seed=seed)
-        if auc.empty:
-            continue
-        z = analysis.zero_shot(df, ds, metric)
-        ids = sorted(int(s) for s in z["split"].dropna().unique())
-        pair = stats.pairwise_auc_tests(df, metric, ds, n_boot=n_boot, seed=seed)
-        out_ds[ds] = {
-            "split_file": _split_info(splits[ds], ids) if ds in splits else None,
-            "scores": [
-                {
-                    k: (int(r[k]) if k in ("rank", "n_seeds", "n_splits") else r[k])
-                    for k in (
-                        "loss",
-                        "rank",
-                        "auc",
-                        "auc_low",
-                        "auc_high",
-                        "ci95",
-                        "n_seeds",
-                        "n_splits",
-                        "fid_min",
-                        "fid_max",
-                    )
-                }
-                for r in auc.to_dict("records")
-            ],
-            "pairwise": [
-                {k: r[k] for k in ("loss_a", "loss_b", "diff", "low", "high", "p_value")}
-                for r in pair.to_dict("records")
-            ],
-        }
-    if not out_ds:
-        raise BadInputError(
-            f"results {source}: no dataset has {metric} on at least 2 splits with an FID; nothing to score"
-        )
-    return {
-        "schema": SCHEMA,
-        "oodml_version": oodml.__version__,
-        "metric": metric,
-        "results": res_info,
-        "protocol": _protocol(results),
-        "datasets": out_ds,
-    }
-
-
-def write_score(path: PathLike, results: PathLike | pd.DataFrame, metric: str = "recall@1", split_files=None) -> Path:
-    """Compute :func:`score_document` and write it atomically to ``path``."""
-    doc = score_document(results, metric, split_files)
-    path = Path(path)
-    write_json(path, doc)
-    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,9 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--splits", nargs="+", default=None, metavar="FILE", help="split files (digests and FIDs)")
     ap.add_argument("--out", default="score.json", help="output file (default score.json)")
     add_quiet(ap)
+    add_version(ap)
     return ap
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = write_score(args.out, args.results, args.metric, args.splits)
@@ -199,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-cli = run_cli(main)
+cli = main  # the former name of the wrapped command
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(cli())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Tests of :mod:`oodml.score`: the citable score JSON."""
+"""Tests of :mod:`oodml.analysis.score` and the command ``python -m oodml.score``: the citable score JSON."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ from oodml import score
 from oodml.io import file_digest
 
 
-def test_score_json_from_a_study(tmp_path, capsys):
-    from test_plot import _split_file, synthetic
-
+def test_score_json_from_a_study(tmp_path, capsys, synthetic, split_file):
     (tmp_path / "studies").mkdir()
     (tmp_path / "splits").mkdir()
-    sp, fids = _split_file(tmp_path / "splits" / "glyphs.json")
+    sp, fids = split_file(tmp_path / "splits" / "glyphs.json")
     df = synthetic({"glyphs": fids}, ["margin", "triplet", "arcface"], [0, 1, 2])
     (tmp_path / "runs" / "toy").mkdir(parents=True)
     csv = tmp_path / "runs" / "toy" / "results.csv"
@@ -37,7 +35,8 @@ def test_score_json_from_a_study(tmp_path, capsys):
     g = doc["datasets"]["glyphs"]
     assert g["split_file"]["sha256"] == file_digest(sp, "sha256") and g["split_file"]["extractor"] == "pixels"
     assert [s["fid"] for s in g["split_file"]["splits"]] == pytest.approx(fids)
-    from oodml import analysis, stats
+    from oodml import analysis
+    from oodml.analysis import stats
 
     auc = stats.auc_intervals(analysis.load_results(csv), dataset="glyphs").set_index("loss")
     assert [s["loss"] for s in g["scores"]] == list(auc.index)
@@ -56,9 +55,7 @@ def test_score_json_from_a_study(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-def test_plot_score_flag(tmp_path, capsys):
-    from test_plot import synthetic
-
+def test_plot_score_flag(tmp_path, capsys, synthetic):
     from oodml import plot
 
     df = synthetic({"glyphs": [0.1, 0.2, 0.3]}, ["margin", "triplet"], [0])

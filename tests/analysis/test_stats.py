@@ -1,4 +1,4 @@
-"""Tests of :mod:`oodml.stats`: bootstrap intervals, paired tests, Friedman + Nemenyi, CD diagram."""
+"""Tests of :mod:`oodml.analysis.stats`: bootstrap intervals, paired tests, Friedman + Nemenyi, CD diagram."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from scipy.stats import friedmanchisquare
 
-from oodml import stats
+from oodml.analysis import stats
+from oodml.analysis.figures import cd_diagram
+from oodml.analysis.style import save_figure
 
 
 def _results(seeds=(0, 1, 2), noise=0.01):
@@ -103,7 +105,5 @@ def test_friedman_nemenyi_and_cd_diagram(tmp_path):
     assert res["n_blocks"] == 5 and res["cd"] == pytest.approx(stats.nemenyi_cd(4, 5))
     assert stats._cliques([1.0, 1.5, 3.0, 3.2], 1.0) == [(0, 1), (2, 3)]
     assert stats._cliques([1.0, 2.0, 3.0], 5.0) == [(0, 2)]
-    from oodml import plot
-
-    paths = plot.save_figure(stats.cd_diagram(res, "syn"), tmp_path / "cd")
+    paths = save_figure(cd_diagram(res, "syn"), tmp_path / "cd")
     assert paths[0].read_bytes()[:4] == b"\x89PNG"
