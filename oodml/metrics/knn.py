@@ -21,8 +21,9 @@ different BLAS libraries (that is the only way backends can disagree).
 Backends (all exact and equal):
 
 ``numpy``  float32 BLAS on the CPU, top-k with ``torch.topk`` on the same memory. For
-           leave-one-out (the gallery is the query set), :func:`loo_neighbour_stats` computes
-           only half of the symmetric similarity matrix (see there); the product runs through
+           leave-one-out (the gallery is the query set),
+           :func:`oodml.metrics.loo.loo_neighbour_stats` computes only half of the symmetric
+           similarity matrix (see there); the product runs through
            torch's BLAS (MKL), ~1.3x numpy's OpenBLAS on the development machine's Xeon.
 ``torch``  ``torch.matmul`` + ``torch.topk`` on any device (used on CUDA).
 ``faiss``  ``IndexFlatIP`` search (on GPUs when faiss has any); ranks are read from the
@@ -31,22 +32,18 @@ Backends (all exact and equal):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from oodml.cluster import sgemm_nt
-
 __all__ = [
+    "BACKENDS",
+    "FAISS_INSTALL_HINT",
     "NeighbourStats",
-    "neighbour_stats",
-    "loo_neighbour_stats",
     "default_chunk_size",
     "faiss_num_gpus",
-    "BACKENDS",
-    "LOO_MAX_CLASS",
+    "neighbour_stats",
 ]
 
 BACKENDS = ("numpy", "torch", "faiss")
@@ -392,241 +389,3 @@ def _faiss_stats(
         if depth > 0:
             hits[sl] = (g_lab[top] == q_lab[sl][:, None]) & (top != selfc[:, None])
         tick(len(q))
-
-
-# ----------------------------------------------------------------------------------------------
-# leave-one-out: half the similarity matrix
-# ----------------------------------------------------------------------------------------------
-# Largest class the leave-one-out path accepts (a class never spans two blocks).
-LOO_MAX_CLASS = 8192
-
-
-def _class_blocks(lab_sorted: np.ndarray, block: int) -> np.ndarray:
-    """Block boundaries over label-sorted items: about ``block`` items each, cut only between
-    classes (a class larger than ``block`` is a block of its own)."""
-    n = len(lab_sorted)
-    starts = np.flatnonzero(np.r_[True, lab_sorted[1:] != lab_sorted[:-1]]) if n else np.zeros(0, np.int64)
-    bounds = [0]
-    for s, e in zip(starts.tolist(), starts[1:].tolist() + [n]):
-        if e - bounds[-1] > block and s > bounds[-1]:
-            bounds.append(s)
-    bounds.append(n)
-    return np.asarray(bounds, np.int64)
-
-
-class _Block:
-    """State of one block of items: rows ordered type A (top list needed) first."""
-
-    def __init__(self, ids, x, t, thr, pstar, n_a):
-        self.ids, self.x, self.t, self.thr, self.pstar, self.n_a = ids, x, t, thr, pstar, n_a
-
-
-def _scan(s: np.ndarray, blk: _Block, other_ids: np.ndarray, axis: int, buf: np.ndarray):
-    """One side of a similarity block ``s``: the items of ``blk`` are the rows of ``s``
-    (``axis=1``) or its columns (``axis=0``); ``other_ids`` are the items along the other axis.
-
-    Returns per item of ``blk`` the count of entries ``> t`` plus, for type B items, the entries
-    equal to ``thr`` with a lower index than ``pstar`` (so that for them the count is the
-    number of items ranked before the first positive), and the type A candidates
-    ``(item, other, value)`` (entries ``>= L``; ``t`` is ``L`` rounded down by one ulp).
-    """
-    r, c = s.shape
-    na = blk.n_a
-    m = buf[: r * c].reshape(r, c)
-    if axis == 1:
-        np.greater(s, blk.t[:, None], out=m)
-    else:
-        np.greater(s, blk.t[None, :], out=m)
-    cnt = np.add.reduce(m.view(np.uint8), axis=axis, dtype=np.int32).astype(np.int64)
-    cand = None
-    if na:
-        if axis == 1:
-            ii, oo = np.nonzero(m[:na])
-            vals = s[ii, oo]
-        else:
-            oo, ii = np.nonzero(m[:, :na])
-            vals = s[oo, ii]
-        cand = (blk.ids[ii], other_ids[oo], vals)
-    nb = len(blk.ids) - na
-    if nb:
-        if axis == 1:
-            eq = np.equal(s[na:], blk.thr[na:, None], out=m[na:])
-            if eq.any():
-                ii, oo = np.nonzero(eq)
-                ii = ii + na
-                ok = other_ids[oo] < blk.pstar[ii]
-                np.add.at(cnt, ii[ok], 1)
-        else:
-            eq = np.equal(s[:, na:], blk.thr[None, na:], out=m[:, na:])
-            if eq.any():
-                oo, ii = np.nonzero(eq)
-                ii = ii + na
-                ok = other_ids[oo] < blk.pstar[ii]
-                np.add.at(cnt, ii[ok], 1)
-    return cnt, cand
-
-
-def loo_neighbour_stats(
-    x: np.ndarray,
-    labels: np.ndarray,
-    *,
-    depth: int | None = None,
-    chunk_size: int | None = None,
-    progress: Callable[[int], None] | None = None,
-    workers: int | None = None,
-) -> NeighbourStats:
-    """:func:`neighbour_stats` for leave-one-out (every item queries all the others), computing
-    only half of the symmetric similarity matrix, with the same results.
-
-    Items are grouped by label into blocks of about ``chunk_size`` (default 4096) whole classes,
-    so a query's positives all lie in its own block. Blocks are processed from the last; block
-    ``i`` first meets itself (``x_i @ x_i.T``): that gives each of its queries the similarity
-    of its best positive (``thr``) and ``L``, the R-th largest similarity within the block, a
-    lower bound of the R-th largest overall. A query is of **type A** when ``L <= thr`` (a
-    positive may be among its R nearest) and **type B** otherwise (at least R items beat every
-    positive, so its R-precision and AP@R are 0). Then every pair of blocks ``i < j`` is
-    computed once (``x_i @ x_j.T``) and serves the queries of both blocks, rows and columns:
-
-    * type A queries keep the items with similarity ``>= L`` as candidates (a few R per query
-      on average): sorted by (similarity desc, index asc) they give the exact top-R list and the
-      exact rank of the first positive, which is ranked before the R-th item;
-    * type B queries count the items with similarity ``> thr`` and those equal to it with a
-      lower index than the first positive (the tie rule): that count is the rank of the first
-      positive.
-
-    Only ``hits[:, :R]`` (what R-precision and MAP@R read) is filled: later columns are False.
-
-    Args:
-        x: ``(n, d)`` float32 rows (L2-normalised by the caller).
-        labels: ``(n,)`` int64 label codes.
-        depth: columns of ``hits``; default the largest R.
-        chunk_size: items per block (memory ``~ 10 * chunk_size**2`` bytes); results do not
-            depend on it.
-        progress: called after every block product with a number of queries, in proportion to
-            the products done (they sum to ``n``): block ``k`` from the end meets ``k + 1`` blocks,
-            so counting its queries only when it is finished made the bar's rate fall steadily
-            over the run (≈ 7,000 queries/s at the start, ≈ 1,800 on average at SOP's size) while
-            the products ran at a constant speed.
-        workers: threads for the per-block scans (default: CPUs, at most 2).
-
-    Returns:
-        :class:`NeighbourStats` (``first_rank`` is ``n`` for queries without positives).
-    """
-    import torch
-
-    x = np.ascontiguousarray(x, np.float32)
-    labels = np.asarray(labels, np.int64)
-    n = len(x)
-    counts = np.bincount(labels) if n else np.zeros(0, np.int64)
-    n_pos = (counts[labels] - 1).astype(np.int64)
-    if depth is None:
-        depth = int(n_pos.max(initial=0))
-    depth = int(max(0, min(depth, n - 1)))
-    report = progress or (lambda _n: None)
-    if workers is None:
-        try:
-            workers = min(2, max(1, len(os.sched_getaffinity(0))))
-        except AttributeError:  # pragma: no cover - not Linux
-            workers = 1
-    order = np.argsort(labels, kind="stable")
-    bounds = _class_blocks(labels[order], int(chunk_size or 4096))
-    nblk = len(bounds) - 1
-    sizes = np.diff(bounds)
-    total_work = float(sizes.sum()) ** 2 / 2 or 1.0  # Σ b_i²/2 (own blocks) + Σ_{i<j} b_i b_j (pairs)
-    work = [0.0, 0]  # products done (area), queries reported
-
-    def tick(area: float) -> None:
-        work[0] += area
-        target = n if work[0] >= total_work * (1 - 1e-9) else int(n * work[0] / total_work)
-        if target > work[1]:
-            report(target - work[1])
-            work[1] = target
-
-    bmax = int(np.diff(bounds).max(initial=1))
-    s_buf = np.empty(bmax * bmax, np.float32)
-    m_bufs = [np.empty(bmax * bmax, bool) for _ in range(2)]
-    big = np.iinfo(np.int64).max
-    rank = np.zeros(n, np.int64)
-    cands: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    blocks: list[_Block | None] = [None] * nblk
-    pool = None
-    if workers > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(workers)
-
-    def add(res):
-        cnt, cand, ids = res
-        rank[ids] += cnt
-        if cand is not None and len(cand[0]):
-            cands.append(cand)
-
-    try:
-        for i in range(nblk - 1, -1, -1):
-            ids = order[bounds[i] : bounds[i + 1]]  # label-sorted
-            b = len(ids)
-            xi = x[ids]
-            s = sgemm_nt(xi, xi, s_buf[: b * b].reshape(b, b))
-            rows = np.arange(b)
-            s[rows, rows] = -np.inf
-            # the query's positives: the other items of its class, a contiguous run here
-            lab = labels[ids]
-            seg0 = np.searchsorted(lab, lab, "left")
-            seg1 = np.searchsorted(lab, lab, "right")
-            r_cnt = seg1 - seg0 - 1
-            w = int((seg1 - seg0).max())
-            cols = seg0[:, None] + np.arange(w)[None, :]
-            valid = (cols < seg1[:, None]) & (cols != rows[:, None])
-            cols = np.where(valid, cols, 0)
-            pv = np.where(valid, s[rows[:, None], cols], -np.inf)
-            has = r_cnt > 0
-            thr = np.where(has, pv.max(1), np.inf).astype(np.float32)
-            pstar = np.where(valid & (pv == thr[:, None]), ids[cols], big).min(1)
-            a = np.zeros(b, bool)
-            t = thr.copy()
-            if depth > 0 and has.any():
-                kmax = int(r_cnt.max())
-                top = torch.topk(torch.from_numpy(s), kmax, dim=1, sorted=True).values.numpy()
-                lo = top[rows, np.maximum(r_cnt - 1, 0)]
-                a = has & (lo <= thr)
-                t = np.where(a, np.nextafter(lo, np.float32(-np.inf)), thr).astype(np.float32)
-            ro = np.argsort(~a, kind="stable")  # type A first
-            blk = _Block(ids[ro], np.ascontiguousarray(xi[ro]), t[ro], thr[ro], pstar[ro], int(a.sum()))
-            blocks[i] = blk
-            cnt, cand = _scan(np.ascontiguousarray(s[ro]), blk, ids, 1, m_bufs[0])
-            add((cnt, cand, blk.ids))
-            tick(b * b / 2)
-            # every later block j, once for the queries of both
-            for j in range(i + 1, nblk):
-                oth = blocks[j]
-                sj = sgemm_nt(blk.x, oth.x, s_buf[: b * len(oth.ids)].reshape(b, len(oth.ids)))
-                if pool is not None:
-                    f_rows = pool.submit(_scan, sj, blk, oth.ids, 1, m_bufs[0])
-                    f_cols = pool.submit(_scan, sj, oth, blk.ids, 0, m_bufs[1])
-                    add((*f_rows.result(), blk.ids))
-                    add((*f_cols.result(), oth.ids))
-                else:
-                    add((*_scan(sj, blk, oth.ids, 1, m_bufs[0]), blk.ids))
-                    add((*_scan(sj, oth, blk.ids, 0, m_bufs[1]), oth.ids))
-                tick(b * len(oth.ids))
-    finally:
-        if pool is not None:
-            pool.shutdown()
-
-    has = n_pos > 0
-    first_rank = np.where(has, rank, n).astype(np.int64)
-    hits = np.zeros((n, depth), bool)
-    if cands:
-        q = np.concatenate([c[0] for c in cands])
-        it = np.concatenate([c[1] for c in cands])
-        v = np.concatenate([c[2] for c in cands])
-        o = np.lexsort((it, -v, q))
-        q, it = q[o], it[o]
-        starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
-        pos = np.arange(len(q)) - np.repeat(starts, np.diff(np.r_[starts, len(q)]))
-        is_pos = labels[it] == labels[q]
-        qp, first = np.unique(q[is_pos], return_index=True)
-        first_rank[qp] = pos[is_pos][first]
-        sel = pos < np.minimum(n_pos[q], depth)
-        hits[q[sel], pos[sel]] = is_pos[sel]
-    return NeighbourStats(first_rank, hits, n_pos)

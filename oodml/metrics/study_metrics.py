@@ -1,11 +1,11 @@
 """The ooDML study's extra metrics, exact: mAP@1000, clustering F1, ρ-spectrum decay and the
 intra/inter-class distance ratio.
 
-:func:`oodml.evaluate.evaluate_embeddings` computes them under the names ``"map@1000"``,
+:func:`oodml.metrics.evaluate_embeddings` computes them under the names ``"map@1000"``,
 ``"f1"``, ``"rho_spectrum"`` and ``"intra_inter_ratio"``; the functions here are the formulas,
 on plain arrays, so a notebook (or a test) can call them directly.
 
-Definitions (embeddings L2-normalised as in :mod:`oodml.evaluate`)
+Definitions (embeddings L2-normalised as in :mod:`oodml.metrics`)
 ------------------------------------------------------------------
 ``map@1000``
     Mean average precision over the 1000 nearest neighbours, as the study's code
