@@ -99,7 +99,7 @@ def _single_threaded_blas():
     """Context in which BLAS runs on one thread: the many small products of the bound-pruned
     steps are ~100x slower with a multi-threaded BLAS (thread hand-offs per tiny call)."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # lazy on purpose: only k-means iterations need it
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
@@ -114,7 +114,7 @@ def sgemm_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.
     if out is None:
         out = np.empty((len(a), len(b)), np.float32)
     try:
-        import torch
+        import torch  # lazy on purpose (~3.6 s): `import oodml.metrics` stays light
     except ImportError:  # pragma: no cover - torch is a dependency
         return np.matmul(a, b.T, out=out)
     torch.mm(torch.from_numpy(a), torch.from_numpy(b).T, out=torch.from_numpy(out))
@@ -124,7 +124,7 @@ def sgemm_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.
 def _cluster_sums(x: np.ndarray, a: np.ndarray, which: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Float64 sums and sizes of the clusters ``which``, each summed over its points in
     increasing index order (so a cluster's mean does not depend on what else is computed)."""
-    import scipy.sparse as sp
+    import scipy.sparse as sp  # lazy on purpose (~0.2 s): only k-means needs it
 
     row = np.full(k, -1, np.int64)
     row[which] = np.arange(len(which))

@@ -62,12 +62,12 @@ def faiss_num_gpus() -> int:
     build is never made to initialise a CUDA runtime that is not there.
     """
     try:
-        import faiss
+        import faiss  # lazy on purpose: optional, only its backend needs it
     except ImportError:
         return 0
     if not hasattr(faiss, "StandardGpuResources") or not hasattr(faiss, "get_num_gpus"):
         return 0  # faiss-cpu
-    import torch
+    import torch  # lazy on purpose (~3.6 s): `import oodml.metrics` stays light
 
     if not torch.cuda.is_available():
         return 0
@@ -168,7 +168,7 @@ def _first_rank_from_row(row: np.ndarray, thr: float, pstar: int) -> int:
 # ----------------------------------------------------------------------------------------------
 def _block_numpy(s: np.ndarray, pos: np.ndarray, self_col: np.ndarray, depth: int):
     """Statistics of one block of similarity rows ``s`` (b, m), float32, modified in place."""
-    import torch
+    import torch  # lazy on purpose (~3.6 s): `import oodml.metrics` stays light
 
     b, m = s.shape
     rows = np.arange(b)
@@ -196,7 +196,7 @@ def _block_numpy(s: np.ndarray, pos: np.ndarray, self_col: np.ndarray, depth: in
 
 def _block_torch(s, pos_t, self_col_t, depth: int):
     """Same as :func:`_block_numpy` for a torch tensor block (any device)."""
-    import torch
+    import torch  # lazy on purpose (~3.6 s): `import oodml.metrics` stays light
 
     b, m = s.shape
     dev = s.device
@@ -296,50 +296,43 @@ def neighbour_stats(
     first_rank = np.empty(nq, np.int64)
     hits = np.zeros((nq, depth), bool)
 
+    data = (query, query_labels, gallery, gallery_labels, query_self, positives, depth)
     if backend == "faiss":
-        _faiss_stats(
-            query,
-            query_labels,
-            gallery,
-            gallery_labels,
-            query_self,
-            positives,
-            depth,
-            max_k,
-            chunk_size,
-            first_rank,
-            hits,
-            tick,
-        )
-        if clip_to_r:
-            hits &= np.arange(depth)[None, :] < n_pos[:, None]
-        return NeighbourStats(first_rank, hits, n_pos.astype(np.int64))
+        _faiss_stats(*data, max_k, chunk_size, first_rank, hits, tick)
+    else:
+        _dense_stats(*data, backend, device, chunk_size, first_rank, hits, tick)
+    if clip_to_r:
+        hits &= np.arange(depth)[None, :] < n_pos[:, None]
+    return NeighbourStats(first_rank, hits, n_pos.astype(np.int64))
 
+
+def _dense_stats(
+    query, q_lab, gallery, g_lab, q_self, positives, depth, backend, device, chunk_size, first_rank, hits, tick
+) -> None:
+    """numpy and torch backends: full similarity rows, block by block of queries."""
+    nq, m = len(query), len(gallery)
     if chunk_size is None:
         chunk_size = default_chunk_size(m, depth)
     if backend == "torch":
-        import torch
+        import torch  # lazy on purpose (~3.6 s): only the torch backend needs it here
 
         dev = torch.device(device) if device is not None else torch.device("cpu")
         g_t = torch.from_numpy(np.ascontiguousarray(gallery)).to(dev)
         q_all = torch.from_numpy(np.ascontiguousarray(query)).to(dev)
     for s0 in range(0, nq, chunk_size):
         sl = slice(s0, min(s0 + chunk_size, nq))
-        pos = positives.padded(query_labels[sl], query_self[sl])
+        pos = positives.padded(q_lab[sl], q_self[sl])
         if backend == "numpy":
             s = query[sl] @ gallery.T
-            rank, top = _block_numpy(s, pos, query_self[sl], depth)
+            rank, top = _block_numpy(s, pos, q_self[sl], depth)
         else:
             s = q_all[sl] @ g_t.T
-            rank, top = _block_torch(s, torch.from_numpy(pos).to(dev), torch.from_numpy(query_self[sl]).to(dev), depth)
+            rank, top = _block_torch(s, torch.from_numpy(pos).to(dev), torch.from_numpy(q_self[sl]).to(dev), depth)
         del s
         first_rank[sl] = rank
         if depth > 0:
-            hits[sl] = (gallery_labels[top] == query_labels[sl][:, None]) & (top != query_self[sl][:, None])
+            hits[sl] = (g_lab[top] == q_lab[sl][:, None]) & (top != q_self[sl][:, None])
         tick(sl.stop - sl.start)
-    if clip_to_r:
-        hits &= np.arange(depth)[None, :] < n_pos[:, None]
-    return NeighbourStats(first_rank, hits, n_pos.astype(np.int64))
 
 
 def _faiss_stats(
@@ -347,7 +340,7 @@ def _faiss_stats(
 ) -> None:
     """faiss backend: exact top lists; a first positive beyond ``max(max_k, depth)`` places is
     reported as ``n_gallery`` (Recall@k for ``k <= max_k`` only needs ``rank < k``)."""
-    import faiss
+    import faiss  # lazy on purpose: optional, only its backend needs it
 
     nq, m = len(query), len(gallery)
     index = faiss.IndexFlatIP(gallery.shape[1])
