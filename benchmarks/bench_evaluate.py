@@ -88,7 +88,7 @@ def run_pml(x: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], float]:
 
 
 def run_ours(x: np.ndarray, y: np.ndarray, progress: bool) -> tuple[dict[str, float], float]:
-    from oodml.evaluate import evaluate_embeddings
+    from oodml.metrics import evaluate_embeddings
 
     start = time.perf_counter()
     res = evaluate_embeddings(x, y, ks="sop", progress=progress)
@@ -108,8 +108,8 @@ def floors(x: np.ndarray, y: np.ndarray) -> None:
     nothing else); (2) our exact k-means against faiss' k-means, per iteration (k = classes)."""
     import time
 
-    from oodml.cluster import ExactKMeans, sgemm_nt
-    from oodml.knn import _class_blocks, loo_neighbour_stats
+    from oodml.metrics.cluster import ExactKMeans, sgemm_nt
+    from oodml.metrics.loo import _class_blocks, loo_neighbour_stats
 
     order = np.argsort(y, kind="stable")
     bounds = _class_blocks(y[order], 4096)

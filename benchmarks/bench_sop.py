@@ -93,7 +93,7 @@ def write_table(path: Path, classes: int, images: int, train_classes: int, super
 
 
 def stage_evaluate(n: int, n_classes: int, d: int) -> dict:
-    from oodml.evaluate import evaluate_embeddings
+    from oodml.metrics import evaluate_embeddings
 
     rng = np.random.default_rng(1)
     counts = class_counts(rng, n_classes, n)

@@ -1,5 +1,5 @@
-"""oodml.study_metrics and the study metrics of oodml.evaluate, each against a brute-force
-computation written from its definition."""
+"""oodml.metrics.study_metrics and the study metrics of oodml.metrics.evaluate_embeddings, each
+against a brute-force computation written from its definition."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ import pytest
 from scipy.spatial.distance import pdist
 from scipy.stats import entropy
 
-from oodml.cluster import kmeans
-from oodml.evaluate import DEFAULT_METRICS, STUDY_METRICS, EvaluationInputError, evaluate_embeddings, main
-from oodml.study_metrics import intra_inter_ratio, pairwise_f1, rho_spectrum
+import oodml.metrics.context as context
+from oodml.evaluate import main
+from oodml.metrics.cluster import kmeans
+from oodml.metrics.evaluate import evaluate_embeddings
+from oodml.metrics.options import EvaluationInputError
+from oodml.metrics.registry import DEFAULT_METRICS, STUDY_METRICS
+from oodml.metrics.study_metrics import intra_inter_ratio, pairwise_f1, rho_spectrum
 
 
 def _data(n_classes=15, d=10, seed=0, max_size=8):
@@ -61,10 +65,8 @@ def test_map_at_1000_matches_brute_force_leave_one_out(backend):
 
 
 def test_map_at_1000_cut_and_separate_gallery(monkeypatch):
-    import oodml.evaluate as ev
-
     x, y = _data(n_classes=6, max_size=30, seed=3)
-    monkeypatch.setattr(ev, "MAP_CUTOFF", 7)  # a cut shorter than the classes: the cut matters
+    monkeypatch.setattr(context, "MAP_CUTOFF", 7)  # a cut shorter than the classes: the cut matters
     got = evaluate_embeddings(x, y, metrics=("map@1000",))["map@1000"]
     assert got == pytest.approx(_brute_map(x, y, x, y, np.arange(len(x)), cutoff=7), abs=1e-6)
     monkeypatch.undo()

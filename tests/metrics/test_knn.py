@@ -1,5 +1,5 @@
-"""Tests of oodml.knn's choice of the faiss GPU path (the kNN statistics themselves are tested
-against brute force and pytorch-metric-learning in test_evaluate.py)."""
+"""Tests of oodml.metrics.knn's choice of the faiss GPU path (the kNN statistics themselves are
+tested against brute force and pytorch-metric-learning in test_evaluate.py and test_loo.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from oodml import knn
+from oodml.errors import OodmlError
+from oodml.metrics import knn
+from oodml.metrics.evaluate import evaluate_embeddings
 
 
 class _FakeGpuFaiss(types.ModuleType):
@@ -54,9 +56,6 @@ def test_gpu_build_is_used_only_when_torch_sees_cuda(monkeypatch):
 
 
 def test_missing_faiss_is_one_line_naming_the_extras(monkeypatch):
-    from oodml.errors import OodmlError
-    from oodml.evaluate import evaluate_embeddings
-
     monkeypatch.setitem(sys.modules, "faiss", None)
     x = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
     y = np.repeat(np.arange(5), 4)
