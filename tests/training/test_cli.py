@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+import oodml
 from oodml.train import build_parser, config_from_args, main
 
 
@@ -34,3 +37,9 @@ def test_cli_merges_yaml_and_flags_and_lists_losses(tmp_path, capsys):
     assert (cfg.epochs, cfg.lr, cfg.pretrained, cfg.crop_scale_min) == (7, 1e-3, False, 0.2)
     assert cfg.loss_params == {"margin": 0.1, "beta_lr": 1e-3}
     assert (cfg.scheduler, cfg.scheduler_params) == ("step", {"step_size": 2})
+
+
+def test_version_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--version"])
+    assert exc.value.code == 0 and f"oodml {oodml.__version__}" in capsys.readouterr().out
