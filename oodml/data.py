@@ -60,7 +60,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
 from oodml.datasets.base import open_image_rgb
 from oodml.errors import BadInputError
@@ -351,6 +350,10 @@ class ClassBalancedBatchSampler(torch.utils.data.Sampler):
 def train_transform(image_size: int, augment: bool = True, scale: tuple[float, float] = (0.08, 1.0)):
     """Training transform on a cached ``uint8`` image: ``RandomResizedCrop`` + horizontal flip
     (``augment=False``: the evaluation centre crop)."""
+    # torchvision's transforms cost seconds to import (about 80 % of torch's own import, measured on
+    # the 2-core machine): commands that only list objectives or parse flags must not pay them.
+    from torchvision.transforms import v2
+
     if not augment:
         return eval_transform(image_size)
     return v2.Compose(
@@ -363,6 +366,8 @@ def train_transform(image_size: int, augment: bool = True, scale: tuple[float, f
 
 def eval_transform(image_size: int):
     """Evaluation transform on a cached image (already ``Resize(resize_size)``-d): ``CenterCrop``."""
+    from torchvision.transforms import v2  # lazy: see train_transform
+
     return v2.CenterCrop(int(image_size))
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
 from tqdm.auto import tqdm
 
@@ -28,7 +27,6 @@ from oodml.errors import BadInputError, OodmlError
 from oodml.evaluate import STUDY_METRICS
 from oodml.io import atomic_write, dump_yaml, read_json, write_json
 from oodml.losses import get_spec, make_objective
-from oodml.models import build_model
 from oodml.progress import progress_bar, progress_disabled
 from oodml.threads import torch_threads
 from oodml.training.checkpoints import (
@@ -234,6 +232,10 @@ def _setup(cfg: TrainConfig, run_dir: Path, show: bool, dataset) -> _Session:
 
 def _setup_model(s: _Session) -> None:
     """The seeded model, the objective, the optimizer, its scheduler and (fp16) grad scaler."""
+    # oodml.models imports timm (through oodml.backbones), and timm torchvision: seconds of startup
+    # that `python -m oodml.train --help`, `--list-losses` and a study's config checks must not pay.
+    from oodml.models import build_model
+
     cfg = s.cfg
     seed_all(cfg.seed, 0xB01D)
     s.model = build_model(
@@ -293,6 +295,10 @@ def _resume(s: _Session, state: Mapping[str, Any] | None) -> _Progress:
 
 def _write_provenance(s: _Session) -> None:
     """``config.yaml`` and ``run.json`` (versions, dataset fingerprint, resolved settings, classes)."""
+    # timm (and torchvision under it) cost seconds to import; only a run that trains pays them, not
+    # `python -m oodml.train --help` or `--list-losses` (the model builder imports timm lazily too).
+    import timm
+
     ds, rc, cfg = s.rc.dataset, s.rc, s.cfg
     provenance = {
         "schema": "oodml.train.run/1",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 
 from oodml.errors import BadInputError
-from oodml.models import param_groups
 from oodml.training.config import TrainConfig
 
 __all__ = ["make_optimizer", "make_scheduler"]
@@ -43,6 +42,8 @@ def make_scheduler(cfg: TrainConfig, optimizer):
 
 def make_optimizer(cfg: TrainConfig, model, objective):
     """The optimizer over the model's and the objective's own parameter groups."""
+    from oodml.models import param_groups  # lazy: oodml.models imports timm (see loop._setup_model)
+
     groups = param_groups(model, cfg.lr, head_lr_mult=cfg.head_lr_mult, weight_decay=cfg.weight_decay)
     groups += objective.param_groups(cfg.lr, cfg.weight_decay)
     if cfg.optimizer == "adam":

@@ -12,7 +12,6 @@ import torch
 
 from oodml.errors import BadInputError
 from oodml.io import load_yaml, read_json
-from oodml.models import build_from_config
 from oodml.training.checkpoints import load_checkpoint
 from oodml.training.classes import resolve_classes
 from oodml.training.config import TrainConfig
@@ -49,6 +48,8 @@ def load_run(run_dir: str | os.PathLike, device: Any = "cpu", dataset=None) -> L
     The dataset must be the one the run was trained on (same fingerprint), else
     :class:`~oodml.errors.BadInputError`.  ``dataset`` may pass an already loaded one.
     """
+    from oodml.models import build_from_config  # lazy: oodml.models imports timm (see loop._setup_model)
+
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise BadInputError(
