@@ -112,7 +112,9 @@ def hand_seconds(cfg) -> float:
 
     from oodml.data import ClassBalancedBatchSampler, image_cache, normalize_batch, train_loader
     from oodml.models import build_model
-    from oodml.train import _model_mean_std, _seed_all, resolve_classes
+    from oodml.training.classes import resolve_classes
+    from oodml.training.embedding import model_mean_std as _model_mean_std
+    from oodml.training.runtime import seed_all as _seed_all
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

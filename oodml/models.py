@@ -154,6 +154,7 @@ class EmbeddingModel(nn.Module):
     def data_config(self) -> dict[str, Any]:
         """The preprocessing the backbone expects (timm's ``input_size``, ``mean``, ``std``,
         ``interpolation``, ``crop_pct``)."""
+        # timm is imported where a model is made (oodml.weights), not by importing this module.
         from timm.data import resolve_model_data_config
 
         return resolve_model_data_config(self.backbone)

@@ -1,10 +1,10 @@
-"""Training (oodml.train): a tiny run learns, resumes bit for bit, stops on NaN, and its files load."""
+"""The training loop (oodml.training.loop, through oodml.train): a tiny run learns, resumes bit for bit,
+stops on NaN, and its files load (oodml.training.runs)."""
 
 from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ import torch
 
 from oodml.errors import BadInputError, OodmlError
 from oodml.evaluate import evaluate_embeddings
-from oodml.train import TrainConfig, build_parser, config_from_args, embed, load_run, main, train
+from oodml.train import build_parser, config_from_args, embed, load_run, train
 
 BACKBONE = "test_resnet"  # timm's tiny test ResNet, random init
 
@@ -37,39 +37,11 @@ def small(glyph_root, tmp_path, monkeypatch):
     return ds.subset(ds.train_classes[:12] + ds.test_classes[:10])
 
 
-def _cfg(root, **kw) -> TrainConfig:
-    base = dict(
-        dataset="glyphs",
-        root=str(root),
-        backbone=BACKBONE,
-        pretrained=False,
-        embed_dim=32,
-        image_size=32,
-        resize_size=36,
-        batch_size=16,
-        m_per_class=2,
-        epochs=3,
-        lr=2e-3,
-        iterations_per_epoch=12,
-        workers=0,
-        threads=1,
-        tensorboard=False,
-        loss="normsoftmax",
-    )
-    base.update(kw)
-    return TrainConfig.from_dict(base)
-
-
-def _log(run: Path) -> list[dict]:
-    with open(run / "log.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def test_tiny_run_learns_and_writes_its_files(small, glyph_root, tmp_path):
+def test_tiny_run_learns_and_writes_its_files(small, glyph_root, tmp_path, make_cfg, read_log):
     run = tmp_path / "run"
-    cfg = _cfg(glyph_root, test_curve=True)
+    cfg = make_cfg(glyph_root, test_curve=True)
     metrics = train(cfg, run, dataset=small)
-    log = _log(run)
+    log = read_log(run)
     assert [int(r["epoch"]) for r in log] == [1, 2, 3]
     assert float(log[-1]["loss"]) < float(log[0]["loss"])  # the loss falls
     chance = 7 / (10 * 16 - 1)  # R@1 of random retrieval among 10 classes x 16 images
@@ -115,8 +87,8 @@ def test_tiny_run_learns_and_writes_its_files(small, glyph_root, tmp_path):
         train(cfg.replace(lr=1e-3), run, dataset=small)
 
 
-def test_resume_is_bit_for_bit(small, glyph_root, tmp_path):
-    cfg = _cfg(
+def test_resume_is_bit_for_bit(small, glyph_root, tmp_path, make_cfg, read_log):
+    cfg = make_cfg(
         glyph_root,
         loss="margin",
         epochs=2,
@@ -141,11 +113,11 @@ def test_resume_is_bit_for_bit(small, glyph_root, tmp_path):
     obj_b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["objective"]
     assert all(torch.equal(obj_a[k], obj_b[k]) for k in obj_a)
     drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert drop(_log(tmp_path / "full")) == drop(_log(tmp_path / "part"))
+    assert drop(read_log(tmp_path / "full")) == drop(read_log(tmp_path / "part"))
     assert not torch.are_deterministic_algorithms_enabled()  # the global flag is restored
 
 
-def test_nan_loss_stops_with_a_clear_message(small, glyph_root, tmp_path, monkeypatch):
+def test_nan_loss_stops_with_a_clear_message(small, glyph_root, tmp_path, monkeypatch, make_cfg):
     from oodml import losses
 
     calls = {"n": 0}
@@ -158,58 +130,11 @@ def test_nan_loss_stops_with_a_clear_message(small, glyph_root, tmp_path, monkey
 
     monkeypatch.setattr(losses.Objective, "forward", poisoned)
     with pytest.raises(OodmlError, match=r"nan at epoch 1, step 3 of 12"):
-        train(_cfg(glyph_root, epochs=1), tmp_path / "nan", dataset=small)
+        train(make_cfg(glyph_root, epochs=1), tmp_path / "nan", dataset=small)
     assert not (tmp_path / "nan" / "metrics.json").exists()
 
 
-def test_config_errors_are_clear(tmp_path, capsys):
-    with pytest.raises(BadInputError, match="unknown key 'lrr'"):
-        TrainConfig.from_dict({"lrr": 0.1})
-    with pytest.raises(BadInputError, match="lr must be a number"):
-        TrainConfig.from_dict({"lr": "fast"})
-    with pytest.raises(BadInputError, match="multiple of m_per_class"):
-        TrainConfig.from_dict({"batch_size": 15, "m_per_class": 2})
-    with pytest.raises(BadInputError, match="unknown objective"):
-        TrainConfig.from_dict({"loss": "nope"})
-    assert TrainConfig.from_dict({"lr": "5e-4"}).lr == 5e-4  # YAML 1.1 leaves 5e-4 as text
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("epochs: 3\nbatchsize: 8\n")
-    assert main(["--config", str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "batchsize" in err and str(bad) in err
-
-
-def test_cli_merges_yaml_and_flags_and_lists_losses(tmp_path, capsys):
-    from oodml.losses import format_objectives_table
-
-    assert main(["--list-losses"]) == 0
-    assert capsys.readouterr().out.strip() == format_objectives_table().strip()
-    yml = tmp_path / "c.yaml"
-    yml.write_text("loss: margin\nepochs: 4\nlr: 1e-3\nloss_params: {margin: 0.3, beta_lr: 1e-3}\n")
-    args = build_parser().parse_args(
-        [
-            "--config",
-            str(yml),
-            "--epochs",
-            "7",
-            "--loss-param",
-            "margin=0.1",
-            "--no-pretrained",
-            "--set",
-            "crop_scale_min=0.2",
-            "--scheduler",
-            "step",
-            "--scheduler-param",
-            "step_size=2",
-        ]
-    )
-    cfg = config_from_args(args)
-    assert (cfg.epochs, cfg.lr, cfg.pretrained, cfg.crop_scale_min) == (7, 1e-3, False, 0.2)
-    assert cfg.loss_params == {"margin": 0.1, "beta_lr": 1e-3}
-    assert (cfg.scheduler, cfg.scheduler_params) == ("step", {"step_size": 2})
-
-
-def test_split_file_series_sets_classes_and_fid(small, glyph_root, tmp_path):
+def test_split_file_series_sets_classes_and_fid(small, glyph_root, tmp_path, make_cfg):
     from oodml.io import write_json
 
     train_c, test_c = small.train_classes[:6] + small.test_classes[:4], small.train_classes[6:] + small.test_classes[4:]
@@ -235,7 +160,7 @@ def test_split_file_series_sets_classes_and_fid(small, glyph_root, tmp_path):
     }
     path = tmp_path / "glyphs.json"
     write_json(path, doc)
-    cfg = _cfg(glyph_root, splits=str(path), split=1, epochs=1, iterations_per_epoch=3)
+    cfg = make_cfg(glyph_root, splits=str(path), split=1, epochs=1, iterations_per_epoch=3)
     metrics = train(cfg, tmp_path / "run", dataset=small)
     assert metrics["split"] == 1 and metrics["fid"] == 0.25
     prov = json.loads((tmp_path / "run" / "run.json").read_text())

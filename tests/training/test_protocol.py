@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import textwrap
 from pathlib import Path
@@ -43,43 +42,18 @@ def small(glyph_root, tmp_path, monkeypatch):
     return ds.subset(ds.train_classes[:12] + ds.test_classes[:10])
 
 
-def _cfg(root, **kw) -> TrainConfig:
-    base = dict(
-        dataset="glyphs",
-        root=str(root),
-        backbone=BACKBONE,
-        pretrained=False,
-        embed_dim=16,
-        image_size=32,
-        resize_size=36,
-        batch_size=16,
-        m_per_class=2,
-        epochs=3,
-        lr=2e-3,
-        iterations_per_epoch=4,
-        workers=0,
-        threads=1,
-        tensorboard=False,
-        loss="normsoftmax",
-    )
-    base.update(kw)
-    return TrainConfig.from_dict(base)
-
-
-def _log(run: Path) -> list[dict]:
-    with open(run / "log.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+SMALL = dict(embed_dim=16, iterations_per_epoch=4)  # on top of conftest's tiny config
 
 
 @pytest.mark.slow
-def test_oodml_protocol_fits_all_train_classes_and_chooses_on_test(small, glyph_root, tmp_path):
-    cfg = _cfg(glyph_root, protocol="oodml")
+def test_oodml_protocol_fits_all_train_classes_and_chooses_on_test(small, glyph_root, tmp_path, make_cfg, read_log):
+    cfg = make_cfg(glyph_root, **SMALL, protocol="oodml")
     assert cfg.selection_rule == "test"
     metrics = train(cfg, tmp_path / "run", dataset=small)
     prov = json.loads((tmp_path / "run" / "run.json").read_text())
     assert prov["val_classes"] == [] and len(prov["fit_classes"]) == 12  # no class held out
     assert metrics["protocol"] == "oodml" and metrics["selection"] == "test" and metrics["oracle"] is True
-    log = _log(tmp_path / "run")
+    log = read_log(tmp_path / "run")
     r1 = [float(r["oracle_test_recall@1"]) for r in log]
     assert len(r1) == 3 and not any(k.startswith("val_") for k in log[0])
     assert metrics["best_epoch"] == 1 + int(np.argmax(r1))  # best test Recall@1, earliest on ties
@@ -91,13 +65,13 @@ def test_oodml_protocol_fits_all_train_classes_and_chooses_on_test(small, glyph_
     assert {"map@1000", "f1", "rho_spectrum", "intra_inter_ratio", "nmi", "map@r"} <= set(metrics["test"])
 
 
-def test_default_protocol_with_last_selection(small, glyph_root, tmp_path, capsys):
-    cfg = _cfg(glyph_root, selection="last", epochs=2)
+def test_default_protocol_with_last_selection(small, glyph_root, tmp_path, capsys, make_cfg, read_log):
+    cfg = make_cfg(glyph_root, **SMALL, selection="last", epochs=2)
     metrics = train(cfg, tmp_path / "run", dataset=small)
     prov = json.loads((tmp_path / "run" / "run.json").read_text())
     assert len(prov["val_classes"]) == 2 and len(prov["fit_classes"]) == 10  # still held out
     assert metrics["best_epoch"] == 2 and metrics["selection"] == "last" and metrics["oracle"] is False
-    assert "val_recall@1" in _log(tmp_path / "run")[0]  # validation still logged, not used
+    assert "val_recall@1" in read_log(tmp_path / "run")[0]  # validation still logged, not used
     # the default rule is val, recorded as such
     args = build_parser().parse_args(["--dataset", "glyphs", "--protocol", "oodml", "--selection", "last"])
     c = config_from_args(args)
@@ -106,7 +80,7 @@ def test_default_protocol_with_last_selection(small, glyph_root, tmp_path, capsy
 
 
 def test_cli_labels_the_oracle(small, glyph_root, tmp_path, capsys, monkeypatch):
-    import oodml.train as T
+    import oodml.training.cli as T  # main() calls the train() of the module that defines it
 
     monkeypatch.setattr(
         T,
