@@ -57,6 +57,6 @@ def add_extractor(parser: argparse.ArgumentParser, help: str | None = None) -> N
     )
 
 
-def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+def add_device(parser: argparse.ArgumentParser, default: str | None = "auto", help: str | None = None) -> None:
     """The same ``--device`` flag in every command (see :func:`oodml.device.resolve_device`)."""
-    parser.add_argument("--device", default=default, help=f"{DEVICE_HELP} (default: {default})")
+    parser.add_argument("--device", default=default, help=help or f"{DEVICE_HELP} (default: {default})")

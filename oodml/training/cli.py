@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from oodml.cli import add_device, add_quiet, add_version, run_cli
+from oodml.device import DEVICE_HELP
 from oodml.errors import BadInputError
 from oodml.io import load_yaml
 from oodml.losses import format_objectives_table, format_search_spaces, load_plugins, parse_overrides, parse_value
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(a)
     _add_model_flags(a)
     _add_optimisation_flags(a)
-    add_device(p, default=None)  # None: the --config file's device, else auto
+    add_device(p, default=None, help=f"{DEVICE_HELP} (default: the --config file's device, else auto)")
     a("--workers", help="loader processes or auto")
     a("--amp", choices=list(AMP_MODES))
     a("--threads", type=int, help="torch CPU threads (default: torch's choice)")
