@@ -24,7 +24,8 @@ refused only when a search is asked for it (give it a ``space:`` in the study).
 
 **Trials are runs.** A search is identified by :func:`oodml.io.stable_hash` of what it computes
 (dataset, tuning split, loss, base settings, space, sampler, seed, metric). Its ``trials`` slots are
-ordinary :class:`~oodml.study.RunSpec` cells (``tuning="trial"``) of the study grid: planned,
+ordinary :class:`~oodml.runs.RunSpec` cells
+(expanded by :func:`oodml.study.plan.expand_search`) (``tuning="trial"``) of the study grid: planned,
 claimed, resumable, run by every executor, listed by ``plan`` and ``status``. When a runner
 claims a slot it draws the slot's settings from Optuna (once: they are kept in the run folder's
 ``tuned.json``, so a killed and restarted trial resumes with the same settings) and, when it has
@@ -634,106 +635,13 @@ def read_tuned(run_dir: str | os.PathLike) -> dict | None:
 # --------------------------------------------------------------------------------------------
 # The grid
 # --------------------------------------------------------------------------------------------
-def _standard_cell(ds: dict) -> tuple[int | None, float | None, str | None]:
+def standard_cell(ds: dict) -> tuple[int | None, float | None, str | None]:
     """(series id, fid, digest) of the dataset's standard split: the split file's series marked
     ``standard``, else the dataset's own standard split (no split file entry)."""
     for s in ds.get("series") or ():
         if s.get("standard"):
             return int(s["id"]), s.get("fid"), stable_hash(s, 32)
     return None, None, None
-
-
-def expand_search(
-    search: dict,
-    datasets: Sequence[dict],
-    cells_of: Callable[[dict], list],
-    losses: Sequence[dict],
-    seeds: Sequence[int],
-    make_config: Callable[[dict, int | None, dict, int], dict],
-    runs_dir: Path,
-    adapt: Sequence[dict],
-    excluded: Sequence[str],
-) -> list:
-    """The trial runs and tuned runs of a study's search (RunSpecs, with ``order`` keys that put
-    trials first in execution order and tuned runs right after the default run of their cell).
-
-    ``cells_of(ds)`` gives the study's ``(split, fid, digest)`` cells of a dataset;
-    ``make_config(ds, split, loss, seed)`` the resolved TrainConfig dict of a grid cell.
-    """
-    from oodml.study import RunSpec
-
-    out: list = []
-    by_id: dict[str, Any] = {}
-    trial_seed = int(seeds[0])
-    for di, ds in enumerate(datasets):
-        cells = cells_of(ds)
-        for li, loss in enumerate(losses):
-            if loss["name"] not in search["spaces"]:
-                continue
-            for scope in search["scopes"]:
-                tune_cells = [_standard_cell(ds)] if scope == "standard" else list(cells)
-                for tsplit, tfid, tdigest in tune_cells:
-                    base = make_config(ds, tsplit, loss, trial_seed)
-                    sid = search_identity(search, loss["name"], base, tdigest, excluded)
-                    trial_ids = [stable_hash({"search": sid, "trial": k}) for k in range(search["trials"])]
-                    trial_dirs = [runs_dir / t for t in trial_ids]
-                    for k, rid in enumerate(trial_ids):
-                        if rid in by_id:
-                            continue
-                        ref = make_ref(search, loss["name"], sid, runs_dir, "trial", scope, trial_dirs, k)
-                        spec = RunSpec(
-                            run_id=rid,
-                            run_dir=runs_dir / rid,
-                            dataset=ds["name"],
-                            split=tsplit,
-                            fid=None if tfid is None else float(tfid),
-                            loss=loss["name"],
-                            loss_params=loss["params"],
-                            seed=trial_seed,
-                            config=base,
-                            adapt=(),
-                            order=(di, -2 if tsplit is None else tsplit, li, -1, k),
-                            tuning="trial",
-                            search=ref,
-                        )
-                        by_id[rid] = spec
-                        out.append(spec)
-                    targets = list(cells) if scope == "standard" else [(tsplit, tfid, tdigest)]
-                    for split, fid, digest in targets:
-                        for seed in seeds:
-                            cfg = make_config(ds, split, loss, seed)
-                            rid = stable_hash(
-                                {
-                                    "config": {k: v for k, v in cfg.items() if k not in excluded},
-                                    "split_digest": digest,
-                                    "tuned": sid,
-                                    "trials": search["trials"],
-                                }
-                            )
-                            label = f"tuned-{scope}"
-                            if rid in by_id:  # the standard split, tuned on itself by both scopes: one run
-                                by_id[rid].search["tunings"].append(label)
-                                continue
-                            ref = make_ref(search, loss["name"], sid, runs_dir, "tuned", scope, trial_dirs)
-                            ref["tunings"] = [label]
-                            spec = RunSpec(
-                                run_id=rid,
-                                run_dir=runs_dir / rid,
-                                dataset=ds["name"],
-                                split=split,
-                                fid=None if fid is None else float(fid),
-                                loss=loss["name"],
-                                loss_params=loss["params"],
-                                seed=seed,
-                                config=cfg,
-                                adapt=tuple(adapt),
-                                order=(di, -1 if split is None else split, li, seed, 1 + SCOPES.index(scope)),
-                                tuning=label,
-                                search=ref,
-                            )
-                            by_id[rid] = spec
-                            out.append(spec)
-    return out
 
 
 def plan_label(run: Any) -> str:

@@ -557,11 +557,11 @@ def test_slurm_task_checkpoint_releases_claim_and_resubmits(tmp_path, fake):
 
     st = S.load_study(_study(tmp_path, FAKE_STUDY))
     run = st.runs[0]
-    task = executors.StudyTask(str(st.path), str(st.runs_dir), run_fn_spec="fakerun:run")
+    task = executors.StudyTask(st.name, run_fn_spec="fakerun:run")  # the task carries its RunSpec
     claim = S.try_claim(run.run_dir)
-    delayed = task.checkpoint(run.run_id)
+    delayed = task.checkpoint(run)
     assert isinstance(delayed, submitit.helpers.DelayedSubmission)
-    assert delayed.function is task and delayed.args == (run.run_id,)
+    assert delayed.function is task and delayed.args == (run,)
     assert not (run.run_dir / S.CLAIM).exists()
     claim.release()
     assert delayed.result() == "done" and S.run_state(run) == "done"  # the resubmission runs the run
