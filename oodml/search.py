@@ -60,16 +60,19 @@ split) and its settings serve every split; ``scope: per-split`` searches on each
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
+import io
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from oodml.config import check_keys
 from oodml.errors import BadInputError, OodmlError
-from oodml.io import stable_hash, write_json
-from oodml.losses import format_search_spaces, search_space
+from oodml.io import atomic_write, stable_hash, write_json
+from oodml.losses import format_search_spaces, get_spec, list_objectives, search_space, valid_keys
 from oodml.objectives.space import Tunable, is_number
 
 __all__ = [
@@ -110,24 +113,8 @@ def _check_metric(metric: Any, path: Path) -> str:
     )
 
 
-def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Sequence[str]) -> dict | None:
-    """Validate a study's ``search:`` block; returns it resolved (one space per tuned loss) or None.
-
-    ``losses`` are the study's resolved loss entries ``{name, params}``.
-    """
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping):
-        raise BadInputError(f"{path}: search must be a mapping like {{sampler: random, trials: 4, scope: standard}}")
-    from oodml.losses import valid_keys
-
-    for key in raw:
-        if key not in SEARCH_KEYS:
-            import difflib
-
-            close = difflib.get_close_matches(str(key), SEARCH_KEYS, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise BadInputError(f"{path}: unknown key search.{key!r}{hint} (valid keys: {', '.join(SEARCH_KEYS)})")
+def _search_scalars(raw: Mapping, path: Path) -> tuple[str, int, int, list[str], bool]:
+    """(sampler, trials, seed, scopes, default) of a ``search:`` block, checked."""
     sampler = str(raw.get("sampler", "random")).lower()
     if sampler not in SAMPLERS:
         raise BadInputError(f"{path}: search.sampler must be one of {', '.join(SAMPLERS)}, got {raw.get('sampler')!r}")
@@ -147,26 +134,29 @@ def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Seque
     default = raw.get("default", True)
     if not isinstance(default, bool):
         raise BadInputError(f"{path}: search.default must be true or false, got {default!r}")
-    names = [e["name"] for e in losses]
+    return sampler, trials, seed, scopes, default
+
+
+def _tuned_losses(raw: Mapping, names: list[str], path: Path) -> list[str]:
+    """The study's losses the search tunes (``search.losses``, canonical names, study order)."""
     tuned = raw.get("losses")
     if tuned is None:
-        tuned = list(names)
-    else:
-        from oodml.losses import get_spec
+        return list(names)
+    tuned = list(tuned) if isinstance(tuned, (list, tuple)) else [tuned]
+    canon = []
+    for t in tuned:
+        try:
+            c = get_spec(str(t)).name
+        except OodmlError:
+            c = str(t)
+        if c not in names:
+            raise BadInputError(f"{path}: search.losses: {t!r} is not one of the study's losses ({', '.join(names)})")
+        canon.append(c)
+    return [n for n in names if n in canon]
 
-        tuned = list(tuned) if isinstance(tuned, (list, tuple)) else [tuned]
-        canon = []
-        for t in tuned:
-            try:
-                c = get_spec(str(t)).name
-            except OodmlError:
-                c = str(t)
-            if c not in names:
-                raise BadInputError(
-                    f"{path}: search.losses: {t!r} is not one of the study's losses ({', '.join(names)})"
-                )
-            canon.append(c)
-        tuned = [n for n in names if n in canon]
+
+def _space_overrides(raw: Mapping, names: list[str], tuned: list[str], path: Path) -> Mapping:
+    """``search.space``: loss name (or ``all``) -> {key: range}, its names checked."""
     overrides = raw.get("space") or {}
     if not isinstance(overrides, Mapping):
         raise BadInputError(f"{path}: search.space must be a mapping of loss name (or all) to {{key: range}}")
@@ -177,43 +167,59 @@ def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Seque
         key = str(key)
         if not key.startswith("train.") and not any(key in valid_keys(n) for n in tuned):
             raise BadInputError(f"{path}: search.space.all.{key}: no tuned loss ({', '.join(tuned)}) has this option")
-    spaces: dict[str, dict[str, Tunable]] = {}
-    for name in tuned:
-        space = search_space(name)
-        for scope_key in ("all", name):
-            for key, value in (overrides.get(scope_key) or {}).items():
-                where = f"{path}: search.space.{scope_key}.{key}"
-                key = str(key)
-                if key.startswith("train."):
-                    tk = key[6:]
-                    if tk not in train_keys or tk in (
-                        "dataset",
-                        "root",
-                        "splits",
-                        "split",
-                        "loss",
-                        "loss_params",
-                        "seed",
-                    ):
-                        raise BadInputError(f"{where}: {tk!r} is not a tunable TrainConfig key")
-                elif key not in valid_keys(name):
-                    if scope_key == "all":
-                        continue  # a key of other losses only
-                    raise BadInputError(
-                        f"{where}: unknown option for loss {name} (valid: {', '.join(valid_keys(name))}, train.<key>)"
-                    )
-                if value is None:
-                    space.pop(key, None)
-                elif isinstance(value, (list, tuple, Mapping)):
-                    space[key] = Tunable.parse(value, where)
-                else:
-                    space[key] = Tunable(choices=(value,))
-        if not space:
-            raise BadInputError(
-                f"{path}: search: loss {name} declares no search space in the registry (oodml.losses) and the study "
-                f"gives none; add search.space.{name}: {{<key>: [low, high]}} or leave it out of search.losses"
-            )
-        spaces[name] = dict(sorted(space.items()))
+    return overrides
+
+
+#: TrainConfig keys the study grid sets: not tunable.
+_GRID_KEYS = ("dataset", "root", "splits", "split", "loss", "loss_params", "seed")
+
+
+def _loss_space(name: str, overrides: Mapping, path: Path, train_keys: Sequence[str]) -> dict[str, Tunable]:
+    """The search space of one tuned loss: the registry's, with the study's overrides applied."""
+    space = search_space(name)
+    for scope_key in ("all", name):
+        for key, value in (overrides.get(scope_key) or {}).items():
+            where = f"{path}: search.space.{scope_key}.{key}"
+            key = str(key)
+            if key.startswith("train."):
+                tk = key[6:]
+                if tk not in train_keys or tk in _GRID_KEYS:
+                    raise BadInputError(f"{where}: {tk!r} is not a tunable TrainConfig key")
+            elif key not in valid_keys(name):
+                if scope_key == "all":
+                    continue  # a key of other losses only
+                raise BadInputError(
+                    f"{where}: unknown option for loss {name} (valid: {', '.join(valid_keys(name))}, train.<key>)"
+                )
+            if value is None:
+                space.pop(key, None)
+            elif isinstance(value, (list, tuple, Mapping)):
+                space[key] = Tunable.parse(value, where)
+            else:
+                space[key] = Tunable(choices=(value,))
+    if not space:
+        raise BadInputError(
+            f"{path}: search: loss {name} declares no search space in the registry (oodml.losses) and the study "
+            f"gives none; add search.space.{name}: {{<key>: [low, high]}} or leave it out of search.losses"
+        )
+    return dict(sorted(space.items()))
+
+
+def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Sequence[str]) -> dict | None:
+    """Validate a study's ``search:`` block; returns it resolved (one space per tuned loss) or None.
+
+    ``losses`` are the study's resolved loss entries ``{name, params}``.
+    """
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise BadInputError(f"{path}: search must be a mapping like {{sampler: random, trials: 4, scope: standard}}")
+    check_keys(raw, SEARCH_KEYS, str(path), "search.")
+    sampler, trials, seed, scopes, default = _search_scalars(raw, path)
+    names = [e["name"] for e in losses]
+    tuned = _tuned_losses(raw, names, path)
+    overrides = _space_overrides(raw, names, tuned, path)
+    spaces = {name: _loss_space(name, overrides, path, train_keys) for name in tuned}
     return {
         "sampler": sampler,
         "trials": trials,
@@ -289,7 +295,7 @@ def slot_seed(seed: int, slot: int) -> int:
 
 
 def _optuna_study(ref: dict, sampler_seed: int | None):
-    try:
+    try:  # lazy: optuna is a measured startup cost, needed only when a trial draws or reports
         import optuna
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
@@ -549,8 +555,6 @@ def run_hparams(run: Any, study_search: dict | None) -> dict:
 @functools.cache
 def _defaults(loss: str) -> dict:
     """Every overridable key of objective ``loss`` with its default (cached: collect asks per run)."""
-    from oodml.losses import list_objectives
-
     return next(r["defaults"] for r in list_objectives() if r["name"] == loss)
 
 
@@ -598,11 +602,6 @@ def write_search_summary(study: Any) -> Path | None:
     rows = search_rows(study)
     if not rows:
         return None
-    import csv
-    import io
-
-    from oodml.io import atomic_write
-
     cols = (
         "dataset",
         "split",

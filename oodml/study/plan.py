@@ -181,7 +181,7 @@ def expand_search(
     ``cells_of(ds)`` gives the study's ``(split, fid, digest)`` cells of a dataset;
     ``make_config(ds, split, loss, seed)`` the resolved TrainConfig dict of a grid cell.
     """
-    from oodml.search import SCOPES, make_ref, search_identity, standard_cell  # lazy: torch
+    from oodml.search import SCOPES, search_identity, standard_cell  # lazy: oodml.search imports torch
 
     out: list = []
     by_id: dict[str, Any] = {}
@@ -201,55 +201,46 @@ def expand_search(
                     for k, rid in enumerate(trial_ids):
                         if rid in by_id:
                             continue
-                        ref = make_ref(search, loss["name"], sid, runs_dir, "trial", scope, trial_dirs, k)
+                        order = (di, -2 if tsplit is None else tsplit, li, -1, k)
+                        ref = _ref(search, loss, sid, runs_dir, "trial", scope, trial_dirs, k)
                         spec = RunSpec.cell(
-                            rid,
-                            runs_dir,
-                            ds,
-                            tsplit,
-                            tfid,
-                            loss,
-                            trial_seed,
-                            base,
-                            (),
-                            order=(di, -2 if tsplit is None else tsplit, li, -1, k),
-                            tuning="trial",
-                            search=ref,
+                            rid, runs_dir, ds, tsplit, tfid, loss, trial_seed, base, (), order, "trial", ref
                         )
                         by_id[rid] = spec
                         out.append(spec)
                     targets = list(cells) if scope == "standard" else [(tsplit, tfid, tdigest)]
+                    label = f"tuned-{scope}"
                     for split, fid, digest in targets:
                         for seed in seeds:
                             cfg = make_config(ds, split, loss, seed)
-                            rid = stable_hash(
-                                {
-                                    "config": {k: v for k, v in cfg.items() if k not in excluded},
-                                    "split_digest": digest,
-                                    "tuned": sid,
-                                    "trials": search["trials"],
-                                }
-                            )
-                            label = f"tuned-{scope}"
+                            rid = _tuned_id(cfg, digest, sid, search["trials"], excluded)
                             if rid in by_id:  # the standard split, tuned on itself by both scopes: one run
                                 by_id[rid].search["tunings"].append(label)
                                 continue
-                            ref = make_ref(search, loss["name"], sid, runs_dir, "tuned", scope, trial_dirs)
+                            ref = _ref(search, loss, sid, runs_dir, "tuned", scope, trial_dirs)
                             ref["tunings"] = [label]
+                            order = (di, -1 if split is None else split, li, seed, 1 + SCOPES.index(scope))
                             spec = RunSpec.cell(
-                                rid,
-                                runs_dir,
-                                ds,
-                                split,
-                                fid,
-                                loss,
-                                seed,
-                                cfg,
-                                adapt,
-                                order=(di, -1 if split is None else split, li, seed, 1 + SCOPES.index(scope)),
-                                tuning=label,
-                                search=ref,
+                                rid, runs_dir, ds, split, fid, loss, seed, cfg, adapt, order, label, ref
                             )
                             by_id[rid] = spec
                             out.append(spec)
     return out
+
+
+def _ref(search: dict, loss: dict, sid: str, runs_dir: Path, role: str, scope: str, trial_dirs: list, *k: int) -> dict:
+    from oodml.search import make_ref  # lazy: oodml.search imports torch
+
+    return make_ref(search, loss["name"], sid, runs_dir, role, scope, trial_dirs, *k)
+
+
+def _tuned_id(cfg: dict, digest: str | None, sid: str, trials: int, excluded: Sequence[str]) -> str:
+    """Run id of a tuned run: its cell's config and split, and the search that tunes it."""
+    return stable_hash(
+        {
+            "config": {k: v for k, v in cfg.items() if k not in excluded},
+            "split_digest": digest,
+            "tuned": sid,
+            "trials": trials,
+        }
+    )
