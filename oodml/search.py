@@ -1,5 +1,9 @@
 """Hyperparameter search on validation classes (Optuna), with trials that are ordinary study runs.
 
+One cohesive module (~650 lines): the ``search:`` block, the search identity, drawing and
+reporting trials through Optuna, the chosen settings, and the search summary all share one record
+(:func:`make_ref`) and one storage; the grid expansion lives in :mod:`oodml.study.plan`.
+
 A study file may carry a ``search:`` block::
 
     search:
