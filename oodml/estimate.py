@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from oodml.datasets import load_dataset
+from oodml.device import resolve_device
 from oodml.errors import BadInputError
 
 __all__ = ["estimate_study", "format_estimate", "steps_per_epoch", "time_training_steps"]
@@ -32,7 +34,7 @@ __all__ = ["estimate_study", "format_estimate", "steps_per_epoch", "time_trainin
 
 def steps_per_epoch(config: dict, dataset=None) -> int:
     """Optimizer steps per epoch of a run (resolved :class:`~oodml.train.TrainConfig` dict)."""
-    from oodml.train import TrainConfig, resolve_classes
+    from oodml.train import TrainConfig, resolve_classes  # lazy: the trainer imports torch
 
     cfg = TrainConfig.from_dict(config)
     if cfg.iterations_per_epoch:
@@ -46,14 +48,14 @@ def time_training_steps(config: dict, steps: int = 5, dataset=None) -> tuple[flo
     """Seconds per training step of ``config`` on its device, and the device's type (``cpu``,
     ``cuda``, ...): two epochs of ``steps`` steps in a temporary folder (no validation), the second
     one timed (the first pays for warm-up: allocations, cuDNN autotuning, caches)."""
-    from oodml.train import TrainConfig, _resolve_device, train
+    from oodml.train import TrainConfig, train  # lazy: torch
 
     if steps < 1:
         raise BadInputError(f"--estimate-steps must be at least 1, got {steps}")
     c = dict(config)
     c.update(epochs=3, iterations_per_epoch=int(steps), eval_every=0, tensorboard=False, test_curve=False)
     cfg = TrainConfig.from_dict(c)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     with tempfile.TemporaryDirectory(prefix="oodml-estimate-") as tmp:
         run_dir = Path(tmp) / "run"
         train(cfg, run_dir, resume=False, progress=False, stop_after_epoch=2, dataset=dataset)
@@ -69,8 +71,6 @@ def estimate_study(
     """The study's training compute (see the module docstring) as a dict: ``runs``, ``steps``
     (total optimizer steps), ``seconds_per_step``, ``source`` (``measured`` / ``given``),
     ``device`` (``cpu``/``cuda``), ``hours`` and ``unit`` (``GPU-hours``/``CPU-hours``)."""
-    from oodml.datasets import load_dataset
-
     runs = list(study.runs)
     if not runs:
         raise BadInputError(f"{study.path}: the study has no runs to estimate")

@@ -1,5 +1,9 @@
 """Hyperparameter search on validation classes (Optuna), with trials that are ordinary study runs.
 
+One cohesive module (~650 lines): the ``search:`` block, the search identity, drawing and
+reporting trials through Optuna, the chosen settings, and the search summary all share one record
+(:func:`make_ref`) and one storage; the grid expansion lives in :mod:`oodml.study.plan`.
+
 A study file may carry a ``search:`` block::
 
     search:
@@ -24,7 +28,8 @@ refused only when a search is asked for it (give it a ``space:`` in the study).
 
 **Trials are runs.** A search is identified by :func:`oodml.io.stable_hash` of what it computes
 (dataset, tuning split, loss, base settings, space, sampler, seed, metric). Its ``trials`` slots are
-ordinary :class:`~oodml.study.RunSpec` cells (``tuning="trial"``) of the study grid: planned,
+ordinary :class:`~oodml.runs.RunSpec` cells
+(expanded by :func:`oodml.study.plan.expand_search`) (``tuning="trial"``) of the study grid: planned,
 claimed, resumable, run by every executor, listed by ``plan`` and ``status``. When a runner
 claims a slot it draws the slot's settings from Optuna (once: they are kept in the run folder's
 ``tuned.json``, so a killed and restarted trial resumes with the same settings) and, when it has
@@ -59,16 +64,19 @@ split) and its settings serve every split; ``scope: per-split`` searches on each
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
+import io
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from oodml.config import check_keys
 from oodml.errors import BadInputError, OodmlError
-from oodml.io import stable_hash, write_json
-from oodml.losses import format_search_spaces, search_space
+from oodml.io import atomic_write, stable_hash, write_json
+from oodml.losses import format_search_spaces, get_spec, list_objectives, search_space, valid_keys
 from oodml.objectives.space import Tunable, is_number
 
 __all__ = [
@@ -109,24 +117,8 @@ def _check_metric(metric: Any, path: Path) -> str:
     )
 
 
-def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Sequence[str]) -> dict | None:
-    """Validate a study's ``search:`` block; returns it resolved (one space per tuned loss) or None.
-
-    ``losses`` are the study's resolved loss entries ``{name, params}``.
-    """
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping):
-        raise BadInputError(f"{path}: search must be a mapping like {{sampler: random, trials: 4, scope: standard}}")
-    from oodml.losses import valid_keys
-
-    for key in raw:
-        if key not in SEARCH_KEYS:
-            import difflib
-
-            close = difflib.get_close_matches(str(key), SEARCH_KEYS, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise BadInputError(f"{path}: unknown key search.{key!r}{hint} (valid keys: {', '.join(SEARCH_KEYS)})")
+def _search_scalars(raw: Mapping, path: Path) -> tuple[str, int, int, list[str], bool]:
+    """(sampler, trials, seed, scopes, default) of a ``search:`` block, checked."""
     sampler = str(raw.get("sampler", "random")).lower()
     if sampler not in SAMPLERS:
         raise BadInputError(f"{path}: search.sampler must be one of {', '.join(SAMPLERS)}, got {raw.get('sampler')!r}")
@@ -146,26 +138,29 @@ def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Seque
     default = raw.get("default", True)
     if not isinstance(default, bool):
         raise BadInputError(f"{path}: search.default must be true or false, got {default!r}")
-    names = [e["name"] for e in losses]
+    return sampler, trials, seed, scopes, default
+
+
+def _tuned_losses(raw: Mapping, names: list[str], path: Path) -> list[str]:
+    """The study's losses the search tunes (``search.losses``, canonical names, study order)."""
     tuned = raw.get("losses")
     if tuned is None:
-        tuned = list(names)
-    else:
-        from oodml.losses import get_spec
+        return list(names)
+    tuned = list(tuned) if isinstance(tuned, (list, tuple)) else [tuned]
+    canon = []
+    for t in tuned:
+        try:
+            c = get_spec(str(t)).name
+        except OodmlError:
+            c = str(t)
+        if c not in names:
+            raise BadInputError(f"{path}: search.losses: {t!r} is not one of the study's losses ({', '.join(names)})")
+        canon.append(c)
+    return [n for n in names if n in canon]
 
-        tuned = list(tuned) if isinstance(tuned, (list, tuple)) else [tuned]
-        canon = []
-        for t in tuned:
-            try:
-                c = get_spec(str(t)).name
-            except OodmlError:
-                c = str(t)
-            if c not in names:
-                raise BadInputError(
-                    f"{path}: search.losses: {t!r} is not one of the study's losses ({', '.join(names)})"
-                )
-            canon.append(c)
-        tuned = [n for n in names if n in canon]
+
+def _space_overrides(raw: Mapping, names: list[str], tuned: list[str], path: Path) -> Mapping:
+    """``search.space``: loss name (or ``all``) -> {key: range}, its names checked."""
     overrides = raw.get("space") or {}
     if not isinstance(overrides, Mapping):
         raise BadInputError(f"{path}: search.space must be a mapping of loss name (or all) to {{key: range}}")
@@ -176,43 +171,59 @@ def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Seque
         key = str(key)
         if not key.startswith("train.") and not any(key in valid_keys(n) for n in tuned):
             raise BadInputError(f"{path}: search.space.all.{key}: no tuned loss ({', '.join(tuned)}) has this option")
-    spaces: dict[str, dict[str, Tunable]] = {}
-    for name in tuned:
-        space = search_space(name)
-        for scope_key in ("all", name):
-            for key, value in (overrides.get(scope_key) or {}).items():
-                where = f"{path}: search.space.{scope_key}.{key}"
-                key = str(key)
-                if key.startswith("train."):
-                    tk = key[6:]
-                    if tk not in train_keys or tk in (
-                        "dataset",
-                        "root",
-                        "splits",
-                        "split",
-                        "loss",
-                        "loss_params",
-                        "seed",
-                    ):
-                        raise BadInputError(f"{where}: {tk!r} is not a tunable TrainConfig key")
-                elif key not in valid_keys(name):
-                    if scope_key == "all":
-                        continue  # a key of other losses only
-                    raise BadInputError(
-                        f"{where}: unknown option for loss {name} (valid: {', '.join(valid_keys(name))}, train.<key>)"
-                    )
-                if value is None:
-                    space.pop(key, None)
-                elif isinstance(value, (list, tuple, Mapping)):
-                    space[key] = Tunable.parse(value, where)
-                else:
-                    space[key] = Tunable(choices=(value,))
-        if not space:
-            raise BadInputError(
-                f"{path}: search: loss {name} declares no search space in the registry (oodml.losses) and the study "
-                f"gives none; add search.space.{name}: {{<key>: [low, high]}} or leave it out of search.losses"
-            )
-        spaces[name] = dict(sorted(space.items()))
+    return overrides
+
+
+#: TrainConfig keys the study grid sets: not tunable.
+_GRID_KEYS = ("dataset", "root", "splits", "split", "loss", "loss_params", "seed")
+
+
+def _loss_space(name: str, overrides: Mapping, path: Path, train_keys: Sequence[str]) -> dict[str, Tunable]:
+    """The search space of one tuned loss: the registry's, with the study's overrides applied."""
+    space = search_space(name)
+    for scope_key in ("all", name):
+        for key, value in (overrides.get(scope_key) or {}).items():
+            where = f"{path}: search.space.{scope_key}.{key}"
+            key = str(key)
+            if key.startswith("train."):
+                tk = key[6:]
+                if tk not in train_keys or tk in _GRID_KEYS:
+                    raise BadInputError(f"{where}: {tk!r} is not a tunable TrainConfig key")
+            elif key not in valid_keys(name):
+                if scope_key == "all":
+                    continue  # a key of other losses only
+                raise BadInputError(
+                    f"{where}: unknown option for loss {name} (valid: {', '.join(valid_keys(name))}, train.<key>)"
+                )
+            if value is None:
+                space.pop(key, None)
+            elif isinstance(value, (list, tuple, Mapping)):
+                space[key] = Tunable.parse(value, where)
+            else:
+                space[key] = Tunable(choices=(value,))
+    if not space:
+        raise BadInputError(
+            f"{path}: search: loss {name} declares no search space in the registry (oodml.losses) and the study "
+            f"gives none; add search.space.{name}: {{<key>: [low, high]}} or leave it out of search.losses"
+        )
+    return dict(sorted(space.items()))
+
+
+def parse_search(raw: Any, losses: Sequence[dict], path: Path, train_keys: Sequence[str]) -> dict | None:
+    """Validate a study's ``search:`` block; returns it resolved (one space per tuned loss) or None.
+
+    ``losses`` are the study's resolved loss entries ``{name, params}``.
+    """
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise BadInputError(f"{path}: search must be a mapping like {{sampler: random, trials: 4, scope: standard}}")
+    check_keys(raw, SEARCH_KEYS, str(path), "search.")
+    sampler, trials, seed, scopes, default = _search_scalars(raw, path)
+    names = [e["name"] for e in losses]
+    tuned = _tuned_losses(raw, names, path)
+    overrides = _space_overrides(raw, names, tuned, path)
+    spaces = {name: _loss_space(name, overrides, path, train_keys) for name in tuned}
     return {
         "sampler": sampler,
         "trials": trials,
@@ -288,7 +299,7 @@ def slot_seed(seed: int, slot: int) -> int:
 
 
 def _optuna_study(ref: dict, sampler_seed: int | None):
-    try:
+    try:  # lazy: optuna is a measured startup cost, needed only when a trial draws or reports
         import optuna
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
@@ -548,8 +559,6 @@ def run_hparams(run: Any, study_search: dict | None) -> dict:
 @functools.cache
 def _defaults(loss: str) -> dict:
     """Every overridable key of objective ``loss`` with its default (cached: collect asks per run)."""
-    from oodml.losses import list_objectives
-
     return next(r["defaults"] for r in list_objectives() if r["name"] == loss)
 
 
@@ -597,11 +606,6 @@ def write_search_summary(study: Any) -> Path | None:
     rows = search_rows(study)
     if not rows:
         return None
-    import csv
-    import io
-
-    from oodml.io import atomic_write
-
     cols = (
         "dataset",
         "split",
@@ -634,106 +638,13 @@ def read_tuned(run_dir: str | os.PathLike) -> dict | None:
 # --------------------------------------------------------------------------------------------
 # The grid
 # --------------------------------------------------------------------------------------------
-def _standard_cell(ds: dict) -> tuple[int | None, float | None, str | None]:
+def standard_cell(ds: dict) -> tuple[int | None, float | None, str | None]:
     """(series id, fid, digest) of the dataset's standard split: the split file's series marked
     ``standard``, else the dataset's own standard split (no split file entry)."""
     for s in ds.get("series") or ():
         if s.get("standard"):
             return int(s["id"]), s.get("fid"), stable_hash(s, 32)
     return None, None, None
-
-
-def expand_search(
-    search: dict,
-    datasets: Sequence[dict],
-    cells_of: Callable[[dict], list],
-    losses: Sequence[dict],
-    seeds: Sequence[int],
-    make_config: Callable[[dict, int | None, dict, int], dict],
-    runs_dir: Path,
-    adapt: Sequence[dict],
-    excluded: Sequence[str],
-) -> list:
-    """The trial runs and tuned runs of a study's search (RunSpecs, with ``order`` keys that put
-    trials first in execution order and tuned runs right after the default run of their cell).
-
-    ``cells_of(ds)`` gives the study's ``(split, fid, digest)`` cells of a dataset;
-    ``make_config(ds, split, loss, seed)`` the resolved TrainConfig dict of a grid cell.
-    """
-    from oodml.study import RunSpec
-
-    out: list = []
-    by_id: dict[str, Any] = {}
-    trial_seed = int(seeds[0])
-    for di, ds in enumerate(datasets):
-        cells = cells_of(ds)
-        for li, loss in enumerate(losses):
-            if loss["name"] not in search["spaces"]:
-                continue
-            for scope in search["scopes"]:
-                tune_cells = [_standard_cell(ds)] if scope == "standard" else list(cells)
-                for tsplit, tfid, tdigest in tune_cells:
-                    base = make_config(ds, tsplit, loss, trial_seed)
-                    sid = search_identity(search, loss["name"], base, tdigest, excluded)
-                    trial_ids = [stable_hash({"search": sid, "trial": k}) for k in range(search["trials"])]
-                    trial_dirs = [runs_dir / t for t in trial_ids]
-                    for k, rid in enumerate(trial_ids):
-                        if rid in by_id:
-                            continue
-                        ref = make_ref(search, loss["name"], sid, runs_dir, "trial", scope, trial_dirs, k)
-                        spec = RunSpec(
-                            run_id=rid,
-                            run_dir=runs_dir / rid,
-                            dataset=ds["name"],
-                            split=tsplit,
-                            fid=None if tfid is None else float(tfid),
-                            loss=loss["name"],
-                            loss_params=loss["params"],
-                            seed=trial_seed,
-                            config=base,
-                            adapt=(),
-                            order=(di, -2 if tsplit is None else tsplit, li, -1, k),
-                            tuning="trial",
-                            search=ref,
-                        )
-                        by_id[rid] = spec
-                        out.append(spec)
-                    targets = list(cells) if scope == "standard" else [(tsplit, tfid, tdigest)]
-                    for split, fid, digest in targets:
-                        for seed in seeds:
-                            cfg = make_config(ds, split, loss, seed)
-                            rid = stable_hash(
-                                {
-                                    "config": {k: v for k, v in cfg.items() if k not in excluded},
-                                    "split_digest": digest,
-                                    "tuned": sid,
-                                    "trials": search["trials"],
-                                }
-                            )
-                            label = f"tuned-{scope}"
-                            if rid in by_id:  # the standard split, tuned on itself by both scopes: one run
-                                by_id[rid].search["tunings"].append(label)
-                                continue
-                            ref = make_ref(search, loss["name"], sid, runs_dir, "tuned", scope, trial_dirs)
-                            ref["tunings"] = [label]
-                            spec = RunSpec(
-                                run_id=rid,
-                                run_dir=runs_dir / rid,
-                                dataset=ds["name"],
-                                split=split,
-                                fid=None if fid is None else float(fid),
-                                loss=loss["name"],
-                                loss_params=loss["params"],
-                                seed=seed,
-                                config=cfg,
-                                adapt=tuple(adapt),
-                                order=(di, -1 if split is None else split, li, seed, 1 + SCOPES.index(scope)),
-                                tuning=label,
-                                search=ref,
-                            )
-                            by_id[rid] = spec
-                            out.append(spec)
-    return out
 
 
 def plan_label(run: Any) -> str:

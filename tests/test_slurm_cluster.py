@@ -221,16 +221,17 @@ def run(config, run_dir):
     done = json.loads(ckpt.read_text())["epoch"] if ckpt.exists() else 0
     with open(run_dir / "epochs.txt", "a") as fh:
         fh.write(f"start {done} pid {os.getpid()}\\n")
-    for epoch in range(done + 1, 41):
+    for epoch in range(done + 1, 71):
         time.sleep(1.0)
         write_json(ckpt, {"epoch": epoch})
-    write_json(run_dir / "metrics.json", {"run": config, "test": {"recall@1": 0.5}, "seconds": 40.0})
+    write_json(run_dir / "metrics.json", {"run": config, "test": {"recall@1": 0.5}, "seconds": 70.0})
 """
 
 
 def test_task_at_its_time_limit_is_checkpointed_requeued_and_finishes(cluster, env, tmp_path):
-    """A one-minute time limit (the least Slurm has) on a 40-second run: submitit's warning signal
-    comes first, the task checkpoints, requeues itself, resumes from its checkpoint and finishes."""
+    """A one-minute time limit (the least Slurm has) on a 70-second run (more than one allocation
+    can hold, whenever in the minute Slurm sends the warning): submitit's warning signal comes
+    first, the task checkpoints, requeues itself, resumes from its checkpoint and finishes."""
     (tmp_path / "slowrun.py").write_text(SLOWRUN)
     env = dict(env, PYTHONPATH=str(tmp_path) + os.pathsep + env["PYTHONPATH"])
     p = _study(tmp_path, "tl", splits="[1]", slurm=", signal_delay_s: 15, max_num_timeout: 10")

@@ -43,6 +43,7 @@ import sys
 import time
 from pathlib import Path
 
+from oodml.cli import add_version, run_cli
 from oodml.errors import OodmlError
 
 __all__ = ["SlurmCluster", "SlurmUnavailable", "ensure_slurm", "free_port", "main"]
@@ -378,37 +379,35 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m oodml.testing.slurm",
         description="Start or stop a private single-node Slurm cluster in a folder.",
     )
+    add_version(p)
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--dir", default=".slurm", help="the cluster's folder (default .slurm)")
     return p
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cluster = SlurmCluster(args.dir)
-    try:
-        if args.action == "up":
-            if (cluster.dir / "pids.json").is_file():
-                cluster.stop()  # a previous `up` whose daemons may still run
-            cluster.start()
-            print(
-                f"Slurm is up ({', '.join(f'{k} {v}' for k, v in cluster.pids.items())}); in your shell:\n"
-                f"export SLURM_CONF={cluster.conf}"
-            )
-            # the daemons were started in their own sessions: they outlive this command
-            cluster.procs.clear()
-        elif args.action == "down":
-            cluster.stop()
-            print(f"Slurm in {cluster.dir} is down")
-        else:
-            if not (cluster.dir / "pids.json").is_file():
-                print(f"no cluster running in {cluster.dir}")
-                return 1
-            cluster.pids = {k: int(v) for k, v in json.loads((cluster.dir / "pids.json").read_text()).items()}
-            print(cluster.run("sinfo", check=False).stdout.rstrip())
-    except SlurmUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.action == "up":
+        if (cluster.dir / "pids.json").is_file():
+            cluster.stop()  # a previous `up` whose daemons may still run
+        cluster.start()
+        print(
+            f"Slurm is up ({', '.join(f'{k} {v}' for k, v in cluster.pids.items())}); in your shell:\n"
+            f"export SLURM_CONF={cluster.conf}"
+        )
+        # the daemons were started in their own sessions: they outlive this command
+        cluster.procs.clear()
+    elif args.action == "down":
+        cluster.stop()
+        print(f"Slurm in {cluster.dir} is down")
+    else:
+        if not (cluster.dir / "pids.json").is_file():
+            print(f"no cluster running in {cluster.dir}")
+            return 1
+        cluster.pids = {k: int(v) for k, v in json.loads((cluster.dir / "pids.json").read_text()).items()}
+        print(cluster.run("sinfo", check=False).stdout.rstrip())
     return 0
 
 
