@@ -75,6 +75,7 @@ class Tunable:
 
     def distribution(self):
         """The Optuna distribution of this range."""
+        # lazy on purpose: optuna is a measured startup cost, needed only by a search
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         if self.choices:
