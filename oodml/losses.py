@@ -82,7 +82,6 @@ from oodml.objectives import (
     unregister_objective,
     valid_keys,
 )
-from oodml.objectives.overrides import NUMBER as _NUMBER  # noqa: F401  (oodml.train imports it)
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -88,14 +88,14 @@ def _name(value: Any, key: str, source: str) -> str | None:
 
 def _params(value: Any, key: str, source: str) -> dict:
     """A mapping of parameters; text that YAML 1.1 left unread (``1e-3``) becomes a number."""
-    # oodml.losses imports torch (about 3.6 s): only a config with parameters pays for it.
-    from oodml.losses import _NUMBER
+    # lazy: the oodml.objectives package imports torch (about 3.6 s); only a config with parameters pays for it
+    from oodml.objectives.overrides import NUMBER
 
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise _bad(key, value, source, "a mapping of key: value")
-    return {str(k): (float(v) if isinstance(v, str) and _NUMBER.match(v.strip()) else v) for k, v in value.items()}
+    return {str(k): (float(v) if isinstance(v, str) and NUMBER.match(v.strip()) else v) for k, v in value.items()}
 
 
 def _ks(value: Any, key: str, source: str) -> list[int] | str | None:
