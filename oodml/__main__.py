@@ -22,13 +22,15 @@ from oodml import __version__
 #: command -> (module whose ``main(argv)`` runs it, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": ("oodml.datasets.__main__", "inspect a dataset (summary, --json)"),
+    "features": ("oodml.features", "extract and cache frozen features"),
     "make_splits": ("oodml.make_splits", "build, check or import an FID-graded split series"),
+    "shift": ("oodml.shift", "shift measures side by side, FID attribution"),
     "train": ("oodml.train", "train one DML loss on one split"),
     "evaluate": ("oodml.evaluate", "Recall@k, MAP@R, NMI of an embeddings file"),
-    "study": ("oodml.study", "plan, run, watch and collect a study grid"),
     "adapt": ("oodml.adapt", "few-shot adaptation and linear probes of a run"),
+    "study": ("oodml.study", "plan, run, watch and collect a study grid"),
     "plot": ("oodml.plot", "figures and tables of a results table"),
-    "features": ("oodml.features", "extract and cache frozen features"),
+    "score": ("oodml.score", "the citable score JSON: AUCs, intervals, protocol, digests"),
     "demo": ("oodml.demo", "the whole pipeline on the embedded dataset"),
 }
 

@@ -26,10 +26,18 @@ writes is deterministic: the same machine and inputs give byte-identical splits,
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from oodml.cli import add_quiet, progress_disabled, run_cli
+from oodml.cli import add_quiet, add_version, progress_disabled, run_cli
+from oodml.datasets import load_dataset
+from oodml.datasets.__main__ import main as datasets_main
+from oodml.datasets.preview import save_sample_grid
+from oodml.errors import OodmlError
+from oodml.make_splits import main as make_splits_main
+from oodml.plot import main as plot_main
+from oodml.study import main as study_main
 
 STEPS = ("dataset", "splits", "study", "plot", "search")
 DEFAULT_STEPS = ("dataset", "splits", "study", "plot")  # the search step costs about twice the study
@@ -55,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of {', '.join(STEPS)} (default: {','.join(DEFAULT_STEPS)})",
     )
     add_quiet(p)
+    add_version(p)
     return p
 
 
@@ -63,16 +72,12 @@ def _banner(i: int, n: int, text: str) -> None:
 
 
 def _check(code: int, what: str) -> None:
-    from oodml.errors import OodmlError
-
     if code:
         raise OodmlError(f"demo step {what!r} failed (exit status {code}); see the message above")
 
 
 @run_cli
 def main(argv: list[str] | None = None) -> int:
-    from oodml.errors import OodmlError
-
     args = build_parser().parse_args(argv)
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     unknown = [s for s in steps if s not in STEPS]
@@ -88,18 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     for i, step in enumerate(steps, 1):
         if step == "dataset":
             _banner(i, n, "the embedded dataset")
-            from oodml.datasets import load_dataset
-            from oodml.datasets.__main__ import main as datasets_main
-            from oodml.datasets.preview import save_sample_grid
-
             _check(datasets_main(root + quiet), "dataset")
             ds = load_dataset(None, root=args.root, progress=not quiet)
             for path in save_sample_grid(ds, out / "glyphs_samples", n_classes=12, per_class=8, seed=0):
                 print(f"wrote {path}")
         elif step == "splits":
             _banner(i, n, "FID-graded split series (python -m oodml.make_splits)")
-            from oodml.make_splits import main as make_splits_main
-
             _check(
                 make_splits_main(
                     root + quiet + ["--out", args.splits, "--figure", str(out / "splits_glyphs"), "--controls", "1"]
@@ -108,20 +107,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif step == "study":
             _banner(i, n, f"shift study (python -m oodml.study run {args.study})")
-            from oodml.study import main as study_main
-
             _check(study_main(["run", args.study] + quiet), "study run")
             _check(study_main(["collect", args.study] + quiet), "study collect")
         elif step == "plot":
             _banner(i, n, f"figures and tables (python -m oodml.plot {args.study})")
-            from oodml.plot import main as plot_main
-
             _check(plot_main([args.study, "--out", str(out)] + quiet), "plot")
         elif step == "search":
             _banner(i, n, f"hyperparameter search (python -m oodml.study run {args.search_study})")
-            from oodml.plot import main as plot_main
-            from oodml.study import main as study_main
-
             _check(study_main(["run", args.search_study] + quiet), "search run")
             _check(study_main(["collect", args.search_study] + quiet), "search collect")
             _check(plot_main([args.search_study, "--out", str(out / "search")] + quiet), "search plot")
@@ -130,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

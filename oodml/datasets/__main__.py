@@ -17,13 +17,14 @@ on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import sys
 
-from oodml.cli import add_quiet, progress_disabled, run_cli
+from oodml.cli import add_quiet, add_version, progress_disabled, run_cli
+from oodml.datasets import DEFAULT_DATASET, canonical_name, dataset_names, load_dataset
+from oodml.io import dumps_json
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from oodml.datasets import DEFAULT_DATASET, dataset_names
-
     p = argparse.ArgumentParser(
         prog="python -m oodml.datasets",
         description="Load a dataset and print its size and standard class split.",
@@ -41,14 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="download the official files if the dataset is missing")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_quiet(p)
+    add_version(p)
     return p
 
 
 @run_cli
 def main(argv: list[str] | None = None) -> int:
-    from oodml.datasets import canonical_name, load_dataset
-    from oodml.io import dumps_json
-
     args = build_parser().parse_args(argv)
     name = canonical_name(args.dataset)
     quiet = progress_disabled(args.quiet)
@@ -67,4 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
