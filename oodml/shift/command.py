@@ -14,7 +14,7 @@ from oodml.cli import add_quiet, add_version, progress_disabled, run_cli
 from oodml.errors import OodmlError
 from oodml.shift.attribution import attribution_table
 from oodml.shift.figures import attribution_figure, shift_figure
-from oodml.shift.measures import MEASURES
+from oodml.shift.measures import MEASURES, MeasureOptions
 from oodml.shift.tables import _tables, _wide, kendall_table, predictive_table, shift_table, tau_matrix
 from oodml.splits import load_splits
 
@@ -76,8 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = not progress_disabled(args.quiet)
-    if args.kid_subsets < 1 or args.kid_subset_size < 2 or args.median_points < 2:
-        raise OodmlError("--kid-subsets must be ≥ 1, --kid-subset-size and --median-points ≥ 2")
+    opts = MeasureOptions.from_dict(
+        {
+            "kid_subsets": args.kid_subsets,
+            "kid_subset_size": args.kid_subset_size,
+            "median_points": args.median_points,
+            "seed": args.seed,
+        },
+        source="command line",
+    )
     sf = load_splits(args.splits)
     features = args.extractor
     if features is None:
@@ -89,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         sf,
         tables,
         measures=args.measures,
-        kid_subsets=args.kid_subsets,
-        kid_subset_size=args.kid_subset_size,
-        median_points=args.median_points,
-        seed=args.seed,
+        kid_subsets=opts.kid_subsets,
+        kid_subset_size=opts.kid_subset_size,
+        median_points=opts.median_points,
+        seed=opts.seed,
         progress=progress,
     )
     stem = Path(args.out or f"figures/shift_{analysis.sanitize(sf.dataset or Path(args.splits).stem)}")

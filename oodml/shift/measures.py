@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from oodml.config import Config
+from oodml.errors import BadInputError
+
 __all__ = [
     "BLOCK",
     "MEASURES",
@@ -180,16 +183,22 @@ def mean_distance(x, y) -> float:
 # ============================================================================================
 # The registry of measures
 # ============================================================================================
-@dataclass(frozen=True)
-class MeasureOptions:
+@dataclass
+class MeasureOptions(Config):
     """The knobs of the measures (``--kid-subsets``, ``--kid-subset-size``, ``--median-points``,
-    ``--seed``) and the block size of the kernel sums."""
+    ``--seed``) and the block size of the kernel sums; :meth:`from_dict` checks them."""
 
     kid_subsets: int = 50
     kid_subset_size: int = 1000
     median_points: int = 2000
     seed: int = 0
     block: int = BLOCK
+
+    def validate(self, source: str) -> None:
+        if self.kid_subsets < 1 or self.kid_subset_size < 2 or self.median_points < 2:
+            raise BadInputError("--kid-subsets must be ≥ 1, --kid-subset-size and --median-points ≥ 2")
+        if self.block < 1:
+            raise BadInputError(f"{source}: block must be ≥ 1, got {self.block}")
 
 
 @dataclass(frozen=True)

@@ -89,3 +89,22 @@ def test_features_file_unreadable(tmp_path):
     np.save(tmp_path / "single.npy", np.ones((2, 2)))
     with pytest.raises(BadInputError, match="single array"):
         load_features_file(tmp_path / "single.npy")
+
+
+def test_reading_a_features_file_never_imports_torch(tmp_path):
+    """The features-file reader (new and old path, and the lazy package itself) stays torch-free."""
+    import os
+    import subprocess
+    import sys
+
+    path = _npz(tmp_path / "f.npz", features=np.eye(4, dtype=np.float32), labels=np.array(["a", "a", "b", "b"]))
+    code = (
+        "import sys, oodml.features, oodml.feature_files\n"
+        "from oodml.features import load_features_file\n"
+        f"assert len(load_features_file({str(path)!r})) == 4\n"
+        "bad = sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr

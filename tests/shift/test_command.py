@@ -114,3 +114,21 @@ def test_cli_on_a_features_file(tmp_path, capsys):
     assert pred.loc[pred["measure"] == "fid_class", "spearman"].item() == -1.0  # recall falls in the FID order
     assert cli([str(sp), "--features-file", str(tmp_path / "missing.npz"), "-q"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_the_shift_command_and_the_fid_import_without_torch():
+    """``shift --features-file`` and the split search's FID (``oodml.fid``) must not pay for torch."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, oodml.shift.command, oodml.fid, oodml.shift\n"
+        "oodml.shift.kid, oodml.shift.FIDComputer\n"
+        "bad = sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
