@@ -126,7 +126,7 @@ def _oodml_convnet(pretrained: bool = False, **kwargs: Any) -> ConvNet:
 
 def register() -> None:
     """Register the backbones with timm (idempotent)."""
-    import timm
+    import timm  # lazy on purpose: timm (with torchvision) costs seconds of startup
     from timm.models import register_model
 
     if timm.is_model("oodml_convnet"):

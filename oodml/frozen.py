@@ -26,7 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from oodml import features as feats  # lazy package: torch only if an extractor runs
+from oodml.datasets import load_dataset
 from oodml.errors import BadInputError
+from oodml.evaluate import evaluate_embeddings
+from oodml.io import read_json
 
 __all__ = ["FROZEN_PREFIX", "frozen_metrics", "frozen_rows", "frozen_specs", "is_frozen"]
 
@@ -67,8 +71,6 @@ def frozen_metrics(
 ) -> dict[str, float]:
     """Retrieval metrics of frozen ``features`` (n, d) on the rows whose label is a test class
     (leave-one-out, the trained runs' test protocol)."""
-    from oodml.evaluate import evaluate_embeddings
-
     test = set(test_classes)
     rows = np.fromiter((i for i, c in enumerate(labels) if c in test), dtype=np.int64)
     if len(rows) < 2:
@@ -82,9 +84,6 @@ def frozen_metrics(
 
 def frozen_rows(study, *, progress: bool = False) -> list[dict]:
     """Results rows of the study's frozen references on every (dataset, split) of its grid."""
-    from oodml import features as feats
-    from oodml.io import read_json
-
     specs = frozen_specs(study.raw.get("frozen"), study.path, study.base_dir)
     if not specs:
         return []
@@ -106,8 +105,6 @@ def frozen_rows(study, *, progress: bool = False) -> list[dict]:
                 fs = feats.load_features_file(spec["features_file"])
             else:
                 if dataset is None:
-                    from oodml.datasets import load_dataset
-
                     dataset = load_dataset(ds["name"], root=ds["root"])
                 ext = spec["extractor"] or doc.get("provenance", {}).get("extractor") or None
                 fs = feats.extract_features(dataset, ext, progress=progress)

@@ -18,6 +18,11 @@ Two kinds of weights are used in the project:
 Every file is loaded without executing code (safetensors or ``weights_only=True``).
 The created model carries a ``weights_source`` attribute saying where its weights came from
 (``"random"``, ``"file:<path>"`` or ``"cache:<path>"``), for logs and run records.
+
+Shared by the frozen extractors (:mod:`oodml.features.pretrained`) and the trained models
+(:mod:`oodml.models`), so it stays a top-level module.  timm is imported inside the functions that
+need it, on purpose: with torchvision it costs seconds of startup (``python -X importtime``), and
+reading a local state dict needs neither.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ def _split_revision(repo_id: str) -> tuple[str, str | None]:
 def _hf_cached_file(repo_id: str, filename: str) -> Path | None:
     """The cached path of ``filename`` in Hugging Face repo ``repo_id`` (``org/name[@rev]``), or
     ``None``.  Purely local: never touches the network."""
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # lazy: only when a Hugging Face name is resolved
 
     repo, revision = _split_revision(repo_id)
     found = try_to_load_from_cache(repo, filename, cache_dir=str(hf_hub_cache_dir()), revision=revision)
@@ -273,7 +278,7 @@ def load_state_dict_into(
 # timm models
 # --------------------------------------------------------------------------------------------
 def _check_model_name(name: str) -> None:
-    import timm
+    import timm  # lazy on purpose: see the module docstring
 
     if name.startswith(_HF_PREFIXES) or name.startswith("local-dir:"):
         return
@@ -296,7 +301,7 @@ def resolve_pretrained_file(name: str) -> Path:
     checkpoint folder (timm's URL-hosted weights).  Raises :class:`WeightsNotFoundError` with
     one line naming the exact file and folder when neither holds it.  Never downloads.
     """
-    from timm.models import get_pretrained_cfg
+    from timm.models import get_pretrained_cfg  # lazy on purpose: see the module docstring
 
     try:
         cfg = get_pretrained_cfg(name, allow_unregistered=True)
@@ -379,7 +384,7 @@ def create_timm_model(
     ``drop_path_rate``, ``img_size``, ...).  The model gets ``weights_source`` (``"random"``,
     ``"file:<path>"`` or ``"cache:<path>"``).
     """
-    import timm
+    import timm  # lazy on purpose: see the module docstring
 
     name = str(name)
     _check_model_name(name)

@@ -1,5 +1,6 @@
-"""Tests of oodml.fid: exactness against direct formulas and pytorch-fid, the low-rank path, the
-incremental FIDComputer, and input errors.  All CPU, small sizes (a few seconds in total)."""
+"""Tests of the FID (oodml.shift.fid, .frechet and .dense; old path oodml.fid): exactness against
+direct formulas and pytorch-fid, the low-rank path, the incremental FIDComputer, and input errors.
+All CPU, small sizes (a few seconds in total)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import numpy as np
 import pytest
 from scipy.linalg import sqrtm
 
-from oodml import fid
-from oodml.fid import (
-    FIDComputer,
+from oodml.shift import dense
+from oodml.shift.dense import trace_sqrt_product
+from oodml.shift.fid import FIDComputer
+from oodml.shift.frechet import (
     frechet_distance,
     frechet_distance_from_features,
     gaussian_stats,
-    trace_sqrt_product,
 )
 
 
@@ -83,7 +84,7 @@ def test_eigensolver_drivers_agree(monkeypatch, driver):
     mu1, s1 = gaussian_stats(_features(rng, 200, 40))
     mu2, s2 = gaussian_stats(_features(rng, 200, 40, shift=1.0))
     a = frechet_distance(mu1, s1, mu2, s2)
-    monkeypatch.setattr(fid, "EIGH_DRIVER", driver)
+    monkeypatch.setattr(dense, "EIGH_DRIVER", driver)
     assert _rel(frechet_distance(mu1, s1, mu2, s2), a) < 1e-12
 
 
@@ -122,7 +123,7 @@ def test_dead_units_are_restricted_away_exactly(monkeypatch):
     def no_fallback(*args, **kwargs):
         raise AssertionError("eigendecomposition fallback used")
 
-    monkeypatch.setattr(fid, "_trace_sqrt_eigh_fallback", no_fallback)
+    monkeypatch.setattr(dense, "_trace_sqrt_eigh_fallback", no_fallback)
     assert _rel(frechet_distance(mu1, s1, mu2, s2), expected) < 1e-12
     assert _rel(frechet_distance_from_features(x1, x2), expected) < 1e-10
     labels = np.concatenate([np.repeat(np.arange(6), 50), np.repeat(np.arange(6, 11), 50)])
@@ -159,11 +160,11 @@ def test_low_rank_path_with_both_strategies(monkeypatch):
     x1, x2 = _features(rng, 15, 50), _features(rng, 400, 50, shift=0.4)
     values = []
     for prefer in (True, False):
-        monkeypatch.setattr(fid, "_prefer_cross", lambda *a, _p=prefer, **k: _p)
+        monkeypatch.setattr(dense, "_prefer_cross", lambda *a, _p=prefer, **k: _p)
         values.append(frechet_distance_from_features(x1, x2))
     assert _rel(values[0], values[1]) < 1e-10
-    monkeypatch.setattr(fid, "SVD_MAX_DIM", 0)  # eigenvalues of the Gram instead of an SVD
-    monkeypatch.setattr(fid, "_prefer_cross", lambda *a, **k: True)
+    monkeypatch.setattr(dense, "SVD_MAX_DIM", 0)  # eigenvalues of the Gram instead of an SVD
+    monkeypatch.setattr(dense, "_prefer_cross", lambda *a, **k: True)
     assert _rel(frechet_distance_from_features(x1, x2), values[0]) < 1e-9
 
 
@@ -171,7 +172,7 @@ def test_centered_factor_is_an_exact_factor():
     rng = np.random.default_rng(6)
     for n in (2, 3, 17):
         x = rng.standard_normal((n, 7)) + 10.0
-        a = fid._centered_factor(x)
+        a = dense._centered_factor(x)
         assert a.shape == (n - 1, 7)
         np.testing.assert_allclose(a.T @ a, np.cov(x, rowvar=False), rtol=1e-10, atol=1e-12)
 
@@ -404,28 +405,29 @@ def test_fid_computer_input_errors():
 
 # --------------------------------------------------------------------------- dense path on torch
 def test_dense_backend_resolution():
-    assert fid.resolve_dense_backend("scipy") == ("scipy", None)
-    assert fid.resolve_dense_backend("torch", "cpu") == ("torch", "cpu")
+    assert dense.resolve_dense_backend("scipy") == ("scipy", None)
+    assert dense.resolve_dense_backend("torch", "cpu") == ("torch", "cpu")
     import torch
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert fid.resolve_dense_backend("auto")[0] == "torch" and fid.resolve_dense_backend("auto")[1].startswith(expected)
+    auto = dense.resolve_dense_backend("auto")
+    assert auto[0] == "torch" and auto[1].startswith(expected)
     with pytest.raises(ValueError, match="dense backend"):
-        fid.resolve_dense_backend("magma")
+        dense.resolve_dense_backend("magma")
     with pytest.raises(ValueError, match="CPU only"):
-        fid.resolve_dense_backend("scipy", "cuda")
+        dense.resolve_dense_backend("scipy", "cuda")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
-            fid.resolve_dense_backend("torch", "cuda")
+            dense.resolve_dense_backend("torch", "cuda")
     import os
 
     os.environ["OODML_FID_BACKEND"] = "scipy"
     try:
-        assert fid.resolve_dense_backend("auto") == ("scipy", None)
-        assert fid.resolve_dense_backend("torch", "cpu") == ("torch", "cpu")  # explicit wins
+        assert dense.resolve_dense_backend("auto") == ("scipy", None)
+        assert dense.resolve_dense_backend("torch", "cpu") == ("torch", "cpu")  # explicit wins
         os.environ["OODML_FID_BACKEND"] = "lapack"
         with pytest.raises(ValueError, match="OODML_FID_BACKEND"):
-            fid.resolve_dense_backend("auto")
+            dense.resolve_dense_backend("auto")
     finally:
         del os.environ["OODML_FID_BACKEND"]
     # class level never needs the dense path (nor torch)
@@ -447,16 +449,16 @@ def _check_torch_dense_path(d):
     rng = np.random.default_rng(d)
     a = _features(rng, 3 * d, d, rank=max(2, d // 4))
     b = _features(rng, 3 * d, d, rank=max(2, d // 3), shift=0.5)
-    s1, s2 = fid._lstore(np.cov(a, rowvar=False)), fid._lstore(np.cov(b, rowvar=False))
-    ref = fid._trace_sqrt_sym(s1.copy(order="F"), s2.copy(order="F"))
-    got = fid._trace_sqrt_dense_torch(s1, s2, "cpu")
+    s1, s2 = dense._lstore(np.cov(a, rowvar=False)), dense._lstore(np.cov(b, rowvar=False))
+    ref = dense._trace_sqrt_sym(s1.copy(order="F"), s2.copy(order="F"))
+    got = dense._trace_sqrt_dense_torch(s1, s2, "cpu")
     assert _rel(got, ref) < 1e-12
     # the first matrix singular: Cholesky of the second one instead (as on the LAPACK path)
-    low = fid._lstore(np.cov(a[: d // 2], rowvar=False))
-    ref2 = fid._trace_sqrt_sym(low.copy(order="F"), s2.copy(order="F"))
-    assert _rel(fid._trace_sqrt_dense_torch(low, s2, "cpu"), ref2) < 1e-10
+    low = dense._lstore(np.cov(a[: d // 2], rowvar=False))
+    ref2 = dense._trace_sqrt_sym(low.copy(order="F"), s2.copy(order="F"))
+    assert _rel(dense._trace_sqrt_dense_torch(low, s2, "cpu"), ref2) < 1e-10
     # both singular: None, the caller takes the eigendecomposition fallback
-    assert fid._trace_sqrt_dense_torch(low, low.copy(order="F"), "cpu") is None
+    assert dense._trace_sqrt_dense_torch(low, low.copy(order="F"), "cpu") is None
 
 
 @pytest.mark.parametrize("blas_threads", [None, 1])
@@ -471,3 +473,11 @@ def test_fid_computer_torch_backend_equals_scipy_backend(blas_threads):
         assert _rel(b, a) < 1e-10
         assert _rel(fct.compute(train, test, incremental=False), a) < 1e-10
     assert fct.counters["path_dense"] > 5 and fct.counters["incremental_updates"] > 0
+
+
+def test_old_import_path_oodml_fid_is_the_same_objects():
+    import oodml.fid as old
+
+    assert old.FIDComputer is FIDComputer and old.frechet_distance is frechet_distance
+    assert old.gaussian_stats is gaussian_stats and old.trace_sqrt_product is trace_sqrt_product
+    assert old._lstore is dense._lstore and old.EIGH_DRIVER == dense.EIGH_DRIVER
