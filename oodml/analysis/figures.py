@@ -350,9 +350,9 @@ def _split_series_fn() -> Callable | None:
     # lazy on purpose: the split figure belongs to the split stage and is optional here (a
     # package without it still writes every other figure; make_all notes the skip)
     try:
-        from oodml.splits_figure import plot_split_series
+        from oodml.splits.figure import plot_split_series
     except ModuleNotFoundError as exc:
-        if exc.name in ("oodml.splits_figure", "oodml.splits"):
+        if exc.name in ("oodml.splits.figure", "oodml.splits"):
             return None
         raise
     return plot_split_series
@@ -363,7 +363,7 @@ def split_series_figure(split_file: PathLike):
     splits), drawn by :func:`oodml.splits_figure.plot_split_series` in the paper style."""
     fn = _split_series_fn()
     if fn is None:
-        raise BadInputError("the split-series figure needs oodml.splits_figure, which is not installed")
+        raise BadInputError("the split-series figure needs oodml.splits.figure, which is not installed")
     with paper_style():
         return fn(split_file)
 

@@ -401,7 +401,7 @@ def _split_series(r: Report, ds: str) -> None:
     if ds not in r.splits:
         r.note(f"{ds}: no split file given (--splits); split-series figure skipped")
     elif _split_series_fn() is None:
-        r.note(f"{ds}: oodml.splits_figure is not available; split-series figure skipped")
+        r.note(f"{ds}: oodml.splits.figure is not available; split-series figure skipped")
     else:
         r.figure(
             ds,

@@ -72,7 +72,7 @@ def check_split_file(
     (the standard split = the series entry marked ``standard``) and must reproduce every series
     split's sides; at class level (``trajectory=None``) every trajectory FID is recomputed too.
     """
-    from oodml.fid import FIDComputer  # scipy.linalg ≈ 0.4 s: only when FIDs are recomputed
+    from oodml.shift.fid import FIDComputer  # scipy.linalg ≈ 0.4 s: only when FIDs are recomputed
 
     level = sf.provenance.get("level", "class")
     index = {c: i for i, c in enumerate(classes)}

@@ -59,7 +59,7 @@ def make_controls(doc: dict, features, labels, *, draws: int, seed: int = 0, par
     with validation classes and few-shot episodes made by the series' own rules.
     Returns the ``controls`` list (ids continue after the series' largest id).
     """
-    from oodml.fid import FIDComputer  # scipy.linalg ≈ 0.4 s: only when controls are drawn
+    from oodml.shift.fid import FIDComputer  # scipy.linalg ≈ 0.4 s: only when controls are drawn
 
     draws = int(draws)
     if draws < 1:

@@ -12,7 +12,7 @@ import numpy as np
 
 from oodml.datasets import canonical_name, load_dataset
 from oodml.errors import OodmlError
-from oodml.feature_files import load_features_file, standard_split_for_features  # no torch
+from oodml.features.files import load_features_file, standard_split_for_features  # no torch
 from oodml.io import atomic_write, file_digest
 from oodml.splits.controls import make_controls
 from oodml.splits.document import build_split_document

@@ -142,7 +142,7 @@ class _Search:
         self.means = means
         if fc is None:
             # scipy.linalg ≈ 0.4 s: imported when a search runs, not by every reader of split files
-            from oodml.fid import FIDComputer
+            from oodml.shift.fid import FIDComputer
 
             fc = FIDComputer(x, lab, level=p.level, blas_threads=blas_threads)
         self.fc = fc

@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from oodml.controls import control_map
 from oodml.frozen import frozen_rows
 from oodml.io import atomic_open, atomic_write, read_json
 from oodml.runs import METRICS, _metrics_complete
+from oodml.splits.controls import control_map
 from oodml.study.load import Study
 from oodml.study.plan import selection_of
 

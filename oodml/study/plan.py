@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oodml.controls import control_cells
 from oodml.errors import BadInputError, OodmlError
 from oodml.io import stable_hash
 from oodml.runs import HASH_EXCLUDED, RunSpec
+from oodml.splits.controls import control_cells
 
 __all__ = ["Grid", "expand_grid", "expand_search", "hashed_config", "selection_of", "train_config_class"]
 

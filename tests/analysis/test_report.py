@@ -87,7 +87,7 @@ def test_cli_on_csv_gives_byte_identical_files(full_run, capsys):
 
 
 def test_cli_on_study_yaml_with_split_series(tmp_path, capsys, synthetic, split_file):
-    pytest.importorskip("oodml.splits_figure")
+    pytest.importorskip("oodml.splits.figure")
     (tmp_path / "studies").mkdir()
     (tmp_path / "splits").mkdir()
     _, fids = split_file(tmp_path / "splits" / "glyphs.json")
