@@ -52,6 +52,7 @@ from pathlib import Path
 from oodml.errors import DatasetNotFoundError, DownloadError, OodmlError
 from oodml.io import file_digest, read_json, write_json
 from oodml.paths import data_root, data_root_source
+from oodml.progress import progress_bar
 
 #: Environment variable naming a base URL that replaces every official URL's folder.
 MIRROR_ENV = "OODML_DOWNLOAD_MIRROR"
@@ -273,10 +274,6 @@ def download_url(
     If ``dest`` already exists it is verified and returned without connecting (a mismatch is an
     error: it is not the expected file). Returns ``dest`` as a :class:`~pathlib.Path`.
     """
-    from tqdm.auto import tqdm
-
-    from oodml.cli import progress_disabled
-
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     want = md5.lower() if md5 else None
@@ -332,15 +329,15 @@ def download_url(
             start_at = offset if resuming else 0
             total = start_at + length_i if length_i is not None else None
             broken: str | None = None
-            bar = tqdm(
+            bar = progress_bar(
                 total=total,
                 initial=start_at,
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=dest.name,
-                disable=(not progress) or progress_disabled(),
-                leave=False,
+                enabled=progress,
+                delay=0,
             )
             try:
                 with open(part, "ab" if resuming else "wb") as fh:

@@ -52,6 +52,7 @@ from oodml.datasets.base import ImageDataset, Item
 from oodml.errors import BadInputError
 from oodml.io import read_json, stable_hash, write_json
 from oodml.paths import data_root
+from oodml.progress import progress_bar
 
 GLYPHS_VERSION = 1
 
@@ -219,10 +220,6 @@ def _jitter(img, rng: np.random.Generator, size: int):
 
 def generate_glyphs(target: Path, cfg: GlyphsConfig = GlyphsConfig(), progress: bool = True) -> dict:
     """Render the dataset into ``target`` (which must not exist yet); returns the manifest."""
-    from tqdm import tqdm
-
-    from oodml.cli import progress_disabled
-
     renderer = _Renderer()
     cmaps = _face_cmaps()
     chosen = _choose_classes(cfg, renderer, cmaps)
@@ -231,7 +228,7 @@ def generate_glyphs(target: Path, cfg: GlyphsConfig = GlyphsConfig(), progress: 
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     classes = []
     try:
-        bar = tqdm(chosen, desc="rendering glyphs", unit="class", disable=not progress or progress_disabled())
+        bar = progress_bar(chosen, enabled=progress, desc="rendering glyphs", unit="class", leave=True, delay=0)
         for sup, cp, faces in bar:
             rng = np.random.default_rng([cfg.seed, GLYPHS_VERSION, cp])
             order = [faces[i] for i in rng.permutation(len(faces))]

@@ -35,7 +35,6 @@ Definitions (as faiss / pytorch-metric-learning):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oodml.threads import torch_threads
+from oodml.threads import blas_threads, torch_threads
 
 __all__ = ["ExactKMeans", "KMeansResult", "kmeans", "nmi"]
 
@@ -98,11 +97,7 @@ def _n_cpus() -> int:
 def _single_threaded_blas():
     """Context in which BLAS runs on one thread: the many small products of the bound-pruned
     steps are ~100x slower with a multi-threaded BLAS (thread hand-offs per tiny call)."""
-    try:
-        from threadpoolctl import threadpool_limits  # lazy on purpose: only k-means iterations need it
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    return blas_threads(1)
 
 
 def sgemm_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

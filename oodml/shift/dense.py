@@ -18,6 +18,8 @@ import os
 import numpy as np
 from scipy.linalg import blas, eigh, lapack, svd
 
+from oodml.threads import blas_threads
+
 __all__ = [
     "DENSE_BACKENDS",
     "EIGH_DRIVER",
@@ -113,9 +115,6 @@ def _as_covariance(x, name: str, d: int) -> np.ndarray:
 # took 0.57-0.64 s instead of 0.50 s).
 
 
-_THREADPOOL_CONTROLLER = None
-
-
 def _blas_threads(work: float | None = None, threads: int | None = None):
     """Context that limits the BLAS thread pools to ``threads`` (or to 1 for small ``work``).
 
@@ -124,23 +123,13 @@ def _blas_threads(work: float | None = None, threads: int | None = None):
     2-core development machine with two busy processes: one d = 2048 dense FID 42 s with 2 threads
     vs 4.3 s with 1 (0.76 s vs 1.14 s when quiet), and a test of 40-d problems 21 s vs 0.3 s.
     Small problems therefore always run single-threaded; large ones keep the configured pools
-    unless ``threads`` is given.  Uses threadpoolctl (a scikit-learn dependency) when available.
+    unless ``threads`` is given (:func:`oodml.threads.blas_threads`).
     """
-    global _THREADPOOL_CONTROLLER
     if threads is None:
         if work is None or work >= SMALL_WORK_FLOPS:
             return contextlib.nullcontext()
         threads = 1
-    if _THREADPOOL_CONTROLLER is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _THREADPOOL_CONTROLLER = ThreadpoolController()
-        except Exception:  # pragma: no cover - threadpoolctl missing or broken
-            _THREADPOOL_CONTROLLER = False
-    if _THREADPOOL_CONTROLLER is False:  # pragma: no cover
-        return contextlib.nullcontext()
-    return _THREADPOOL_CONTROLLER.limit(limits=int(threads), user_api="blas")
+    return blas_threads(int(threads))
 
 
 def _work_estimate(n1: int, n2: int, d: int) -> float:
