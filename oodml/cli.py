@@ -7,6 +7,7 @@ import functools
 import sys
 from collections.abc import Callable
 
+from oodml import __version__
 from oodml.device import DEVICE_HELP
 from oodml.errors import OodmlError
 from oodml.progress import progress_disabled
@@ -39,8 +40,6 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 
 def add_version(parser: argparse.ArgumentParser) -> None:
     """``--version`` on a stage's parser (``oodml.<stage> 0.1.0``)."""
-    from oodml import __version__
-
     parser.add_argument("--version", action="version", version=f"{parser.prog} (oodml {__version__})")
 
 

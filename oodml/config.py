@@ -98,6 +98,92 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _union(value: Any, tp: Any, args: tuple) -> Any:
+    optional = type(None) in args
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NULLS):
+        if optional:
+            return None
+        raise _Mismatch(_describe(tp))
+    for member in args:
+        if member is type(None):
+            continue
+        try:
+            return _coerce(value, member)
+        except _Mismatch:
+            continue
+    raise _Mismatch(_describe(tp))
+
+
+def _literal(value: Any, tp: Any, choices: tuple) -> Any:
+    for choice in choices:
+        if value == choice and type(value) is type(choice):
+            return choice
+        if isinstance(choice, str) and isinstance(value, str) and value.strip().lower() == choice.lower():
+            return choice
+    raise _Mismatch(_describe(tp))
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _Mismatch("true or false")
+
+
+def _number(value: Any, tp: type) -> int | float:
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text) if tp is float or any(c in text for c in ".eE") else int(text)
+        except ValueError:
+            raise _Mismatch(_describe(tp)) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Mismatch(_describe(tp))
+    if tp is int:
+        if not math.isfinite(float(value)) or float(value) != int(value):
+            raise _Mismatch("an integer")
+        return int(value)
+    if not math.isfinite(float(value)):
+        raise _Mismatch("a finite number")
+    return float(value)
+
+
+def _text(value: Any, tp: type) -> str | Path:
+    if tp is Path:
+        if not isinstance(value, (str, Path)):
+            raise _Mismatch("a path")
+        return Path(value)
+    if isinstance(value, Path):
+        return str(value)
+    if not isinstance(value, str):
+        raise _Mismatch("text")
+    return value
+
+
+def _mapping(value: Any, args: tuple) -> dict:
+    if not isinstance(value, Mapping):
+        raise _Mismatch("a mapping of key: value")
+    if not args:
+        return dict(value)
+    kt, vt = args
+    return {_coerce(k, kt): _coerce(v, vt) for k, v in value.items()}
+
+
+def _sequence(value: Any, tp: Any, origin: Any, args: tuple) -> list | tuple:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise _Mismatch("a list")
+    items = list(value)
+    container = tuple if (tp is tuple or origin is tuple) else list
+    if not args:
+        return container(items)
+    if container is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+        if len(items) != len(args):
+            raise _Mismatch(f"a list of {len(args)} values")
+        return tuple(_coerce(v, t) for v, t in zip(items, args, strict=True))
+    return container(_coerce(v, args[0]) for v in items)
+
+
 def _coerce(value: Any, tp: Any) -> Any:
     """``value`` as type ``tp`` (raises :class:`_Mismatch` with what was expected)."""
     if tp is Any or tp is object:
@@ -107,81 +193,23 @@ def _coerce(value: Any, tp: Any) -> Any:
     if origin is typing.Annotated:
         return _coerce(value, args[0])
     if origin in (Union, types.UnionType):
-        optional = type(None) in args
-        if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NULLS):
-            if optional:
-                return None
-            raise _Mismatch(_describe(tp))
-        for member in args:
-            if member is type(None):
-                continue
-            try:
-                return _coerce(value, member)
-            except _Mismatch:
-                continue
-        raise _Mismatch(_describe(tp))
+        return _union(value, tp, args)
     if tp is type(None):
         if value is None:
             return None
         raise _Mismatch("null")
     if origin is Literal:
-        for choice in args:
-            if value == choice and type(value) is type(choice):
-                return choice
-            if isinstance(choice, str) and isinstance(value, str) and value.strip().lower() == choice.lower():
-                return choice
-        raise _Mismatch(_describe(tp))
+        return _literal(value, tp, args)
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-            return value.strip().lower() in _TRUE
-        raise _Mismatch("true or false")
+        return _bool(value)
     if tp in (int, float):
-        if isinstance(value, str):
-            text = value.strip()
-            try:
-                value = float(text) if tp is float or any(c in text for c in ".eE") else int(text)
-            except ValueError:
-                raise _Mismatch(_describe(tp)) from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Mismatch(_describe(tp))
-        if tp is int:
-            if not math.isfinite(float(value)) or float(value) != int(value):
-                raise _Mismatch("an integer")
-            return int(value)
-        if not math.isfinite(float(value)):
-            raise _Mismatch("a finite number")
-        return float(value)
-    if tp is str:
-        if isinstance(value, Path):
-            return str(value)
-        if not isinstance(value, str):
-            raise _Mismatch("text")
-        return value
-    if tp is Path:
-        if not isinstance(value, (str, Path)):
-            raise _Mismatch("a path")
-        return Path(value)
+        return _number(value, tp)
+    if tp in (str, Path):
+        return _text(value, tp)
     if tp in (dict, Mapping) or origin in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise _Mismatch("a mapping of key: value")
-        if not args:
-            return dict(value)
-        kt, vt = args
-        return {_coerce(k, kt): _coerce(v, vt) for k, v in value.items()}
+        return _mapping(value, args)
     if tp in (list, tuple) or origin in (list, tuple):
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-            raise _Mismatch("a list")
-        items = list(value)
-        container = tuple if (tp is tuple or origin is tuple) else list
-        if not args:
-            return container(items)
-        if container is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(items) != len(args):
-                raise _Mismatch(f"a list of {len(args)} values")
-            return tuple(_coerce(v, t) for v, t in zip(items, args, strict=True))
-        return container(_coerce(v, args[0]) for v in items)
+        return _sequence(value, tp, origin, args)
     if isinstance(tp, type):
         if isinstance(value, tp):
             return value

@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable
 
 from oodml.datasets.base import ImageDataset, Item, open_image_rgb
+from oodml.errors import OodmlError
 
 #: The embedded dataset, used wherever no dataset is named.
 DEFAULT_DATASET = "glyphs"
@@ -57,8 +58,6 @@ def dataset_names() -> list[str]:
 
 def canonical_name(name: str | None) -> str:
     """Map a user-typed name (or ``None``) to a registry name, with a clear error if unknown."""
-    from oodml.errors import OodmlError
-
     if name is None:
         return DEFAULT_DATASET
     key = name.strip().lower()

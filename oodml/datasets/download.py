@@ -49,8 +49,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from oodml.datasets import canonical_name
 from oodml.errors import DatasetNotFoundError, DownloadError, OodmlError
-from oodml.io import file_digest, read_json, write_json
+from oodml.io import file_digest, read_json, safe_extract, write_json
 from oodml.paths import data_root, data_root_source
 from oodml.progress import progress_bar
 
@@ -390,8 +391,6 @@ def download_url(
 # --------------------------------------------------------------------------------------------
 def source_for(name: str) -> DatasetSource:
     """The official sources of dataset ``name`` (registry name or alias)."""
-    from oodml.datasets import canonical_name
-
     key = canonical_name(name)
     if key not in SOURCES:
         raise OodmlError(
@@ -421,8 +420,6 @@ def fetch_dataset(
     files, e.g. Omniglot's background and evaluation sets). Finished extractions are recorded in
     ``.<archive>.extracted`` stamps and skipped on later calls.
     """
-    from oodml.io import safe_extract
-
     spec = source_for(name)
     target = data_root(root) / spec.folder
     if files is None:
