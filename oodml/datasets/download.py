@@ -263,6 +263,118 @@ def _open(url: str, offset: int, timeout: float):
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
+def _existing_is_right(dest: Path, want: str | None, url: str) -> bool:
+    """Whether ``dest`` already exists and is the expected file (a mismatch is an error)."""
+    if not dest.exists():
+        return False
+    if want is None:
+        return True
+    actual = file_digest(dest)
+    if actual == want:
+        return True
+    raise DownloadError(
+        f"{dest} exists but its MD5 is {actual}, expected {want}: it is not the file from {url} "
+        "(corrupt or a different version); delete it and rerun with --download"
+    )
+
+
+def _connect(url: str, dest: Path, part: Path, offset: int, want: str | None, attempt: int, timeout: float):
+    """The response for the bytes from ``offset`` on; ``"done"`` when the partial file is already
+    complete, ``None`` to start over (the partial file was deleted)."""
+    try:
+        return _open(url, offset, timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and offset and attempt == 0:
+            # Nothing left past our offset: the partial file may be complete already.
+            if want is not None and file_digest(part) == want:
+                return "done"
+            part.unlink()
+            return None
+        raise _connection_error(url, dest, exc) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise _connection_error(url, dest, exc) from None
+    except ValueError as exc:  # e.g. a mirror given without http://
+        raise DownloadError(f"cannot download {url!r}: not a valid URL ({exc}); check ${MIRROR_ENV}") from None
+
+
+def _resuming(resp, offset: int, part: Path, url: str, attempt: int) -> bool | None:
+    """Whether the answer continues our partial file (True), replaces it (False), or cannot be
+    spliced onto it (None: the partial file was deleted, try again)."""
+    if not (offset and resp.getcode() == 206):
+        return False
+    start = _parse_content_range_start(resp.headers.get("Content-Range"))
+    if start == offset:
+        return True
+    part.unlink()  # an answer we cannot splice onto our bytes: start over
+    if attempt == 0:
+        return None
+    raise DownloadError(
+        f"cannot resume {url}: the server answered a range request with the wrong range; "
+        f"delete {part} and rerun with --download"
+    )
+
+
+def _announced_total(resp, start_at: int) -> int | None:
+    length = resp.headers.get("Content-Length") if resp.headers is not None else None
+    try:
+        return start_at + int(length) if length is not None else None
+    except ValueError:
+        return None
+
+
+def _write_body(resp, part: Path, append: bool, total: int | None, start_at: int, name: str, progress: bool):
+    """Stream the body into ``part``; returns why the connection broke mid-transfer, or None."""
+    broken: str | None = None
+    bar = progress_bar(
+        total=total,
+        initial=start_at,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=name,
+        enabled=progress,
+        delay=0,
+    )
+    try:
+        with open(part, "ab" if append else "wb") as fh:
+            while True:
+                try:
+                    block = resp.read(_CHUNK)
+                except (OSError, http.client.HTTPException) as exc:
+                    broken = f"{type(exc).__name__}: {exc}"
+                    break
+                if not block:
+                    break
+                fh.write(block)
+                bar.update(len(block))
+            fh.flush()
+            os.fsync(fh.fileno())
+    finally:
+        bar.close()
+    return broken
+
+
+def _check_transfer(part: Path, total: int | None, broken: str | None, url: str, want: str | None) -> None:
+    """A truncated transfer keeps its partial file (to resume); an over-long one deletes it."""
+    size = part.stat().st_size
+    if broken is not None or (total is not None and size < total):
+        got = file_digest(part)
+        what = f"{size} of {total} bytes" if total is not None else f"{size} bytes"
+        why = " after " + " ".join(broken.split()) if broken else ""
+        raise DownloadError(
+            f"download of {url} was truncated{why}: {part} holds {what} "
+            f"(MD5 so far {got}, expected {want or 'unpublished'}); the partial file is kept: "
+            "rerun with --download to resume it"
+        )
+    if total is not None and size > total:
+        part.unlink()
+        raise DownloadError(
+            f"download of {url} is longer than announced ({size} > {total} bytes); the partial file "
+            "was deleted: rerun with --download"
+        )
+
+
 def download_url(
     url: str,
     dest: str | os.PathLike,
@@ -278,100 +390,25 @@ def download_url(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     want = md5.lower() if md5 else None
-    if dest.exists():
-        if want is None:
-            return dest
-        actual = file_digest(dest)
-        if actual == want:
-            return dest
-        raise DownloadError(
-            f"{dest} exists but its MD5 is {actual}, expected {want}: it is not the file from {url} "
-            "(corrupt or a different version); delete it and rerun with --download"
-        )
+    if _existing_is_right(dest, want, url):
+        return dest
     part = Path(str(dest) + ".part")
 
     for attempt in range(2):
         offset = part.stat().st_size if part.exists() else 0
-        try:
-            resp = _open(url, offset, timeout)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            if exc.code == 416 and offset and attempt == 0:
-                # Nothing left past our offset: the partial file may be complete already.
-                if want is not None and file_digest(part) == want:
-                    break
-                part.unlink()
-                continue
-            raise _connection_error(url, dest, exc) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            raise _connection_error(url, dest, exc) from None
-        except ValueError as exc:  # e.g. a mirror given without http://
-            raise DownloadError(f"cannot download {url!r}: not a valid URL ({exc}); check ${MIRROR_ENV}") from None
-
+        resp = _connect(url, dest, part, offset, want, attempt, timeout)
+        if resp == "done":
+            break
+        if resp is None:
+            continue
         with resp:
-            status = resp.getcode()
-            resuming = False
-            if offset and status == 206:
-                start = _parse_content_range_start(resp.headers.get("Content-Range"))
-                if start != offset:  # an answer we cannot splice onto our bytes: start over
-                    part.unlink()
-                    if attempt == 0:
-                        continue
-                    raise DownloadError(
-                        f"cannot resume {url}: the server answered a range request with the wrong range; "
-                        f"delete {part} and rerun with --download"
-                    )
-                resuming = True
-            length = resp.headers.get("Content-Length") if resp.headers is not None else None
-            try:
-                length_i = int(length) if length is not None else None
-            except ValueError:
-                length_i = None
+            resuming = _resuming(resp, offset, part, url, attempt)
+            if resuming is None:
+                continue
             start_at = offset if resuming else 0
-            total = start_at + length_i if length_i is not None else None
-            broken: str | None = None
-            bar = progress_bar(
-                total=total,
-                initial=start_at,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=dest.name,
-                enabled=progress,
-                delay=0,
-            )
-            try:
-                with open(part, "ab" if resuming else "wb") as fh:
-                    while True:
-                        try:
-                            block = resp.read(_CHUNK)
-                        except (OSError, http.client.HTTPException) as exc:
-                            broken = f"{type(exc).__name__}: {exc}"  # the connection broke mid-transfer
-                            break
-                        if not block:
-                            break
-                        fh.write(block)
-                        bar.update(len(block))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            finally:
-                bar.close()
-        size = part.stat().st_size
-        if broken is not None or (total is not None and size < total):
-            got = file_digest(part)
-            what = f"{size} of {total} bytes" if total is not None else f"{size} bytes"
-            why = " after " + " ".join(broken.split()) if broken else ""
-            raise DownloadError(
-                f"download of {url} was truncated{why}: {part} holds {what} "
-                f"(MD5 so far {got}, expected {want or 'unpublished'}); the partial file is kept: "
-                "rerun with --download to resume it"
-            )
-        if total is not None and size > total:
-            part.unlink()
-            raise DownloadError(
-                f"download of {url} is longer than announced ({size} > {total} bytes); the partial file "
-                "was deleted: rerun with --download"
-            )
+            total = _announced_total(resp, start_at)
+            broken = _write_body(resp, part, resuming, total, start_at, dest.name, progress)
+        _check_transfer(part, total, broken, url, want)
         break
 
     if want is not None:
