@@ -175,3 +175,18 @@ def test_every_command_follows_the_cli_pattern():
         with pytest.raises(SystemExit) as exc:
             module.main(["--version"])
         assert exc.value.code == 0
+
+
+#: Functions are cut into named steps past this many lines (docstring included).
+LONG_FUNCTION_LIMIT = 80
+
+
+def test_no_function_is_longer_than_the_limit():
+    long = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > LONG_FUNCTION_LIMIT:
+                    long.append(f"{name}.{node.name} ({lines} lines)")
+    assert long == []
