@@ -160,6 +160,7 @@ from oodml.splits.file import (
     _str_list,
     _to_split,
     load_splits,
+    read_series,
     validate_split_document,
     write_split_document,
 )
@@ -202,6 +203,7 @@ __all__ = [
     "dumps_split_document",
     "import_oodml",
     "load_splits",
+    "read_series",
     "make_episodes",
     "make_splits",
     "replay_from",

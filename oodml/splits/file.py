@@ -389,6 +389,19 @@ def load_splits(path, dataset=None) -> SplitFile:
     return split_file_from_document(doc, path)
 
 
+def read_series(path, where: str = "") -> list[dict]:
+    """The ``series`` entries of a split file as plain dicts (``id``, ``fid``, ``phase``, the sides),
+    checked only for their shape: what a study needs to plan its grid without a dataset at hand
+    (:func:`load_splits` validates the whole file)."""
+    path = Path(path)
+    data = read_json(path, "split file")
+    series = data.get("series") if isinstance(data, dict) else None
+    if not isinstance(series, list) or not all(isinstance(s, dict) and "id" in s for s in series):
+        at = f" ({where})" if where else ""
+        raise BadInputError(f"split file {path}{at} has no valid 'series' list; regenerate it with oodml.make_splits")
+    return series
+
+
 def write_split_document(path, doc: dict) -> Path:
     """Validate ``doc`` and write it atomically (byte-identical for identical documents)."""
     path = Path(path)

@@ -21,10 +21,10 @@ from oodml.datasets import DEFAULT_DATASET, canonical_name, dataset_names, load_
 from oodml.errors import BadInputError, OodmlError
 from oodml.executors import check_executor
 from oodml.frozen import frozen_specs
-from oodml.io import load_yaml, read_json
+from oodml.io import load_yaml
 from oodml.paths import find_base_dir
 from oodml.runs import DEFAULT_HEARTBEAT, DEFAULT_STALE_AFTER, RunSpec
-from oodml.splits import load_splits
+from oodml.splits import load_splits, read_series
 from oodml.study.plan import Grid, expand_grid, train_config_class
 
 __all__ = ["Study", "load_study", "preflight"]
@@ -117,13 +117,7 @@ def _read_split_file(path: Path, where: str, study_path: Path, dataset: str | No
             f"{study_path}: split file {path} ({where}) does not exist; create it with "
             f"`{make}` (add --root as for the study) or remove the key to use the dataset's standard split"
         )
-    data = read_json(path, "split file")
-    series = data.get("series") if isinstance(data, dict) else None
-    if not isinstance(series, list) or not all(isinstance(s, dict) and "id" in s for s in series):
-        raise BadInputError(
-            f"split file {path} ({where}) has no valid 'series' list; regenerate it with oodml.make_splits"
-        )
-    return series
+    return read_series(path, where)
 
 
 def _loss_entries(raw: Any, study_path: Path) -> list[dict]:

@@ -92,3 +92,16 @@ def test_dataset_checks(tmp_path, doc40, make_dataset):
         load_splits(tmp_path / "trunc.json")
     with pytest.raises(BadInputError, match="does not exist"):
         load_splits(tmp_path / "missing.json")
+
+
+def test_read_series_gives_the_entries_a_study_plans_with(tmp_path):
+    from oodml.errors import BadInputError
+    from oodml.splits import read_series
+
+    good = tmp_path / "s.json"
+    good.write_text('{"series": [{"id": 1, "fid": 0.5}, {"id": 2, "fid": 0.9}]}')
+    assert [s["id"] for s in read_series(good)] == [1, 2]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"series": [{"fid": 0.5}]}')
+    with pytest.raises(BadInputError, match=r"bad\.json \(datasets\[0\]\.splits\) has no valid 'series' list"):
+        read_series(bad, "datasets[0].splits")
