@@ -317,11 +317,16 @@ def try_claim(
             if seen is not None:
                 _remove_stale(path, seen, stale_after)
             continue
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(dumps_json(info))
-            fh.flush()
-            os.fsync(fh.fileno())
-        return Claim(path, info, heartbeat)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(dumps_json(info))
+                fh.flush()
+                os.fsync(fh.fileno())
+            return Claim(path, info, heartbeat)
+        except BaseException:  # e.g. SIGTERM (a runner's end) between taking the claim and holding it
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
     return None
 
 
@@ -518,10 +523,12 @@ def execute_run(
         run_fn = bind_run_fn(run.search, run_fn)
     if is_done(run) or ((run.run_dir / FAILED).is_file() and not retry_failed):
         return "skipped"
-    claim = try_claim(run.run_dir, stale_after, heartbeat, claim_extra)
-    if claim is None:
-        return "skipped"
+    claim = None
     try:
+        # inside the try: a SIGTERM right after the claim is taken still releases it
+        claim = try_claim(run.run_dir, stale_after, heartbeat, claim_extra)
+        if claim is None:
+            return "skipped"
         if is_done(run):  # finished by another runner between our check and our claim
             return "skipped"
         if (run.run_dir / FAILED).is_file():
@@ -570,7 +577,8 @@ def execute_run(
             os.unlink(run.run_dir / QUEUED)
         return "done"
     finally:
-        claim.release()
+        if claim is not None:
+            claim.release()
 
 
 def load_run_fn(spec: str | None) -> RunFn | None:

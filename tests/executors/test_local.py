@@ -59,11 +59,12 @@ def test_sigkill_of_parallel_runner_leaves_no_worker_and_restart_completes(tmp_p
     workers: dict[str, int] = {}
     try:
         deadline = time.time() + 90
-        while time.time() < deadline and len(workers) < 2:
+        # both workers hold a claim and their runs have started training (a mark each)
+        while time.time() < deadline and not (len(workers) == 2 and set(workers) <= set(_marks(tmp_path))):
             workers = _claim_pids(st)
             assert proc.poll() is None, proc.stdout.read().decode()
             time.sleep(0.1)
-        assert len(workers) == 2, "the two workers did not start their runs"
+        assert len(workers) == 2 and set(workers) <= set(_marks(tmp_path)), "the two workers did not start their runs"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
