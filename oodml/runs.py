@@ -497,6 +497,13 @@ def _record_failure(run_dir: Path, exc: BaseException, phase: str) -> None:
     )
 
 
+def _clear_failure(run_dir: Path) -> None:
+    """Forget a failed attempt (``--retry-failed``): its ``failed.json`` and ``error.txt``."""
+    for name in (FAILED, ERROR):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(run_dir / name)
+
+
 def execute_run(
     run: RunSpec,
     study_name: str,
@@ -534,9 +541,7 @@ def execute_run(
         if (run.run_dir / FAILED).is_file():
             if not retry_failed:
                 return "skipped"
-            for name in (FAILED, ERROR):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(run.run_dir / name)
+            _clear_failure(run.run_dir)
         write_json(run.run_dir / RUN_JSON, run.describe(study_name))
         phase = "train"
         started = time.time()
