@@ -17,6 +17,12 @@ import pytest
 N_IMAGES = 12  # per class
 
 
+@pytest.fixture(scope="package")
+def run_config():
+    """The settings the package's trained run used (without its data root)."""
+    return dict(RUN_CONFIG)
+
+
 SIZE = 32
 
 

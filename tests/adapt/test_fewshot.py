@@ -15,32 +15,6 @@ from oodml.errors import BadInputError
 N_IMAGES = 12  # per class
 
 
-SIZE = 32
-
-
-RUN_CONFIG = dict(
-    dataset="folder",
-    backbone="test_resnet",
-    pretrained=False,
-    embed_dim=2,
-    image_size=SIZE,
-    resize_size=SIZE,
-    batch_size=16,
-    m_per_class=2,
-    epochs=3,
-    lr=1e-3,
-    freeze_bn=False,
-    augment=False,
-    workers=0,
-    device="cpu",
-    tensorboard=False,
-    val_fraction=0.0,
-    eval_every=0,
-    threads=1,
-    seed=0,
-)
-
-
 def _fresh_copy(run_dir, tmp_path):
     dst = tmp_path / "run"
     shutil.copytree(run_dir, dst)
@@ -48,7 +22,7 @@ def _fresh_copy(run_dir, tmp_path):
     return dst
 
 
-def test_head_adaptation_beats_zero_shot_under_shift(trained, tmp_path):
+def test_head_adaptation_beats_zero_shot_under_shift(trained, run_config, tmp_path):
     run_dir = _fresh_copy(trained, tmp_path)
     result = A.run_adaptation(
         run_dir, mode="fewshot", shots=(2, 5), episodes=3, iterations=200, lr=1e-3, metrics=("recall",), progress=False
@@ -64,7 +38,7 @@ def test_head_adaptation_beats_zero_shot_under_shift(trained, tmp_path):
         assert rec["zero_shot"]["recall@1"]["mean"] < 0.4  # the hue embedding is blind to orientation
     opts = result["fewshot"]["options"]
     assert opts["adapt"] == "head" and opts["loss"] == "margin" and opts["iterations"] == {"2": 200, "5": 200}
-    assert opts["batch_size"] == RUN_CONFIG["batch_size"] and opts["lr"] == 1e-3
+    assert opts["batch_size"] == run_config["batch_size"] and opts["lr"] == 1e-3
     rows = A.adaptation_rows(result)
     got = {(r["stage"], r["metric"]): r for r in rows}
     for k in (2, 5):
