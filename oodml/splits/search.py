@@ -54,9 +54,18 @@ def side_scores(train_means: np.ndarray, test_means: np.ndarray) -> tuple[np.nda
     """
     mu_tr = train_means.mean(axis=0)
     mu_te = test_means.mean(axis=0)
-    s_tr = np.linalg.norm(train_means - mu_te, axis=1) - np.linalg.norm(train_means - mu_tr, axis=1)
-    s_te = np.linalg.norm(test_means - mu_tr, axis=1) - np.linalg.norm(test_means - mu_te, axis=1)
-    return s_tr, s_te
+    return _distance_gap(train_means, mu_te, mu_tr), _distance_gap(test_means, mu_tr, mu_te)
+
+
+def _distance_gap(points: np.ndarray, far: np.ndarray, near: np.ndarray, block: int = 256) -> np.ndarray:
+    """``‖x − far‖ − ‖x − near‖`` per row, a block of rows at a time: at SOP's size (11k × 2048
+    float64 per side) the whole-array form made four 180 MB temporaries per side and spent most of
+    its time in page faults; per row the arithmetic is the same, so are the values (bit for bit)."""
+    out = np.empty(len(points))
+    for i in range(0, len(points), block):
+        x = points[i : i + block]
+        out[i : i + block] = np.linalg.norm(x - far, axis=1) - np.linalg.norm(x - near, axis=1)
+    return out
 
 
 @dataclass

@@ -76,6 +76,15 @@ def test_harder_phase_moves_exactly_the_reference_classes(seed, swaps, history, 
     assert ours == [[(int(a), int(b)) for a, b in it] for it in ref]
 
 
+def test_side_scores_blockwise_are_bit_identical_to_the_whole_array_formula():
+    rng = np.random.default_rng(0)
+    tr, te = rng.standard_normal((1000, 40)), rng.standard_normal((700, 40)) + 0.3
+    mu_tr, mu_te = tr.mean(axis=0), te.mean(axis=0)
+    s_tr, s_te = side_scores(tr, te)  # rows in blocks of 256: the last block is partial on both sides
+    assert np.array_equal(s_tr, np.linalg.norm(tr - mu_te, axis=1) - np.linalg.norm(tr - mu_tr, axis=1))
+    assert np.array_equal(s_te, np.linalg.norm(te - mu_tr, axis=1) - np.linalg.norm(te - mu_te, axis=1))
+
+
 def test_rankings_put_the_most_other_like_class_first():
     tr = np.array([[0.0, 0], [1, 0], [9, 0]])  # the third looks like the test side
     te = np.array([[10.0, 0], [11, 0], [2, 0]])  # the third looks like the train side
