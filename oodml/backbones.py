@@ -13,6 +13,13 @@ inputs, so oodml registers one with timm's model registry:
     It has **no pretrained weights**: ``pretrained=True`` is refused with a clear error instead of
     silently giving a random network.
 
+``oodml_convnet_s``
+    the same network at half the widths (16 / 32 / 64: ~0.07 M parameters, ~10 MFLOPs per image).
+    What the embedded quick study trains: a training step at batch 64 costs about a quarter of
+    ``oodml_convnet``'s on one CPU thread, and with a higher learning rate (3e-3, 8 epochs) it
+    reaches Recall@1 ≈ 0.73 on the standard glyph split against ≈ 0.80 for the wide network's 12
+    epochs at 1e-3, at about a fifth of the CPU time.
+
 Use it like any timm model::
 
     from oodml.models import build_model
@@ -109,17 +116,22 @@ class ConvNet(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
 
-def _oodml_convnet(pretrained: bool = False, **kwargs: Any) -> ConvNet:
+#: Registered variants: timm name -> default widths.
+VARIANTS = {"oodml_convnet": (32, 64, 128), "oodml_convnet_s": (16, 32, 64)}
+
+
+def _oodml_convnet(pretrained: bool = False, *, name: str = "oodml_convnet", **kwargs: Any) -> ConvNet:
     if pretrained:
         raise BadInputError(
-            "backbone 'oodml_convnet' has no pretrained weights; train it from scratch "
+            f"backbone {name!r} has no pretrained weights; train it from scratch "
             "(pretrained: false / --no-pretrained) or give a weights file"
         )
     # timm passes its own bookkeeping arguments; the network takes only its own
     for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "drop_path_rate", "features_only"):
         kwargs.pop(key, None)
+    kwargs.setdefault("widths", VARIANTS[name])
     model = ConvNet(**kwargs)
-    model.pretrained_cfg = dict(_DEFAULT_CFG)
+    model.pretrained_cfg = {**_DEFAULT_CFG, "architecture": name}
     model.default_cfg = model.pretrained_cfg
     return model
 
@@ -129,15 +141,21 @@ def register() -> None:
     import timm  # lazy on purpose: timm (with torchvision) costs seconds of startup
     from timm.models import register_model
 
-    if timm.is_model("oodml_convnet"):
-        return
+    for name in VARIANTS:
+        if not timm.is_model(name):
+            register_model(_entry_point(name))
 
-    def oodml_convnet(pretrained: bool = False, **kwargs: Any) -> ConvNet:
-        """oodml's small-image ConvNet (see :mod:`oodml.backbones`)."""
-        return _oodml_convnet(pretrained=pretrained, **kwargs)
 
-    oodml_convnet.__module__ = __name__
-    register_model(oodml_convnet)
+def _entry_point(name: str):
+    """The timm entry point of variant ``name`` (timm registers a function under its own name)."""
+
+    def entry(pretrained: bool = False, **kwargs: Any) -> ConvNet:
+        return _oodml_convnet(pretrained=pretrained, name=name, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__module__ = __name__
+    entry.__doc__ = f"oodml's small-image ConvNet, widths {VARIANTS[name]} (see :mod:`oodml.backbones`)."
+    return entry
 
 
 register()

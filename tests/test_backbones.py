@@ -20,6 +20,15 @@ def test_registered_with_timm_and_keeps_spatial_resolution():
     assert wide(torch.randn(1, 3, 32, 32)).shape == (1, 5)
 
 
+def test_small_variant_has_half_the_widths_and_its_own_name():
+    assert timm.is_model("oodml_convnet_s")
+    net = timm.create_model("oodml_convnet_s", pretrained=False, num_classes=0, global_pool="")
+    assert net.forward_features(torch.randn(2, 3, 32, 32)).shape == (2, 64, 4, 4)
+    assert net.pretrained_cfg["architecture"] == "oodml_convnet_s"
+    with pytest.raises(OodmlError, match="no pretrained weights.*'oodml_convnet_s'"):
+        build_model("oodml_convnet_s", pretrained=True)
+
+
 def test_embedding_model_and_data_config():
     model = build_model("oodml_convnet", pretrained=False, embed_dim=16)
     out = model(torch.randn(3, 3, 32, 32))
