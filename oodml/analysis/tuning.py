@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from oodml.analysis.labels import fid_label, loss_order, metric_label, metric_name
-from oodml.analysis.style import _fid_axis, _figure, _legend_height, _loss_legend, loss_style, paper_style
+from oodml.analysis.style import RC, _fid_axis, _figure, _legend_height, _loss_legend, loss_style, paper_style
 from oodml.analysis.tables import curve_table
 from oodml.errors import BadInputError
 
@@ -121,14 +121,27 @@ def default_vs_tuned_figure(
                 if np.isfinite(c).any():
                     ax.fill_between(x, m - c, m + c, color=st["color"], alpha=0.15, linewidth=0, zorder=2)
             ax.set_title(loss)
-            _fid_axis(ax, (x_label or fid_label()) if i // ncols == nrows - 1 else None)
+            # one panel: its own x label; several: one label under the row (the panels' own
+            # labels ran into each other at the paper width)
+            _fid_axis(ax, (x_label or fid_label()) if ncols == 1 and i // ncols == nrows - 1 else None)
             if i % ncols == 0:
                 ax.set_ylabel(metric_label(metric, percent))
         for j in range(len(losses), nrows * ncols):
             axes[j // ncols, j % ncols].set_visible(False)
+        if ncols > 1:
+            fig.supxlabel(x_label or fid_label())
         handles = [axes[0, 0].plot([], [], **TUNING_STYLE[t])[0] for t in labels]
-        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
-        fig.suptitle(f"{dataset}: zero-shot {metric_name(metric)}, default vs tuned settings")
+        # the x label takes the bottom edge: the legend goes on top, carrying the title (as the
+        # linear-probe figure does; a suptitle would sit on top of it)
+        fig.legend(
+            handles,
+            labels,
+            loc="outside upper center",
+            ncol=len(labels),
+            frameon=False,
+            title=f"{dataset}: zero-shot {metric_name(metric)}, default vs tuned settings",
+            title_fontsize=RC["axes.titlesize"],
+        )
     return fig
 
 
