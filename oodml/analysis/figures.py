@@ -31,11 +31,9 @@ from oodml.analysis.labels import (
 )
 from oodml.analysis.stats import _cliques, curve_intervals
 from oodml.analysis.style import (
-    RC,
     _draw_lines,
     _fid_axis,
     _figure,
-    _legend_handles,
     _legend_height,
     _loss_legend,
     _require,
@@ -317,19 +315,7 @@ def probe_figure(df: pd.DataFrame, dataset: str, *, x_label: str | None = None, 
         fig.supxlabel(x_label or fid_label())
         fig.supylabel(f"Top-1 accuracy{' (%)' if percent is not False else ''}")
         # supxlabel takes the bottom edge: the legend goes on top here, titled like the other figures
-        ncol = 4 if max(len(name) for name in losses) <= 9 else 3
-        fig.legend(
-            _legend_handles(losses),
-            list(losses),
-            loc="outside upper center",
-            ncol=min(ncol, len(losses)),
-            frameon=False,
-            handlelength=2.6,
-            columnspacing=1.0,
-            handletextpad=0.5,
-            title=f"{dataset}: linear probe",
-            title_fontsize=RC["axes.titlesize"],
-        )
+        _loss_legend(fig, losses, loc="outside upper center", title=f"{dataset}: linear probe")
     return fig
 
 

@@ -169,18 +169,21 @@ def _legend_handles(losses: Sequence[str]):
     ]
 
 
-def _loss_legend(fig, losses: Sequence[str]) -> None:
-    """The losses' legend below the axes (outside, so it never covers data)."""
+def _loss_legend(fig, losses: Sequence[str], *, loc: str = "outside lower center", title: str | None = None) -> None:
+    """The losses' legend below the axes (outside, so it never covers data); ``loc="outside upper
+    center"`` with a ``title`` when a shared x label takes the bottom edge."""
     ncol = 4 if max(len(name) for name in losses) <= 9 else 3
+    titled = {} if title is None else {"title": title, "title_fontsize": RC["axes.titlesize"]}
     fig.legend(
         _legend_handles(losses),
         list(losses),
-        loc="outside lower center",
+        loc=loc,
         ncol=min(ncol, len(losses)),
         frameon=False,
         handlelength=2.6,
         columnspacing=1.0,
         handletextpad=0.5,
+        **titled,
     )
 
 
