@@ -10,6 +10,7 @@ user is root, and the module is skipped with the reason otherwise.
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import os
 import re
@@ -108,12 +109,27 @@ def _wait(cond, timeout: float, what: str, poll: float = 1.0):
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+#: Slurm holds a requeued task for this long (its BeginTime is set this far ahead).
+REQUEUE_HOLD_S = 120
+#: How long a requeued task stays held before a test releases it: released within the same second,
+#: a task was started while slurmd was still revoking its last allocation's credential ("Killing
+#: non-startable batch job: Job credential revoked"), which ends the job for good.
+RELEASE_AFTER_S = 5
+
+
 def _release_requeued(cluster) -> None:
-    """Slurm holds a requeued task for 120 s (BeginTime); release it at once to keep tests short."""
-    out = cluster.run("squeue", "-h", "-r", "-t", "PENDING", "-o", "%i %r", check=False).stdout
+    """Slurm holds a requeued task for 120 s (BeginTime); release it after a few seconds instead,
+    to keep tests short."""
+    out = cluster.run("squeue", "-h", "-r", "-t", "PENDING", "-o", "%i %r %S", check=False).stdout
     for line in out.splitlines():
-        jid, _, reason = line.partition(" ")
-        if reason.strip() == "BeginTime":
+        jid, reason, begin = (line.split() + ["", ""])[:3]
+        if reason != "BeginTime":
+            continue
+        try:
+            held = REQUEUE_HOLD_S - (datetime.datetime.fromisoformat(begin).timestamp() - time.time())
+        except ValueError:
+            held = RELEASE_AFTER_S  # no readable begin time: release as before
+        if held >= RELEASE_AFTER_S:
             cluster.run("scontrol", "update", f"JobId={jid}", "StartTime=now", check=False)
 
 
