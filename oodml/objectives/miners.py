@@ -10,6 +10,7 @@ from typing import Any
 from pytorch_metric_learning import miners as M
 
 from oodml.errors import BadInputError
+from oodml.objectives.distance_weighted import DistanceWeightedMiner
 from oodml.objectives.pml import pml_class
 from oodml.objectives.rho_distance import RhoDistanceMiner
 
@@ -17,7 +18,7 @@ __all__ = ["MINERS", "MINER_ALIASES", "list_miners", "miner_class", "resolve_min
 
 #: Registry name -> miner class.
 MINERS: dict[str, type] = {
-    "distance_weighted": M.DistanceWeightedMiner,
+    "distance_weighted": DistanceWeightedMiner,  # pml's, sampled in one pass (oodml.objectives.distance_weighted)
     "multisimilarity": M.MultiSimilarityMiner,
     "triplet_margin": M.TripletMarginMiner,
     "pair_margin": M.PairMarginMiner,
