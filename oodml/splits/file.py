@@ -135,11 +135,12 @@ def validate_split_document(doc: Any, source: str = "<document>", dataset=None) 
     if dataset is not None:
         _check_against_dataset(doc, classes, n_img, dataset, source)
     labels = dataset.label_names if dataset is not None else None
+    label_arr = np.asarray(labels, dtype=object) if labels is not None else None
     ids, prev_fid = set(), -math.inf
     for s in series:
         prev_fid = _check_entry(s, ids, prev_fid, source)
         test = _check_sides(s, known, source)
-        _check_episodes(s, test, n_img, names_only, labels, dataset, source)
+        _check_episodes(s, test, n_img, names_only, (labels, label_arr), dataset, source)
     if doc.get("controls") is not None:
         validate_controls(doc, source, dataset)
 
@@ -251,7 +252,9 @@ def _check_sides(s: dict, known: set[str], source: str) -> list[str]:
 
 def _check_episodes(s: dict, test: list[str], n_img: int, names_only: bool, labels, dataset, source: str) -> None:
     """Episodes keyed by positive shots ``k``: lists of ``{test class: k distinct image ids}``
-    (image file names in a names-only file); with a dataset, every id belongs to its class."""
+    (image file names in a names-only file); with a dataset (``labels``: its per-image class
+    names as a list and as an object array, else ``(None, None)``), every id belongs to its class."""
+    labels, label_arr = labels
     sid = s["id"]
     eps = s.get("episodes", {})
     if not isinstance(eps, dict):
@@ -266,7 +269,7 @@ def _check_episodes(s: dict, test: list[str], n_img: int, names_only: bool, labe
         for e, ep in enumerate(lst):
             if not isinstance(ep, dict):
                 _fail(source, f"split {sid} {k}-shot episode {e} must be an object")
-            if not names_only and labels is None and _episode_ids_valid(ep, k, n_img, test_set):
+            if not names_only and _episode_ids_valid(ep, k, n_img, test_set, label_arr):
                 continue  # the whole episode checked at once (SOP: 11k classes per episode)
             for c, sup in ep.items():
                 if c not in test_set:
@@ -284,10 +287,11 @@ def _check_episodes(s: dict, test: list[str], n_img: int, names_only: bool, labe
                     )
 
 
-def _episode_ids_valid(ep: dict, k: int, n_img: int, test_set: set) -> bool:
+def _episode_ids_valid(ep: dict, k: int, n_img: int, test_set: set, label_arr=None) -> bool:
     """True when every class of the episode is a test class with ``k`` distinct image ids in
-    ``0..n_img-1`` (plain ints): the checks of the per-class loop, vectorised.  False sends the
-    episode through that loop, which names the first fault."""
+    ``0..n_img-1`` (plain ints), each of that class when ``label_arr`` (the dataset's class name
+    per image) is given: the checks of the per-class loop, vectorised.  False sends the episode
+    through that loop, which names the first fault."""
     if not ep.keys() <= test_set:
         return False
     sups = list(ep.values())
@@ -303,6 +307,8 @@ def _episode_ids_valid(ep: dict, k: int, n_img: int, test_set: set) -> bool:
     except OverflowError:
         return False
     if ids.min() < 0 or ids.max() >= n_img:
+        return False
+    if label_arr is not None and not np.all(label_arr[ids] == np.asarray(list(ep), dtype=object)[:, None]):
         return False
     ids.sort(axis=1)
     return bool(np.all(ids[:, 1:] != ids[:, :-1]))
