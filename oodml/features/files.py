@@ -160,7 +160,7 @@ def _open_npz(p: Path) -> np.lib.npyio.NpzFile:
     try:
         loaded = np.load(p, allow_pickle=False)
     except ValueError as exc:
-        if "pickled data" in str(exc):  # neither .npz nor .npy: np.load would need to unpickle it
+        if "pickled" in str(exc):  # neither .npz nor .npy: np.load would need to unpickle it
             raise BadInputError(
                 f"features file {p} is not a readable .npz (not a zip archive; a pickle or another format), "
                 f"and pickles are never loaded; expected {FEATURES_FILE_LAYOUT}"
