@@ -33,6 +33,8 @@ first unmappable image and the layouts that work) unless ``--redraw-episodes``; 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import sys
 import threading
 from pathlib import Path
@@ -45,6 +47,7 @@ from oodml.errors import BadInputError, OodmlError
 from oodml.features.files import load_features_file  # no torch for a features file
 from oodml.splits.check import check_split_file
 from oodml.splits.figure import plot_split_series  # matplotlib is imported when a figure is drawn
+from oodml.splits.figure_worker import FigureWorker
 from oodml.splits.file import load_splits, write_split_document
 from oodml.splits.make import _table_from_featureset, make_splits
 from oodml.splits.params import SearchParams
@@ -254,27 +257,35 @@ def format_summary(sf) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def _prefetch_figure_modules(args) -> None:
-    """Import matplotlib (≈ 0.5–1 s) in a background thread while the search runs, when a figure
-    will be drawn: the search is mostly BLAS and numpy work that releases the GIL."""
+def _figure_worker(args) -> FigureWorker | None:
+    """A child process that imports matplotlib (≈ 0.7 s) on the other core while the search runs,
+    when a figure will be drawn (see :mod:`oodml.splits.figure_worker`: a thread would hold the GIL)."""
     if (args.figure or "").lower() == "none":
-        return
+        return None
+    return FigureWorker().start()
+
+
+def _prefetch_search_modules() -> None:
+    """Import the FID code (scipy.linalg ≈ 0.4 s) in a thread while the features file is read: the
+    reading (file I/O, numpy's checks, the digests) releases the GIL; the search waits for the
+    import through Python's module lock."""
 
     def _import() -> None:
-        try:
-            import matplotlib.figure  # noqa: F401 - lazy on purpose: ≈ 0.5–1 s, and only for a figure
-            from matplotlib.backends import backend_agg, backend_pdf  # noqa: F401
-        except Exception:  # noqa: BLE001 - the foreground import reports any real problem
-            pass
+        with contextlib.suppress(Exception):  # the search's own import reports any real problem
+            importlib.import_module("oodml.shift.fid")
 
-    threading.Thread(target=_import, name="oodml-prefetch-matplotlib", daemon=True).start()
+    threading.Thread(target=_import, name="oodml-prefetch-fid", daemon=True).start()
 
 
-def _figure(args, name: str, sf, quiet: bool) -> None:
+def _figure(args, name: str, sf, quiet: bool, worker: FigureWorker | None = None) -> None:
+    """Draw the figure (``worker``: wait for the one :meth:`FigureWorker.request`-ed from it)."""
     stem = args.figure or f"figures/splits_{name}"
     if stem.lower() == "none":
         return
-    plot_split_series(sf, stem)
+    if worker is not None:
+        worker.wait()
+    else:
+        plot_split_series(sf, stem)
     if not quiet:
         print(f"wrote {stem}.png and {stem}.pdf")
 
@@ -414,7 +425,17 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args, progress)
     if args.import_oodml:
         return _import(args, progress)
-    _prefetch_figure_modules(args)
+    worker = _figure_worker(args)
+    try:
+        return _build(args, progress, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _build(args, progress: bool, worker: FigureWorker | None) -> int:
+    """Build the series (the default task), print its summary and draw its figure."""
+    _prefetch_search_modules()
     if args.features_file:
         name = args.dataset or Path(args.features_file).stem
     else:
@@ -434,13 +455,15 @@ def main(argv: list[str] | None = None) -> int:
         controls=args.controls,
         swap_unit=args.swap_unit,
     )
+    if worker is not None:  # the child draws while the summary is printed
+        worker.request(out, args.figure or f"figures/splits_{name}")
     n_steps = len(sf.trajectory)
     print(
         f"wrote {out}: {len(sf.series)} splits selected from {n_steps} search steps "
         f"({sf.provenance.get('extractor')} features, {sf.provenance.get('level')} level)"
     )
     print(format_summary(sf))
-    _figure(args, name, sf, args.quiet)
+    _figure(args, name, sf, args.quiet, worker)
     return 0
 
 
