@@ -262,7 +262,10 @@ def _figure_worker(args) -> FigureWorker | None:
     when a figure will be drawn (see :mod:`oodml.splits.figure_worker`: a thread would hold the GIL)."""
     if (args.figure or "").lower() == "none":
         return None
-    return FigureWorker().start()
+    try:
+        return FigureWorker().start()
+    except OSError:  # no child process here: the figure is drawn in this process
+        return None
 
 
 def _prefetch_search_modules() -> None:
