@@ -280,9 +280,14 @@ def _prefetch_search_modules() -> None:
     threading.Thread(target=_import, name="oodml-prefetch-fid", daemon=True).start()
 
 
+def _figure_stem(args, name: str) -> str:
+    """``--figure``, else ``figures/splits_<name>`` (``none``: no figure)."""
+    return args.figure or f"figures/splits_{name}"
+
+
 def _figure(args, name: str, sf, quiet: bool, worker: FigureWorker | None = None) -> None:
     """Draw the figure (``worker``: wait for the one :meth:`FigureWorker.request`-ed from it)."""
-    stem = args.figure or f"figures/splits_{name}"
+    stem = _figure_stem(args, name)
     if stem.lower() == "none":
         return
     if worker is not None:
@@ -459,7 +464,7 @@ def _build(args, progress: bool, worker: FigureWorker | None) -> int:
         swap_unit=args.swap_unit,
     )
     if worker is not None:  # the child draws while the summary is printed
-        worker.request(out, args.figure or f"figures/splits_{name}")
+        worker.request(out, _figure_stem(args, name))
     n_steps = len(sf.trajectory)
     print(
         f"wrote {out}: {len(sf.series)} splits selected from {n_steps} search steps "

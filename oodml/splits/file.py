@@ -134,13 +134,12 @@ def validate_split_document(doc: Any, source: str = "<document>", dataset=None) 
         _fail(source, "series must be a non-empty list")
     if dataset is not None:
         _check_against_dataset(doc, classes, n_img, dataset, source)
-    labels = dataset.label_names if dataset is not None else None
-    label_arr = np.asarray(labels, dtype=object) if labels is not None else None
+    labels = np.asarray(dataset.label_names, dtype=object) if dataset is not None else None
     ids, prev_fid = set(), -math.inf
     for s in series:
         prev_fid = _check_entry(s, ids, prev_fid, source)
         test = _check_sides(s, known, source)
-        _check_episodes(s, test, n_img, names_only, (labels, label_arr), dataset, source)
+        _check_episodes(s, test, n_img, names_only, labels, dataset, source)
     if doc.get("controls") is not None:
         validate_controls(doc, source, dataset)
 
@@ -252,9 +251,8 @@ def _check_sides(s: dict, known: set[str], source: str) -> list[str]:
 
 def _check_episodes(s: dict, test: list[str], n_img: int, names_only: bool, labels, dataset, source: str) -> None:
     """Episodes keyed by positive shots ``k``: lists of ``{test class: k distinct image ids}``
-    (image file names in a names-only file); with a dataset (``labels``: its per-image class
-    names as a list and as an object array, else ``(None, None)``), every id belongs to its class."""
-    labels, label_arr = labels
+    (image file names in a names-only file); with a dataset (``labels``: its class name per
+    image, an object array), every id belongs to its class."""
     sid = s["id"]
     eps = s.get("episodes", {})
     if not isinstance(eps, dict):
@@ -269,7 +267,7 @@ def _check_episodes(s: dict, test: list[str], n_img: int, names_only: bool, labe
         for e, ep in enumerate(lst):
             if not isinstance(ep, dict):
                 _fail(source, f"split {sid} {k}-shot episode {e} must be an object")
-            if not names_only and _episode_ids_valid(ep, k, n_img, test_set, label_arr):
+            if not names_only and _episode_ids_valid(ep, k, n_img, test_set, labels):
                 continue  # the whole episode checked at once (SOP: 11k classes per episode)
             for c, sup in ep.items():
                 if c not in test_set:

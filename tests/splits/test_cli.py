@@ -310,3 +310,16 @@ def test_controls_are_written_matched_checked_and_tamper_evident(tmp_path, capsy
     assert code == 2 and "used twice" in err
     code, _, err = run(["--check", out, "--controls", "2"], capsys)
     assert code == 2 and "--controls" in err
+
+
+def test_without_a_child_process_the_command_draws_the_figure_itself(tmp_path, monkeypatch):
+    from oodml.splits.figure_worker import FigureWorker
+
+    def no_process(self):
+        raise OSError("no processes here")
+
+    monkeypatch.setattr(FigureWorker, "start", no_process)
+    table = synthetic_npz(tmp_path / "feats.npz")
+    out, stem = tmp_path / "s.json", tmp_path / "fig"
+    assert cli(["--features-file", str(table), "--out", str(out), "--figure", str(stem), "-q"]) == 0
+    assert (tmp_path / "fig.png").stat().st_size > 1000 and (tmp_path / "fig.pdf").stat().st_size > 1000

@@ -59,25 +59,3 @@ def test_the_command_stops_its_figure_child_when_it_fails_first(tmp_path, monkey
     assert not (tmp_path / "f.png").exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not a readable .npz (not a zip archive" in err[0]
-
-
-def test_without_a_child_process_the_command_draws_the_figure_itself(tmp_path, monkeypatch):
-    import numpy as np
-
-    from oodml.features.files import FeatureSet, save_features_file
-    from oodml.splits import cli
-
-    rng = np.random.default_rng(0)
-    labels = [f"c{i:02d}" for i in range(24) for _ in range(6)]
-    feats = rng.standard_normal((len(labels), 8)).astype(np.float32)
-    table = tmp_path / "feats.npz"
-    fs = FeatureSet(feats, labels, None, sorted(set(labels)), extractor="file", source="test", fingerprint="")
-    save_features_file(fs, table)
-
-    def no_process(self):
-        raise OSError("no processes here")
-
-    monkeypatch.setattr(FigureWorker, "start", no_process)
-    out, stem = tmp_path / "s.json", tmp_path / "fig"
-    assert cli.main(["--features-file", str(table), "--out", str(out), "--figure", str(stem), "-q"]) == 0
-    assert (tmp_path / "fig.png").stat().st_size > 1000 and (tmp_path / "fig.pdf").stat().st_size > 1000
