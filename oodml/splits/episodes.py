@@ -53,19 +53,31 @@ def make_episodes(
     groups = [np.asarray(images_by_class[c], dtype=np.int64) for c in test]
     sizes = np.array([g.size for g in groups], dtype=np.int64)
     ids = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
-    owner = np.repeat(np.arange(len(test)), sizes)
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1])) if len(test) else sizes
+    n_eps = int(episodes)
+    owner = np.repeat(np.arange(len(test)), sizes)
     for k in shots:
         k = int(k)
         rng = _content_seed(seed, test, 1000 + k)
         usable = np.flatnonzero(sizes >= k + 1)
-        eps = []
-        for _ in range(int(episodes)):
-            # a uniform random k-subset per class: the k smallest of i.i.d. uniform keys
-            keys = rng.random(ids.size)
-            order = np.lexsort((keys, owner))  # grouped by class, random order inside
-            picks = ids[order][starts[usable, None] + np.arange(k)[None, :]]
-            picks.sort(axis=1)
-            eps.append({test[c]: row.tolist() for c, row in zip(usable.tolist(), picks)})
-        out[int(k)] = eps
+        # a uniform random k-subset per class: the k smallest of i.i.d. uniform keys.  All episodes
+        # at once: row e of the (episodes, n) draw is the e-th of `episodes` draws of n keys.
+        keys = rng.random((n_eps, ids.size))
+        order = _grouped_order(keys, owner)  # per episode: grouped by class, random order inside
+        picks = ids[order[:, starts[usable, None] + np.arange(k)[None, :]]]
+        picks.sort(axis=-1)
+        names = [test[c] for c in usable.tolist()]
+        out[k] = [dict(zip(names, ep)) for ep in picks.tolist()]
     return out
+
+
+def _grouped_order(keys: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """Per row of ``keys``: ``np.lexsort((row, owner))`` (by ``owner``, then by key, ties by index).
+
+    The keys are ``Generator.random`` doubles, multiples of 2⁻⁵³ in [0, 1), so with fewer than 2¹¹
+    owners ``owner · 2⁵³ + key · 2⁵³`` is an exact uint64 with the same order, and one stable
+    argsort of it is about 3× faster than ``lexsort``."""
+    if owner.size == 0 or int(owner.max()) >= 1 << 11:
+        return np.lexsort((keys, np.broadcast_to(owner, keys.shape)), axis=-1)
+    composite = (owner.astype(np.uint64) << np.uint64(53)) | (keys * 2.0**53).astype(np.uint64)
+    return np.argsort(composite, axis=-1, kind="stable")

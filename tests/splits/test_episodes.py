@@ -45,3 +45,31 @@ def test_episodes(names):
     assert eps == make_episodes(test, ibc, shots=(1, 2, 5, 10), episodes=7, seed=3)
     other = make_episodes(test, ibc, shots=(1, 2, 5, 10), episodes=7, seed=4)
     assert other != eps
+
+
+def test_the_grouped_order_is_lexsorts_order_with_and_without_the_uint64_shortcut():
+    """make_episodes sorts every episode's keys at once through one exact uint64 key (fewer than
+    2¹¹ classes) instead of np.lexsort: the same order, ties included, so the same episodes."""
+    from oodml.splits.episodes import _grouped_order
+
+    rng = np.random.default_rng(7)
+    for n_owners in (1, 3, 150, 2047, 3000):  # 3000: past the shortcut, lexsort itself
+        owner = np.sort(rng.integers(0, n_owners, size=4000))
+        keys = rng.random((4, owner.size))
+        keys[:, 10:20] = keys[:, 10:11]  # ties inside a class: broken by position, as lexsort does
+        expected = np.stack([np.lexsort((row, owner)) for row in keys])
+        np.testing.assert_array_equal(_grouped_order(keys, owner), expected)
+
+
+def test_episodes_drawn_together_equal_episodes_drawn_one_at_a_time(names):
+    """The (episodes, n) draw is the sequence of per-episode draws: the first episodes of a longer
+    list are the episodes of a shorter one."""
+    test = names(30)
+    rng = np.random.default_rng(1)
+    sizes = rng.integers(1, 40, size=30)
+    start = np.concatenate(([0], np.cumsum(sizes)))
+    ibc = {c: list(range(start[i], start[i + 1])) for i, c in enumerate(test)}
+    ten = make_episodes(test, ibc, shots=(1, 5), episodes=10, seed=2)
+    three = make_episodes(test, ibc, shots=(1, 5), episodes=3, seed=2)
+    assert {k: v[:3] for k, v in ten.items()} == three
+    assert all(type(i) is int for ep in ten[5] for sup in ep.values() for i in sup)
