@@ -91,6 +91,46 @@ def test_features_file_unreadable(tmp_path):
         load_features_file(tmp_path / "single.npy")
 
 
+@pytest.mark.parametrize(
+    "save, features",
+    [
+        (np.savez, np.arange(24, dtype=np.float32).reshape(6, 4)),  # the one-read path
+        (np.savez, np.arange(24, dtype=">f8").reshape(6, 4)),  # big-endian: the same path, converted
+        (np.savez, np.asfortranarray(np.arange(24, dtype=np.float64).reshape(6, 4))),  # np.load's path
+        (np.savez_compressed, np.arange(24, dtype=np.float32).reshape(6, 4)),  # np.load's path
+    ],
+)
+def test_every_npz_layout_reads_the_same_table(tmp_path, save, features):
+    """Uncompressed C-ordered members are read into the array with one read; the others go through
+    np.load. Either way the table, and so its fingerprint, is the same."""
+    from oodml.features.files import _open_npz, _stored_member
+
+    path = tmp_path / "f.npz"
+    save(path, features=features, labels=np.array(list("aabbcc")))
+    with _open_npz(path) as loaded:
+        fast = _stored_member(path, loaded, "features")
+    one_read = save is np.savez and features.flags.c_contiguous
+    assert (fast is not None) == one_read
+    if one_read:
+        assert fast.dtype == features.dtype and np.array_equal(fast, features)
+    fs = load_features_file(path)
+    np.testing.assert_array_equal(fs.features, features.astype(np.float32))
+    plain = _npz(tmp_path / "plain.npz", features=np.ascontiguousarray(features, dtype=np.float32), labels=fs.labels)
+    assert fs.fingerprint == load_features_file(plain).fingerprint
+
+
+def test_a_corrupt_features_member_is_one_clear_error(tmp_path):
+    """The one-read path checks the member's CRC-32, as zipfile does for np.load."""
+    path = _npz(tmp_path / "f.npz", features=np.ones((64, 8), dtype=np.float32), labels=np.array(["a", "b"] * 32))
+    data = bytearray(path.read_bytes())
+    at = data.index(np.ones(8, dtype=np.float32).tobytes())  # inside the features' bytes
+    data[at + 1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BadInputError, match=r"'features' is corrupt \(its CRC-32 does not match\); write") as err:
+        load_features_file(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
 def test_reading_a_features_file_never_imports_torch(tmp_path):
     """The features-file reader (new and old path, and the lazy package itself) stays torch-free."""
     import os
