@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         command, rest = ns.command, ns.args
+    if command == "make_splits":  # its figure process imports while the command does (oodml.figure_process)
+        from oodml.figure_process import start_early
+
+        start_early(rest)
     module = importlib.import_module(COMMANDS[command][0])
     code = module.main(rest)
     return int(code or 0)

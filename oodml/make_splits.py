@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import sys
 
-from oodml.splits.cli import build_parser, cli, format_summary, main
+if __name__ == "__main__":  # the figure's drawing process imports while this one does (oodml.figure_process)
+    from oodml.figure_process import start_early
+
+    start_early(sys.argv[1:])
+
+from oodml.splits.cli import build_parser, cli, format_summary, main  # noqa: E402
 
 __all__ = ["build_parser", "cli", "format_summary", "main"]
 

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from oodml import figure_process
 from oodml.cli import add_extractor, add_quiet, add_version, progress_disabled, run_cli
 from oodml.datasets import canonical_name, load_dataset
 from oodml.errors import BadInputError, OodmlError
@@ -261,6 +262,7 @@ def _figure_worker(args) -> FigureWorker | None:
     """A child process that imports matplotlib (≈ 0.7 s) on the other core while the search runs,
     when a figure will be drawn (see :mod:`oodml.splits.figure_worker`: a thread would hold the GIL)."""
     if (args.figure or "").lower() == "none":
+        figure_process.discard_early()
         return None
     try:
         return FigureWorker().start()
@@ -429,10 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         raise OodmlError("--recompute-fid goes with --check FILE")
     if args.controls and (args.check or args.import_oodml):
         raise OodmlError("--controls is drawn while building a split file; give it without --check / --import-oodml")
-    if args.check:
-        return _check(args, progress)
-    if args.import_oodml:
-        return _import(args, progress)
+    if args.check or args.import_oodml:
+        figure_process.discard_early()  # these draw no figure through a child
+        return _check(args, progress) if args.check else _import(args, progress)
     worker = _figure_worker(args)
     try:
         return _build(args, progress, worker)
@@ -449,6 +450,7 @@ def _build(args, progress: bool, worker: FigureWorker | None) -> int:
     else:
         name = _dataset_name(args)
     out = Path(args.out or f"splits/{name}.json")
+    stem = _figure_stem(args, name)
     sf = make_splits(
         args.dataset if not args.features_file else name,
         root=args.root,
@@ -462,9 +464,13 @@ def _build(args, progress: bool, worker: FigureWorker | None) -> int:
         progress=progress,
         controls=args.controls,
         swap_unit=args.swap_unit,
+        # the child renders the figure while the episodes are drawn and the file is written
+        on_series=None if worker is None else (lambda view: worker.request_view(view, stem)),
     )
-    if worker is not None:  # the child draws while the summary is printed
-        worker.request(out, _figure_stem(args, name))
+    if worker is not None and worker.requested:  # the split file is written: the child may write the figure
+        worker.commit()
+    elif worker is not None:
+        worker.request(out, stem)
     n_steps = len(sf.trajectory)
     print(
         f"wrote {out}: {len(sf.series)} splits selected from {n_steps} search steps "

@@ -5,7 +5,7 @@ series (:mod:`oodml.splits.selection`), add validation classes and episodes
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -16,7 +16,27 @@ from oodml.splits.params import SCHEMA, SearchParams, resolve_params, round_fid
 from oodml.splits.search import Trajectory, search_trajectory, superclass_units
 from oodml.splits.selection import select_series
 
-__all__ = ["assemble_document", "build_split_document"]
+__all__ = ["assemble_document", "build_split_document", "figure_view"]
+
+
+#: The trajectory fields and provenance keys the split figure (:mod:`oodml.splits.figure`) reads.
+_VIEW_STEP_KEYS = ("step", "phase", "parent", "fid", "n_train", "n_test")
+_VIEW_PROVENANCE_KEYS = ("dataset", "level", "extractor")
+
+
+def figure_view(provenance: dict, trajectory: list[dict], series: list) -> dict:
+    """What the split figure reads of a split document, as plain JSON types: the provenance's dataset,
+    level and extractor, each step's position fields and FID, and each selected split's id, FID,
+    step and standard flag (``series``: dicts or :class:`~oodml.splits.Split` objects)."""
+
+    def field_of(s, key):
+        return s[key] if isinstance(s, dict) else getattr(s, key)
+
+    return {
+        "provenance": {k: provenance[k] for k in _VIEW_PROVENANCE_KEYS if k in provenance},
+        "trajectory": [{k: r.get(k) for k in _VIEW_STEP_KEYS} for r in trajectory],
+        "series": [{k: field_of(s, k) for k in ("id", "fid", "step", "standard")} for s in series],
+    }
 
 
 def _oodml_version() -> str:
@@ -27,12 +47,17 @@ def _ordered(names: Iterable[str], index: dict[str, int]) -> list[str]:
     return sorted(names, key=index.__getitem__)
 
 
+def _by_fid(entries: list[dict]) -> list[dict]:
+    """Selected entries in series order: ids 1..K by FID (then by step)."""
+    return sorted(entries, key=lambda e: (round_fid(e["fid"]), e["step"]))
+
+
 def _finish_series(
     entries: list[dict], classes: list[str], images_by_class: dict[str, list[int]], params: SearchParams, seed: int
 ) -> list[dict]:
     """Add ids (1..K by FID), val, image counts and episodes to selected entries."""
     index = {c: i for i, c in enumerate(classes)}
-    entries = sorted(entries, key=lambda e: (round_fid(e["fid"]), e["step"]))
+    entries = _by_fid(entries)
     out = []
     for i, e in enumerate(entries, 1):
         train = _ordered(e["train"], index)
@@ -82,13 +107,14 @@ def build_split_document(
     blas_threads: int | None = None,
     progress: bool = False,
     superclass_of: Sequence[str | None] | None = None,
+    on_series: Callable[[dict], None] | None = None,
 ) -> dict:
     """Search, select and assemble the whole split document (a JSON-able dict, see the module
     docstring) for a feature table.
 
     ``superclass_of`` (one superclass name, or None, per class of ``classes``): move whole
     superclasses instead of classes (``--swap-unit superclass``, :func:`superclass_units`);
-    recorded as ``provenance.swap_unit``.
+    recorded as ``provenance.swap_unit``.  ``on_series``: see :func:`assemble_document`.
 
     ``features`` (n, d); ``labels`` (n,) int ids into ``classes``; image id = row index.
     """
@@ -131,6 +157,7 @@ def build_split_document(
         source=source,
         extra_provenance=extra_provenance,
         num_images=len(lab),
+        on_series=on_series,
     )
 
 
@@ -193,8 +220,13 @@ def assemble_document(
     source: str,
     extra_provenance: dict | None,
     num_images: int,
+    on_series: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Turn a :class:`Trajectory` (ids) into the file document (names), with the selected series."""
+    """Turn a :class:`Trajectory` (ids) into the file document (names), with the selected series.
+
+    ``on_series`` is called with the document's :func:`figure_view` as soon
+    as the series is selected, before its validation classes and episodes are drawn (``make_splits``
+    starts drawing its figure then)."""
     names = classes
     trajectory = []
     for r in traj.records:
@@ -211,8 +243,7 @@ def assemble_document(
                 "parent": r["parent"],
             }
         )
-    entries = _selected_entries(traj, trajectory, names, params.num_splits)
-    series = _finish_series(entries, classes, images_by_class, params, seed)
+    entries = _by_fid(_selected_entries(traj, trajectory, names, params.num_splits))
     prov = OrderedDict(
         dataset=dataset,
         fingerprint=fingerprint,
@@ -229,6 +260,13 @@ def assemble_document(
     )
     if extra_provenance:
         prov.update(extra_provenance)
+    if on_series is not None:
+        marks = [
+            {"id": i, "fid": round_fid(e["fid"]), "step": int(e["step"]), "standard": bool(e["standard"])}
+            for i, e in enumerate(entries, 1)
+        ]
+        on_series(figure_view(prov, trajectory, marks))
+    series = _finish_series(entries, classes, images_by_class, params, seed)
     return {
         "schema": SCHEMA,
         "provenance": dict(prov),

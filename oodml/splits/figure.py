@@ -11,19 +11,33 @@ per side (train, test) at every position.  Sized for a single journal column (3.
 
 With ``out_stem`` the figure is written as ``<out_stem>.png`` (200 dpi) and ``<out_stem>.pdf``,
 deterministically (no creation date or software tag; Agg backend) and atomically.
+
+What the figure reads of a split file is small (:func:`figure_view`): ``make_splits`` hands it to
+its drawing process as soon as the series is selected, before the episodes are drawn and the file
+is written (:mod:`oodml.splits.figure_worker`); :func:`render_split_series` and
+:func:`write_figure_files` are the two halves of writing a figure.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from oodml.io import atomic_write
+from oodml.splits.document import figure_view  # what this figure reads of a document
 from oodml.splits.file import SplitFile, load_splits
 
-__all__ = ["plot_split_series", "trajectory_positions", "PHASE_COLORS"]
+__all__ = [
+    "PHASE_COLORS",
+    "figure_view",
+    "plot_split_series",
+    "render_split_series",
+    "trajectory_positions",
+    "write_figure_files",
+]
 
 PHASE_COLORS = {"start": "#444444", "easier": "#2b83ba", "harder": "#d7191c", "removal": "#7b3294"}
 _SHADE = {"easier": "#2b83ba", "harder": "#d7191c", "removal": "#7b3294"}
@@ -57,14 +71,36 @@ def trajectory_positions(trajectory: list[dict]) -> list[float]:
 
 
 def _load(split_file):
+    """A :class:`SplitFile`, or what the figure reads of one: a split file's path or a :func:`figure_view`."""
     if isinstance(split_file, SplitFile):
         return split_file
+    if isinstance(split_file, dict):
+        prov = dict(split_file["provenance"])
+        return SimpleNamespace(
+            provenance=prov,
+            dataset=str(prov.get("dataset", "")),
+            trajectory=split_file["trajectory"],
+            series=[SimpleNamespace(**s) for s in split_file["series"]],
+        )
     return load_splits(split_file)
 
 
 def plot_split_series(split_file, out_stem=None):
     """Draw (and with ``out_stem`` write as PNG + PDF) the trajectory figure of a split file
-    (a path or a :class:`~oodml.splits.SplitFile`).  Returns the matplotlib Figure."""
+    (a path, a :class:`~oodml.splits.SplitFile` or a :func:`figure_view`).  Returns the matplotlib Figure."""
+    fig, files = _render(split_file, with_files=out_stem is not None)
+    if out_stem is not None:
+        write_figure_files(out_stem, *files)
+    return fig
+
+
+def render_split_series(split_file) -> tuple[bytes, bytes]:
+    """The bytes of the PNG and the PDF that :func:`plot_split_series` writes."""
+    return _render(split_file, with_files=True)[1]
+
+
+def _render(split_file, with_files: bool):
+    """``(figure, (png bytes, pdf bytes) or None)``."""
     import matplotlib  # lazy on purpose: ≈ 0.5–1 s, paid only when a figure is drawn
 
     matplotlib.use("Agg", force=False)
@@ -86,10 +122,8 @@ def plot_split_series(split_file, out_stem=None):
         _mark_series(ax, sf, xs, fids)
         _plot_class_counts(axn, traj, xs, has_parents)
         fig.subplots_adjust(left=0.17, right=0.97, top=0.9, bottom=0.13)
-
-        if out_stem is not None:
-            _save(fig, Path(out_stem))
-    return fig
+        files = _figure_bytes(fig) if with_files else None
+    return fig, files
 
 
 _RC = {
@@ -214,11 +248,17 @@ def _plot_class_counts(axn, traj, xs, has_parents: bool) -> None:
     axn.grid(True, lw=0.3, alpha=0.5)
 
 
-def _save(fig, stem: Path) -> None:
+def _figure_bytes(fig) -> tuple[bytes, bytes]:
+    """The PNG (200 dpi) and the PDF of ``fig``, without dates or software tags."""
+    png, pdf = io.BytesIO(), io.BytesIO()
+    fig.savefig(png, format="png", metadata={"Software": None})
+    fig.savefig(pdf, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
+    return png.getvalue(), pdf.getvalue()
+
+
+def write_figure_files(stem, png: bytes, pdf: bytes) -> None:
+    """Write ``<stem>.png`` and ``<stem>.pdf`` atomically (creating the folder)."""
+    stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    atomic_write(stem.with_name(stem.name + ".png"), buf.getvalue())
-    buf = io.BytesIO()
-    fig.savefig(buf, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
-    atomic_write(stem.with_name(stem.name + ".pdf"), buf.getvalue())
+    atomic_write(stem.with_name(stem.name + ".png"), png)
+    atomic_write(stem.with_name(stem.name + ".pdf"), pdf)

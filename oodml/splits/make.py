@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def make_splits(
     progress: bool = True,
     controls: int = 0,
     swap_unit: str = "class",
+    on_series: Callable[[dict], None] | None = None,
 ) -> SplitFile:
     """Search, select and (with ``out``) write the split series of a dataset.
 
@@ -57,16 +59,20 @@ def make_splits(
     Features: ``features_file`` (an ``.npz`` written by :mod:`oodml.features`, no dataset needed)
     or :func:`oodml.features.extract_features` on the loaded dataset (cached) with ``extractor``
     (default: the dataset's default extractor) and ``weights``.  ``controls``: draws of matched
-    random-removal controls per removal split (:mod:`oodml.splits.controls`).  Returns the :class:`SplitFile`.
+    random-removal controls per removal split (:mod:`oodml.splits.controls`).  ``on_series``: called
+    with the figure's view of the document as soon as the series is selected
+    (:func:`~oodml.splits.document.assemble_document`).  Returns the :class:`SplitFile`.
     """
     p = params or SearchParams()
     if swap_unit not in ("class", "superclass"):
         raise OodmlError(f"swap unit must be 'class' or 'superclass', got {swap_unit!r}")
     superclasses = swap_unit == "superclass"
     if features_file is not None:
-        doc, x, lab = _from_features_file(features_file, dataset, p, seed, progress, superclasses)
+        doc, x, lab = _from_features_file(features_file, dataset, p, seed, progress, superclasses, on_series)
     else:
-        doc, x, lab = _from_dataset(dataset, root, download, extractor, weights, p, seed, progress, superclasses)
+        doc, x, lab = _from_dataset(
+            dataset, root, download, extractor, weights, p, seed, progress, superclasses, on_series
+        )
     if controls:
         doc["controls"] = make_controls(doc, x, lab, draws=controls, seed=seed, params=p)
     text = dumps_split_document(doc)  # serialised once: validated, written and returned from the same text
@@ -77,16 +83,24 @@ def make_splits(
     return split_file_from_document(plain, out)
 
 
-def _from_features_file(features_file, dataset, p: SearchParams, seed: int, progress: bool, superclasses: bool):
+def _from_features_file(
+    features_file, dataset, p: SearchParams, seed: int, progress: bool, superclasses: bool, on_series=None
+):
     """The split document of a features file (no dataset, no torch): ``(doc, features, labels)``."""
-    with ThreadPoolExecutor(1) as pool:  # hashlib releases the GIL: the MD5 overlaps the reading
+    with ThreadPoolExecutor(1) as pool:  # hashlib releases the GIL: the MD5 overlaps reading and search
         md5 = pool.submit(file_digest, features_file)
-        fs = load_features_file(features_file)
-        x, lab, classes = _table_from_featureset(fs)
-        md5 = md5.result()
+        doc, x, lab = _document_of_file(features_file, dataset, p, seed, progress, superclasses, on_series)
+        doc["provenance"]["features_md5"] = md5.result()  # its key was placed with the other provenance
+    return doc, x, lab
+
+
+def _document_of_file(features_file, dataset, p: SearchParams, seed, progress, superclasses, on_series):
+    """``(doc, features, labels)`` of a features file; ``provenance.features_md5`` is left for the caller."""
+    fs = load_features_file(features_file)
+    x, lab, classes = _table_from_featureset(fs)
     std_train, std_test = standard_split_for_features(fs)
     name = dataset or getattr(fs, "dataset", None) or getattr(fs, "dataset_name", None) or Path(features_file).stem
-    extra = {"features_file": Path(features_file).name, "features_md5": md5}
+    extra = {"features_file": Path(features_file).name, "features_md5": None}
     sup_of = None
     if superclasses:
         sup_of = [None] * len(classes)
@@ -107,11 +121,14 @@ def _from_features_file(features_file, dataset, p: SearchParams, seed: int, prog
         extra_provenance=extra,
         progress=progress,
         superclass_of=sup_of,
+        on_series=on_series,
     )
     return doc, x, lab
 
 
-def _from_dataset(dataset, root, download, extractor, weights, p: SearchParams, seed, progress, superclasses: bool):
+def _from_dataset(
+    dataset, root, download, extractor, weights, p: SearchParams, seed, progress, superclasses: bool, on_series=None
+):
     """The split document of a dataset, on its (cached) extracted features: ``(doc, features, labels)``."""
     from oodml import features as feats  # torch ≈ 3.6 s (and timm): only when features are extracted
 
@@ -145,5 +162,6 @@ def _from_dataset(dataset, root, download, extractor, weights, p: SearchParams, 
         extra_provenance=extra,
         progress=progress,
         superclass_of=sup_of,
+        on_series=on_series,
     )
     return doc, x, lab
