@@ -46,3 +46,18 @@ def test_leave_one_out_progress_follows_the_products_not_the_blocks(clustered):
     # the last block processed (the first in order) meets every block: its share is the largest,
     # not one block's worth of queries
     assert max(ticks) < n / 2
+
+
+@pytest.mark.parametrize("n", [5, 4000, 1 << 16, (1 << 16) + 1])
+def test_the_candidates_order_is_lexsorts_order(n):
+    """Below 2¹⁶ items the candidates are sorted through one uint64 key; the order is lexsort's
+    (query, similarity descending, item), with ±0.0 equal and infinities in place."""
+    from oodml.metrics.loo import _candidate_order
+
+    rng = np.random.default_rng(n)
+    pairs = np.unique(rng.integers(0, n, size=(30000, 2)), axis=0)  # one candidate per (query, item)
+    pairs = pairs[rng.permutation(len(pairs))]
+    q, it = pairs[:, 0], pairs[:, 1]
+    special = np.array([0.0, -0.0, 1e-38, -1e-38, 0.5, -0.5, np.inf, -np.inf], np.float32)
+    v = np.where(rng.random(len(q)) < 0.5, rng.choice(special, len(q)), rng.standard_normal(len(q))).astype(np.float32)
+    np.testing.assert_array_equal(_candidate_order(q, v, it, n), np.lexsort((it, -v, q)))
