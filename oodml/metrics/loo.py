@@ -36,13 +36,13 @@ def _class_blocks(lab_sorted: np.ndarray, block: int) -> np.ndarray:
 
 
 class _Block:
-    """State of one block of items: rows ordered type A (top list needed) first."""
+    """State of one block of items (label-sorted); ``is_a`` marks the type A items (top list needed)."""
 
-    def __init__(self, ids, x, t, thr, pstar, n_a):
-        self.ids, self.x, self.t, self.thr, self.pstar, self.n_a = ids, x, t, thr, pstar, n_a
+    def __init__(self, ids, x, t, thr, pstar, is_a):
+        self.ids, self.x, self.t, self.thr, self.pstar, self.is_a = ids, x, t, thr, pstar, is_a
+        self.n_a = int(is_a.sum())
         # what _scan compares with: t for type A, and for type B thr one ulp down (entries >= thr)
-        self.t_scan = t.copy()
-        self.t_scan[n_a:] = np.nextafter(thr[n_a:], np.float32(-np.inf))
+        self.t_scan = np.where(is_a, t, np.nextafter(thr, np.float32(-np.inf))).astype(np.float32)
 
 
 def _scan(s: np.ndarray, blk: _Block, other_ids: np.ndarray, axis: int, buf: np.ndarray):
@@ -55,7 +55,7 @@ def _scan(s: np.ndarray, blk: _Block, other_ids: np.ndarray, axis: int, buf: np.
     ``(item, other, value)`` (entries ``>= L``; ``t`` is ``L`` rounded down by one ulp).
 
     One comparison pass against ``blk.t_scan`` (``t`` for type A items, ``thr`` rounded down by one
-    ulp for type B, so that their entries ``>= thr`` pass), one count, and one walk over the hits:
+    ulp for type B, so that their entries ``>= thr`` pass) and one walk over the hits, which counts them:
     type A hits are the candidates; type B hits equal to ``thr`` at an index ``>= pstar`` (ties the
     rule does not count, the positive itself included) are taken off the count.
     """
@@ -66,14 +66,15 @@ def _scan(s: np.ndarray, blk: _Block, other_ids: np.ndarray, axis: int, buf: np.
         np.greater(s, blk.t_scan[:, None], out=m)
     else:
         np.greater(s, blk.t_scan[None, :], out=m)
-    cnt = np.add.reduce(m.view(np.uint8), axis=axis, dtype=np.int32).astype(np.int64)
     # the hits' positions through the 1-d flatnonzero, in the same (row-major) order as np.nonzero
-    # on the 2-d mask, which walks it ~10x slower (≈ 50 ms for a 4096² block)
+    # on the 2-d mask, which walks it ~10x slower (≈ 50 ms for a 4096² block); the counts are
+    # those of the hits (a few per query), not a second pass over the mask
     flat = np.flatnonzero(m.ravel())
     rows, cols = np.divmod(flat, c)
     ii, oo = (rows, cols) if axis == 1 else (cols, rows)  # item of blk, item along the other axis
+    cnt = np.bincount(ii, minlength=len(blk.ids)).astype(np.int64)
     vals = s.ravel()[flat]
-    is_a = ii < na
+    is_a = blk.is_a[ii]
     cand = (blk.ids[ii[is_a]], other_ids[oo[is_a]], vals[is_a]) if na else None
     b_hit = ~is_a
     tie = b_hit & (vals == blk.thr[ii])
@@ -122,8 +123,8 @@ class _Counts:
 
 def _own_block(x: np.ndarray, labels: np.ndarray, ids: np.ndarray, depth: int, s_buf: np.ndarray):
     """Block ``ids`` (label-sorted) against itself: each query's best positive (``thr``, ``pstar``),
-    its type (A: ``L <= thr``) and threshold ``t``. Returns the :class:`_Block` (type A rows
-    first) and its own similarities with the rows in that order."""
+    its type (A: ``L <= thr``) and threshold ``t``. Returns the :class:`_Block` and its own
+    similarities."""
     import torch  # lazy on purpose: ~3.6 s, and `import oodml.metrics` must stay light
 
     b = len(ids)
@@ -152,9 +153,7 @@ def _own_block(x: np.ndarray, labels: np.ndarray, ids: np.ndarray, depth: int, s
         lo = top[rows, np.maximum(r_cnt - 1, 0)]
         a = has & (lo <= thr)
         t = np.where(a, np.nextafter(lo, np.float32(-np.inf)), thr).astype(np.float32)
-    ro = np.argsort(~a, kind="stable")  # type A first
-    blk = _Block(ids[ro], np.ascontiguousarray(xi[ro]), t[ro], thr[ro], pstar[ro], int(a.sum()))
-    return blk, np.ascontiguousarray(s[ro])
+    return _Block(ids, xi, t, thr, pstar, a), s
 
 
 def _block_pair(blk: _Block, oth: _Block, s_buf, m_bufs, pool, counts: _Counts) -> None:
