@@ -72,7 +72,7 @@ def _scan(s: np.ndarray, blk: _Block, other_ids: np.ndarray, axis: int, buf: np.
     flat = np.flatnonzero(m.ravel())
     rows, cols = np.divmod(flat, c)
     ii, oo = (rows, cols) if axis == 1 else (cols, rows)  # item of blk, item along the other axis
-    cnt = np.bincount(ii, minlength=len(blk.ids)).astype(np.int64)
+    cnt = np.bincount(ii, minlength=len(blk.ids))
     vals = s.ravel()[flat]
     is_a = blk.is_a[ii]
     cand = (blk.ids[ii[is_a]], other_ids[oo[is_a]], vals[is_a]) if na else None

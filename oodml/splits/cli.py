@@ -260,7 +260,8 @@ def format_summary(sf) -> str:
 
 def _figure_worker(args) -> FigureWorker | None:
     """A child process that imports matplotlib (≈ 0.7 s) on the other core while the search runs,
-    when a figure will be drawn (see :mod:`oodml.splits.figure_worker`: a thread would hold the GIL)."""
+    when a figure will be drawn: the one :mod:`oodml.figure_process` started before this command's
+    imports, or a new one (see :mod:`oodml.splits.figure_worker`: a thread would hold the GIL)."""
     if (args.figure or "").lower() == "none":
         figure_process.discard_early()
         return None
@@ -288,7 +289,7 @@ def _figure_stem(args, name: str) -> str:
 
 
 def _figure(args, name: str, sf, quiet: bool, worker: FigureWorker | None = None) -> None:
-    """Draw the figure (``worker``: wait for the one :meth:`FigureWorker.request`-ed from it)."""
+    """Draw the figure (``worker``: wait for the one it was asked for and told to write)."""
     stem = _figure_stem(args, name)
     if stem.lower() == "none":
         return
