@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``oodml [--version] [COMMAND [ARGS...]]``; returns the exit status of the command."""
+    process = argv is None  # this process runs the command (the `oodml` script), not a caller's code
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # the command's own options (even --version or --help) after COMMAND belong to the command
@@ -62,13 +63,21 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         command, rest = ns.command, ns.args
-    if command == "make_splits":  # its figure process imports while the command does (oodml.figure_process)
+    if command == "make_splits":  # its figure process imports while the command does (oodml.figure_process),
         from oodml.figure_process import start_early
 
         start_early(rest)
+        if process:  # and its --features-file is read meanwhile (oodml.features.prefetch)
+            from oodml.features import prefetch
+
+            prefetch.start(rest)
     module = importlib.import_module(COMMANDS[command][0])
-    code = module.main(rest)
-    return int(code or 0)
+    code = int(module.main(rest) or 0)
+    if process and command == "make_splits":  # nothing to tear down: end without the interpreter's ≈ 0.1 s of it
+        from oodml.cli import exit_process
+
+        exit_process(code)
+    return code
 
 
 if __name__ == "__main__":

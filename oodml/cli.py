@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
+import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from oodml import __version__
 from oodml.device import DEVICE_HELP
 from oodml.errors import OodmlError
 from oodml.progress import progress_disabled
 
-__all__ = ["add_device", "add_extractor", "add_quiet", "add_version", "progress_disabled", "run_cli"]
+__all__ = ["add_device", "add_extractor", "add_quiet", "add_version", "exit_process", "progress_disabled", "run_cli"]
 
 
 def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
@@ -32,6 +35,20 @@ def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[st
         return int(code or 0)
 
     return wrapper
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a command's process with ``code`` now: flush stdout and stderr, run the ``atexit``
+    handlers, then ``os._exit``, skipping the interpreter's teardown (freeing every module and
+    array: ≈ 0.1 s after ``make_splits`` on a CUB-sized table, a twentieth of the command).
+    Only for commands that leave no thread or buffered writer behind (``make_splits``)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`) or stream: nothing more to say
+            pass
+    atexit._run_exitfuncs()
+    os._exit(int(code))
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:

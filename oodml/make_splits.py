@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import sys
 
-if __name__ == "__main__":  # the figure's drawing process imports while this one does (oodml.figure_process)
-    from oodml.figure_process import start_early
+if __name__ == "__main__":  # the figure's drawing process imports while this one does (oodml.figure_process),
+    from oodml.figure_process import start_early  # and a --features-file is read while it imports its code
 
     start_early(sys.argv[1:])
+    from oodml.features import prefetch
+
+    prefetch.start(sys.argv[1:])
 
 from oodml.splits.cli import build_parser, cli, format_summary, main  # noqa: E402
 
 __all__ = ["build_parser", "cli", "format_summary", "main"]
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from oodml.cli import exit_process
+
+    exit_process(main())

@@ -45,7 +45,7 @@ from oodml import figure_process
 from oodml.cli import add_extractor, add_quiet, add_version, progress_disabled, run_cli
 from oodml.datasets import canonical_name, load_dataset
 from oodml.errors import BadInputError, OodmlError
-from oodml.features.files import load_features_file  # no torch for a features file
+from oodml.features.prefetch import load_features_file  # no torch; the table the entry point began to read
 from oodml.splits.check import check_split_file
 from oodml.splits.figure import plot_split_series  # matplotlib is imported when a figure is drawn
 from oodml.splits.figure_worker import FigureWorker

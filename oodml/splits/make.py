@@ -13,7 +13,8 @@ import numpy as np
 
 from oodml.datasets import canonical_name, load_dataset
 from oodml.errors import OodmlError
-from oodml.features.files import load_features_file, standard_split_for_features  # no torch
+from oodml.features.files import standard_split_for_features  # no torch
+from oodml.features.prefetch import load_features_file  # the table the entry point began to read, if any
 from oodml.io import atomic_write, file_digest
 from oodml.splits.controls import make_controls
 from oodml.splits.document import build_split_document
