@@ -6,6 +6,7 @@ Run from the repository root::
     python -m benchmarks.bench_cli --quick         # 512-d, fewer repeats
     python -m benchmarks.bench_cli --image         # also the image-level series (minutes at 2048-d)
     python -m benchmarks.bench_cli --stride 5      # image level with --trajectory-stride 5
+    python -m benchmarks.bench_cli --image --stride 5 --backends scipy,torch   # both dense backends
 
 What it measures, in one run so that every figure is a ratio against a floor taken under the same
 load: a synthetic CUB-sized feature table is written as a ``.npz`` (what ``--features-file`` reads),
@@ -20,7 +21,9 @@ then
 4. with ``--image``: ``--level image`` (with ``--stride S``: ``--trajectory-stride S``) against
    the eigensolver floor measured in the same run: the number of FID evaluations in the written
    file times one ``d × d`` values-only eigenvalue solve (the faster of torch's ``eigvalsh`` and
-   scipy's ``eigh(driver="evd")``, best of 3).
+   scipy's ``eigh(driver="evd")``, best of 3); ``--backends scipy,torch`` runs it once per dense
+   backend (``OODML_FID_BACKEND``) against that one floor and checks that their split files are
+   byte-identical.
 
 Each line prints the load average around it; the ratios, not the seconds, are the result on a
 shared machine.
@@ -58,9 +61,12 @@ def write_table(path: Path, d: int, seed: int = 0) -> tuple[int, int]:
     return x.shape
 
 
-def run_command(args: list[str], cwd: Path) -> float:
+def run_command(args: list[str], cwd: Path, **extra_env: str) -> float:
     env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), OODML_QUIET="1"
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        OODML_QUIET="1",
+        **extra_env,
     )
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True)
@@ -126,12 +132,44 @@ def eigensolver_floor(npz: Path) -> tuple[float, str]:
     return best[name], name
 
 
+def image_level(npz: Path, tmp: Path, stride: int, backends: list[str]) -> None:
+    """``--level image --trajectory-stride S`` once per dense backend (``OODML_FID_BACKEND``),
+    each against the same eigensolver floor; the split files of all backends must be identical."""
+    print(f"\nimage level (--trajectory-stride {stride}):")
+    times, files = {}, {}
+    for backend in backends:
+        out = tmp / f"img-{backend}.json"
+        args = ["-m", "oodml.make_splits", "--features-file", str(npz), "--out", str(out), "-q", "--figure", "none"]
+        args += ["--level", "image", "--trajectory-stride", str(stride)]
+        env = {} if backend == "auto" else {"OODML_FID_BACKEND": backend}
+        times[backend] = run_command(args, tmp, **env)
+        files[backend] = out.read_bytes()
+        print(f"  {backend}: {times[backend]:.1f} s ({_load()})", flush=True)
+    doc = json.loads(next(iter(files.values())))
+    evaluated = sum(r["fid"] is not None for r in doc["trajectory"])
+    solve, solver = eigensolver_floor(npz)
+    floor = evaluated * solve
+    print(
+        f"  {len(doc['trajectory'])} steps, {evaluated} FID evaluations; eigensolver floor {evaluated} x "
+        f"{solve:.3f} s ({solver}) = {floor:.1f} s"
+    )
+    for backend, t in times.items():
+        print(f"  command, dense backend {backend}: {t:.1f} s, ratio {t / floor:.2f}")
+    same = len(set(files.values())) == 1
+    print(f"  split files of {', '.join(files)}: {'byte-identical' if same else 'DIFFERENT'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_cli", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="512-d table, 2 repeats")
     ap.add_argument("--repeats", type=int, default=None, help="runs of each command (default 3; 2 with --quick)")
     ap.add_argument("--image", action="store_true", help="also the image-level series")
     ap.add_argument("--stride", type=int, default=1, help="--trajectory-stride of the image-level run")
+    ap.add_argument(
+        "--backends",
+        default="auto",
+        help="comma-separated dense backends of the image-level run (auto, scipy, torch; default: auto)",
+    )
     args = ap.parse_args(argv)
     d = 512 if args.quick else 2048
     repeats = args.repeats or (2 if args.quick else 3)
@@ -160,34 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             f"without figure {no_fig:.2f} s = {no_fig / floor:.2f}x; interpreter + numpy {interp:.2f} s"
         )
         if args.image:
-            print(f"\nimage level (--trajectory-stride {args.stride}):")
-            out = tmp / "img.json"
-            img = run_command(
-                [
-                    "-m",
-                    "oodml.make_splits",
-                    "--features-file",
-                    str(npz),
-                    "--out",
-                    str(out),
-                    "-q",
-                    "--figure",
-                    "none",
-                    "--level",
-                    "image",
-                    "--trajectory-stride",
-                    str(args.stride),
-                ],
-                tmp,
-            )
-            doc = json.loads(out.read_text())
-            evaluated = sum(r["fid"] is not None for r in doc["trajectory"])
-            solve, solver = eigensolver_floor(npz)
-            print(
-                f"  command {img:.1f} s ({_load()}); {len(doc['trajectory'])} steps, {evaluated} FID evaluations; "
-                f"eigensolver floor {evaluated} x {solve:.3f} s ({solver}) = {evaluated * solve:.1f} s; "
-                f"ratio {img / (evaluated * solve):.2f}"
-            )
+            image_level(npz, tmp, args.stride, [b.strip() for b in args.backends.split(",") if b.strip()])
     return 0
 
 

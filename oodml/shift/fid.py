@@ -75,11 +75,12 @@ class FIDComputer:
         avoids OpenBLAS's collapse under oversubscription (see :func:`_blas_threads`).  With the
         torch dense backend on the CPU it sets torch's thread count during a call.
     dense_backend, device : the library of the image-level dense path (:func:`resolve_dense_backend`).
-        ``"auto"`` (default): torch -- Cholesky, congruence, ``eigvalsh`` and the ``T`` updates in
-        one BLAS/LAPACK library and one thread pool (MKL on this project's CPUs), on CUDA when a
-        GPU is visible (``device``) -- else scipy.  ``"scipy"``: LAPACK ``potrf``/``sygst``/``syevd``
-        through scipy's OpenBLAS.  Both are float64 and agree to ~1e-15 relative.  Torch is
-        imported only when the dense path runs (never at class level).
+        ``"auto"`` (default): torch on CUDA when a GPU is visible (``device``) -- Cholesky,
+        congruence, ``eigvalsh`` and the ``T`` updates in one library -- else scipy, the faster
+        of the two on a CPU.  ``"scipy"``: LAPACK ``potrf``/``sygst``/``syevd`` and the BLAS
+        updates through scipy's OpenBLAS (one library, one thread pool).  ``"torch"`` on the CPU
+        uses torch's (MKL here).  Both are float64 and agree to ~1e-15 relative.  Torch is
+        imported only when its path runs (never at class level, nor on a machine without a GPU).
 
     How a call is computed
     ----------------------

@@ -47,8 +47,8 @@ Numerical choices
 * The result is not clipped at 0 (near-identical inputs can give ``-1e-13``-sized values).
 * Each dense path keeps to one library and one thread pool: scipy's OpenBLAS (``potrf``,
   ``sygst``, ``syevd``; see the note above :func:`_lstore` on thread pools) or, for
-  :class:`FIDComputer`'s image level by default, torch (Cholesky, a blocked congruence,
-  ``eigvalsh``; CUDA when present; :func:`resolve_dense_backend`), equal to ~1e-15 relative.
+  :class:`FIDComputer`'s image level on a GPU (by default when one is visible), torch (Cholesky,
+  a blocked congruence, ``eigvalsh``; :func:`resolve_dense_backend`), equal to ~1e-15 relative.
 
 The low-rank identity
 ---------------------

@@ -409,9 +409,9 @@ def test_dense_backend_resolution():
     assert dense.resolve_dense_backend("torch", "cpu") == ("torch", "cpu")
     import torch
 
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    auto = dense.resolve_dense_backend("auto")
-    assert auto[0] == "torch" and auto[1].startswith(expected)
+    auto = dense.resolve_dense_backend("auto")  # torch on a visible GPU, else scipy: faster on a CPU
+    assert auto == (("torch", "cuda") if torch.cuda.is_available() else ("scipy", None))
+    assert dense.resolve_dense_backend("auto", "cpu") == ("scipy", None)
     with pytest.raises(ValueError, match="dense backend"):
         dense.resolve_dense_backend("magma")
     with pytest.raises(ValueError, match="CPU only"):
@@ -433,6 +433,33 @@ def test_dense_backend_resolution():
     # class level never needs the dense path (nor torch)
     x, labels = _toy_problem(seed=3)
     assert FIDComputer(x, labels, level="class", dense_backend="torch").dense_backend == "scipy"
+
+
+def test_auto_looks_for_a_gpu_without_importing_torch_on_a_machine_without_one(monkeypatch):
+    """torch's answer once it is imported; else the driver's device files (and CUDA_VISIBLE_DEVICES)."""
+    import subprocess
+    import sys
+    import types
+
+    monkeypatch.setitem(
+        sys.modules, "torch", types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda: True))
+    )
+    assert dense._gpu_may_be_visible()
+    monkeypatch.delitem(sys.modules, "torch")
+    monkeypatch.setattr(dense.os.path, "exists", lambda p: p == "/dev/nvidiactl")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert dense._gpu_may_be_visible()
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert not dense._gpu_may_be_visible()
+    monkeypatch.undo()
+    if not dense._gpu_may_be_visible():  # this machine: no GPU, so no torch import at image level
+        code = (
+            "import sys\nfrom oodml.shift.dense import resolve_dense_backend\n"
+            "assert resolve_dense_backend('auto') == ('scipy', None)\nassert 'torch' not in sys.modules\n"
+        )
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
 
 
 @pytest.mark.parametrize("d", [8, 200])  # below and above the 2 x 2 blocking threshold (h >= 64)
