@@ -79,7 +79,7 @@ class FIDComputer:
         congruence, ``eigvalsh`` and the ``T`` updates in one library -- else scipy, the faster
         of the two on a CPU.  ``"scipy"``: LAPACK ``potrf``/``sygst``/``syevd`` and the BLAS
         updates through scipy's OpenBLAS (one library, one thread pool).  ``"torch"`` on the CPU
-        uses torch's (MKL here).  Both are float64 and agree to ~1e-15 relative.  Torch is
+        uses torch's (MKL here).  Both are float64 and agree to ~1e-13 relative.  Torch is
         imported only when its path runs (never at class level, nor on a machine without a GPU).
 
     How a call is computed

@@ -48,7 +48,8 @@ Numerical choices
 * Each dense path keeps to one library and one thread pool: scipy's OpenBLAS (``potrf``,
   ``sygst``, ``syevd``; see the note above :func:`_lstore` on thread pools) or, for
   :class:`FIDComputer`'s image level on a GPU (by default when one is visible), torch (Cholesky,
-  a blocked congruence, ``eigvalsh``; :func:`resolve_dense_backend`), equal to ~1e-15 relative.
+  a blocked congruence, ``eigvalsh``; :func:`resolve_dense_backend`): the two agree to ~1e-13
+  relative on a CUB-sized image-level series.
 
 The low-rank identity
 ---------------------
