@@ -37,11 +37,34 @@ def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[st
     return wrapper
 
 
+def _launched_directly() -> bool:
+    """Whether nothing but Python's launcher runs below the caller (``python -m``, or a console
+    script's file): no profiler, coverage, debugger or wrapping script (``runpy.run_module``)
+    whose own code still has to run after the command returns."""
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return False
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        own = code.co_filename.startswith(package)
+        launcher = "runpy" in code.co_filename and code.co_name in ("_run_code", "_run_module_as_main")
+        script = frame.f_back is None and code.co_name == "<module>" and not code.co_filename.startswith("<")
+        if not (own or launcher or script):
+            return False
+        frame = frame.f_back
+    return True
+
+
 def exit_process(code: int) -> NoReturn:
-    """End a command's process with ``code`` now: flush stdout and stderr, run the ``atexit``
-    handlers, then ``os._exit``, skipping the interpreter's teardown (freeing every module and
-    array: ≈ 0.1 s after ``make_splits`` on a CUB-sized table, a twentieth of the command).
-    Only for commands that leave no thread or buffered writer behind (``make_splits``)."""
+    """End a command's process with ``code``.  Launched directly (:func:`_launched_directly`): flush
+    stdout and stderr, run the ``atexit`` handlers, then ``os._exit``, skipping the interpreter's
+    teardown (freeing every module and array: ≈ 0.1 s after ``make_splits`` on a CUB-sized table,
+    a twentieth of the command).  Under a profiler or a wrapping script: ``SystemExit`` as usual,
+    so that their code runs.  Only for commands that leave no thread or buffered writer behind
+    (``make_splits``)."""
+    if not _launched_directly():
+        raise SystemExit(int(code))
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

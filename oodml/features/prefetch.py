@@ -10,8 +10,8 @@ reading went from ≈ 0.85 s to ≈ 0.55 s.
 
 :func:`start` only guesses from the raw arguments (``--features-file PATH`` or
 ``--features-file=PATH``; nothing for ``--help`` or ``--version``); a table read for nothing is
-dropped with the process.  :mod:`oodml.features.files` is imported by :func:`start` itself, before
-the thread starts, so the thread imports nothing while the main thread does.
+dropped with the process.  :mod:`oodml.features.files` is imported with this module, before the
+thread starts, so the thread imports nothing while the main thread does.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from pathlib import Path
+
+from oodml.features import files
 
 __all__ = ["features_file_argument", "load_features_file", "start"]
 
@@ -49,8 +50,6 @@ def start(argv: Sequence[str]) -> None:
     path = features_file_argument(argv)
     if path is None:
         return
-    from oodml.features import files  # numpy and the reader, in this thread, before the other starts
-
     key = _key(path)
     with _lock:
         if key in _pending:
@@ -71,10 +70,8 @@ def start(argv: Sequence[str]) -> None:
 def load_features_file(path):
     """:func:`oodml.features.files.load_features_file` of ``path``: the table :func:`start` read for
     it (once; waits for the thread), else read now."""
-    from oodml.features import files
-
     with _lock:
-        slot = _pending.pop(_key(Path(path)), None)
+        slot = _pending.pop(_key(path), None)
     if slot is None:
         return files.load_features_file(path)
     slot["thread"].join()

@@ -96,3 +96,36 @@ def test_the_command_as_a_process_writes_what_the_library_writes(tmp_path, entry
     assert res.returncode == 2 and not (tmp_path / "x.json").exists()
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: features file bad.npz is not a readable .npz"), res.stderr
+
+
+def test_the_fast_exit_only_when_nothing_but_the_launcher_runs_below(tmp_path):
+    """A script file run by Python (as a console script is) may end at once; under a wrapping
+    script (runpy, as benchmarks/bench_sop measures a stage), a profiler or pytest it may not, so
+    their code after the command still runs (exit_process raises SystemExit there)."""
+    from oodml.cli import _launched_directly, exit_process
+
+    assert not _launched_directly()  # pytest's frames are below this one
+    with pytest.raises(SystemExit) as exc:
+        exit_process(3)
+    assert exc.value.code == 3
+    probe = tmp_path / "probe.py"
+    probe.write_text("from oodml.cli import _launched_directly\nprint(_launched_directly())\n")
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(f"import runpy\nrunpy.run_path({str(probe)!r}, run_name='__main__')\n")
+    assert _run([str(probe)], tmp_path).stdout.strip() == "True"
+    assert _run([str(wrapper)], tmp_path).stdout.strip() == "False"
+    assert _run(["-m", "cProfile", "-o", str(tmp_path / "p.out"), str(probe)], tmp_path).stdout.strip() == "False"
+
+
+def test_a_command_run_by_a_wrapping_script_returns_to_it(tmp_path):
+    """make_splits under runpy.run_module (a profiler's or benchmark's way) ends with SystemExit."""
+    path = _table(tmp_path / "f.npz", seed=2)
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['make_splits', '--features-file', {str(path)!r}, '--out', 's.json', '--figure', 'none', '-q']\n"
+        "try:\n    runpy.run_module('oodml.make_splits', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exc:\n    print('returned', exc.code)\n"
+    )
+    res = _run(["-c", code], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith("returned 0") and (tmp_path / "s.json").exists()
